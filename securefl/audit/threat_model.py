@@ -1,0 +1,122 @@
+"""Plain-language statements of what each protection does and does not protect against.
+
+Reports must say what the cryptography protects and what it leaves to DP (NIST SP 800-226 §3
+"trust model"; Ponomareva et al. 2023 §5.3). These texts are deliberately conservative and
+are parameterised only by recorded values (threshold, degree, modulus bits, HE preset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def aggregation_threat_model(agg: Mapping[str, Any]) -> dict[str, Any]:
+    """Threat-model entry for one recorded ``aggregation`` payload."""
+    protocol = str(agg.get("protocol", "unknown"))
+    t, k, bits = agg.get("threshold"), agg.get("degree"), agg.get("modulus_bits")
+    params = {key: agg[key] for key in sorted(agg) if key != "protocol"}
+    common_not = [
+        "what the released aggregate and the final model reveal about a unit (only the DP"
+        " guarantee bounds that)",
+        "Sybil clients controlled by the server: thresholds count responders, not honest ones",
+        "model poisoning or backdoors by malicious clients (no robustness is claimed)",
+    ]
+    if protocol == "plaintext":
+        return {
+            "protocol": protocol,
+            "parameters": params,
+            "protects_against": [],
+            "does_not_protect_against": [
+                "the server (or anyone who reads its memory or logs) sees every individual"
+                " client update in the clear",
+                *common_not,
+            ],
+        }
+    if protocol in {"secagg", "secagg+"}:
+        graph = (
+            "complete graph (SecAgg, Bonawitz et al. 2017)"
+            if protocol == "secagg" or k is None
+            else f"random k-regular graph of degree {k} (SecAgg+, Bell et al. 2020)"
+        )
+        return {
+            "protocol": protocol,
+            "parameters": params,
+            "protects_against": [
+                f"an honest-but-curious server learning any individual update: it only obtains"
+                f" the modular sum over at least t = {t} surviving clients; {graph}",
+                "up to t − 1 colluding clients (together with the server) recovering a mask",
+                f"overflow silently corrupting the sum: modulus 2^{bits} planned for the cohort"
+                if bits is not None
+                else "overflow: the ring is planned for the cohort size and clip bound",
+                "replay and mask reuse across rounds (fresh keys per round, ids bound in the KDF)",
+            ],
+            "does_not_protect_against": [
+                "a malicious server unless t > 2n/3 (complete graph) or the SecAgg+ parameters"
+                " were chosen for the semi-malicious model",
+                "a cohort smaller than the threshold being forced by dropouts: the round aborts"
+                " rather than releasing a small sum",
+                *common_not,
+            ],
+        }
+    if protocol == "he-ckks":
+        preset = agg.get("he_preset")
+        return {
+            "protocol": protocol,
+            "parameters": params,
+            "protects_against": [
+                f"the aggregation server reading individual updates: it adds CKKS ciphertexts"
+                f" under a key it does not hold (preset {preset!r}, ≥128-bit security by the HE"
+                " standard)",
+            ],
+            "does_not_protect_against": [
+                "collusion of the server with ANY client: clients share one secret key"
+                " (TenSEAL has no threshold decryption), so one client + server can decrypt"
+                " every individual update",
+                "decryption-noise leakage (Li–Micciancio IND-CPA^D) unless the released"
+                " aggregate is rounded or noise-flooded, as recorded",
+                *common_not,
+            ],
+        }
+    return {
+        "protocol": protocol,
+        "parameters": params,
+        "protects_against": [],
+        "does_not_protect_against": [f"unknown protocol {protocol!r}: no claim is made"],
+    }
+
+
+def dp_threat_model(mechanisms: set[str], privacy_unit: str, adjacency: str) -> dict[str, Any]:
+    """What the DP guarantee covers and whom it trusts."""
+    central = bool(mechanisms & {"gaussian", "discrete_gaussian", "zcdp"})
+    distributed = "distributed_discrete_gaussian" in mechanisms
+    protects = [
+        f"inference about any single {privacy_unit} (membership or attributes) from everything"
+        f" released during the accounted rounds, under {adjacency} adjacency, up to (ε, δ)",
+    ]
+    trust = []
+    if central:
+        trust.append(
+            "central noise: the party adding the noise (server / key holder) is trusted to add"
+            " it; secure aggregation hides individual updates from it, not the noiseless sum"
+        )
+    if distributed:
+        trust.append(
+            "distributed discrete Gaussian: each client adds its share before masking, so the"
+            " server never sees a noiseless sum; accounted for the worst-case number of"
+            " contributors after dropouts"
+        )
+    if "non_private" in mechanisms:
+        trust.append("a non-private release was recorded: ε is infinite")
+    return {
+        "protects_against": protects,
+        "trust": trust,
+        "does_not_protect_against": [
+            "releases outside the ledger (e.g. hyperparameter tuning runs, other models trained"
+            " on the same data) unless they were recorded in the same ledger scope",
+            "inferences about population-level properties (DP protects individuals, not"
+            " aggregate statistics)",
+            f"a unit larger than a {privacy_unit} (e.g. one person owning several clients):"
+            " group privacy degrades ε linearly in the group size",
+        ],
+    }

@@ -1,0 +1,136 @@
+"""Aggregation × DP composition: what runs on the wire and what the accountant is told.
+
+A :class:`Backend` bundles an aggregation protocol (plain, SecAgg, SecAgg+, CKKS) with a DP
+mode (none, central, distributed, local). It answers the three questions the loop asks each
+round: which DP event to project, how to aggregate the cohort's updates, and how to turn the
+aggregate into the next global state (central noise; fixed denominator under client-level DP,
+McMahan et al. 2018 §3 — the estimator must not depend on the realised cohort size).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from securefl.dp.events import DpEvent, NonPrivateEvent
+from securefl.errors import ConfigurationError
+from securefl.fl import privacy
+from securefl.fl.aggregation import STAGES, AggregateOutcome, Aggregator, PlainAggregator
+from securefl.fl.config import RunConfig
+from securefl.fl.noise import gaussian
+from securefl.tensors import FloatVector
+
+
+class Backend:
+    """Aggregation protocol + DP mode for one run."""
+
+    def __init__(self, cfg: RunConfig, aggregator: Aggregator, *, dimension: int) -> None:
+        self.cfg = cfg
+        self.aggregator = aggregator
+        self.dimension = dimension
+        self.stages: tuple[str, ...] = getattr(aggregator, "stages", STAGES)
+        self.trainer: Any = None
+        self.noise_multiplier: float | None = None
+        if cfg.dp == "central":
+            self.noise_multiplier = (
+                cfg.noise_multiplier if cfg.noise_multiplier is not None else privacy.calibrate(cfg)
+            )
+
+    # -- accounting --------------------------------------------------------------------------
+    def round_event(self) -> DpEvent:
+        if self.cfg.dp == "central":
+            assert self.noise_multiplier is not None
+            return privacy.central_round_event(self.cfg, self.noise_multiplier)
+        return NonPrivateEvent()
+
+    def protocol_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"protocol": _protocol_name(self.cfg.aggregation)}
+        extra = getattr(self.aggregator, "info", None)
+        if callable(extra):
+            info.update(extra())
+        return info
+
+    def dp_info(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mode": self.cfg.dp, "delta": self.cfg.delta,
+                               "accountant": self.cfg.accountant}
+        if self.cfg.dp in ("central", "distributed"):
+            out.update(
+                clip=self.cfg.clip,
+                noise_multiplier=self.noise_multiplier,
+                l2_sensitivity=privacy.l2_sensitivity(self.cfg),
+                target_epsilon=self.cfg.target_epsilon,
+                denominator=self.denominator(),
+                server_sees_individual_updates=self.cfg.aggregation == "plain",
+            )
+        return out
+
+    # -- aggregation and server step ------------------------------------------------------
+    def aggregate(
+        self,
+        inputs: Mapping[int, FloatVector],
+        weights: Mapping[int, float],
+        *,
+        dropouts: Mapping[int, str],
+        round_index: int,
+        context: bytes,
+    ) -> AggregateOutcome:
+        return self.aggregator.aggregate(
+            inputs, weights, dropouts=dropouts, round_index=round_index, context=context
+        )
+
+    def denominator(self) -> float:
+        """Fixed denominator of client-level DP FedAvg: the expected cohort size."""
+        if self.cfg.sampling == "poisson":
+            return self.cfg.sampling_rate * self.cfg.n_clients
+        return float(self.cfg.clients_per_round)
+
+    def server_update(
+        self, global_flat: FloatVector, outcome: AggregateOutcome | None, cfg: RunConfig
+    ) -> tuple[FloatVector, float]:
+        """New global state and the seconds spent drawing central noise."""
+        if outcome is None:
+            return global_flat.copy(), 0.0
+        total = outcome.total
+        noise_s = 0.0
+        if cfg.dp == "central":
+            assert self.noise_multiplier is not None
+            t0 = time.perf_counter()
+            sigma = self.noise_multiplier * privacy.l2_sensitivity(cfg)
+            total = total + gaussian(total.shape[0], sigma)
+            noise_s = time.perf_counter() - t0
+        if cfg.client_level_dp:
+            mean = total / self.denominator()
+        elif outcome.weight_total > 0:
+            mean = total / outcome.weight_total
+        else:
+            return global_flat.copy(), noise_s
+        return global_flat + cfg.server_lr * mean, noise_s
+
+
+def _protocol_name(aggregation: str) -> str:
+    return {"plain": "plaintext", "he": "he-ckks"}.get(aggregation, aggregation)
+
+
+def make_backend(cfg: RunConfig, *, dimension: int) -> Backend:
+    """Build the backend for ``cfg`` (combination already validated by the config)."""
+    aggregator: Aggregator
+    if cfg.aggregation == "plain":
+        aggregator = PlainAggregator()
+    elif cfg.aggregation in ("secagg", "secagg+"):
+        from securefl.fl.secure import SecAggAggregator
+
+        aggregator = SecAggAggregator(cfg, dimension=dimension)
+    elif cfg.aggregation == "he":
+        from securefl.fl.secure import HEAggregator
+
+        aggregator = HEAggregator(cfg, dimension=dimension)
+    else:  # pragma: no cover - validated in config
+        raise ConfigurationError(f"unknown aggregation {cfg.aggregation!r}", parameter="aggregation")
+    if cfg.dp in ("distributed", "local"):
+        from securefl.fl.secure import attach_dp
+
+        backend = Backend(cfg, aggregator, dimension=dimension)
+        attach_dp(backend)
+        return backend
+    return Backend(cfg, aggregator, dimension=dimension)

@@ -1,0 +1,286 @@
+"""Run configuration of a federated fine-tuning simulation (TOML-loadable, validated).
+
+One flat, frozen dataclass: every field is a documented knob, so a config file, the CLI flags and
+the ledger's ``run_started`` entry all speak the same names. Validation fails closed with a
+:class:`~securefl.errors.ConfigurationError` naming the field; combinations of aggregation and DP
+that do not make sense are refused in :func:`check_combination` with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from securefl.errors import ConfigurationError
+from securefl.fl.errors import UnsupportedCombinationError
+
+Aggregation = Literal["plain", "secagg", "secagg+", "he"]
+DpMode = Literal["none", "central", "distributed", "local"]
+Sampling = Literal["poisson", "fixed"]
+AccountantName = Literal["rdp", "pld", "prv"]
+
+AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
+DP_MODES: tuple[str, ...] = get_args(DpMode)
+SAMPLINGS: tuple[str, ...] = get_args(Sampling)
+ACCOUNTANTS: tuple[str, ...] = get_args(AccountantName)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """All knobs of one simulated federated LoRA fine-tuning run.
+
+    Defaults give the README's main job: MiniLM + LoRA, 32 clients, SecAgg+ with client-level
+    central DP (DP-FedAvg, McMahan et al. 2018) at ε = 8, δ = 1e-5, a few minutes on 2 cores.
+    """
+
+    name: str = "default"
+    seed: int = 0
+    # --- model -----------------------------------------------------------------------------
+    model: str = "minilm"  # "minilm" (bundled all-MiniLM-L6-v2), "tiny" (random BERT), or a dir
+    max_length: int = 32
+    lora_r: int = 4
+    lora_alpha: float = 8.0
+    lora_targets: tuple[str, ...] = ("query", "value", "classifier")
+    device: str = "auto"  # "auto" = cuda if available else cpu (as transformers does)
+    # --- data ------------------------------------------------------------------------------
+    data: str = "synthetic"  # "synthetic" or a CSV/JSONL path
+    text_column: str = "text"
+    label_column: str = "label"
+    synthetic_examples: int = 800
+    test_fraction: float = 0.2
+    n_clients: int = 32
+    dirichlet_alpha: float = 1.0
+    # --- rounds and sampling ---------------------------------------------------------------
+    rounds: int = 10
+    sampling: Sampling = "poisson"
+    sampling_rate: float = 0.25  # q for Poisson sampling
+    clients_per_round: int = 8  # m for fixed-size sampling without replacement
+    dropout_rate: float = 0.05  # probability a sampled client drops at some protocol stage
+    # --- local training --------------------------------------------------------------------
+    local_epochs: int = 1
+    batch_size: int = 8
+    local_lr: float = 3e-3
+    server_lr: float = 1.0
+    # --- aggregation -----------------------------------------------------------------------
+    aggregation: Aggregation = "secagg+"
+    frac_bits: int = 16
+    corrupt_fraction: float = 0.05  # γ for the SecAgg+ graph solver
+    dropout_fraction: float = 0.33  # δ the SecAgg(+) threshold must tolerate
+    he_preset: str = "default"
+    # --- differential privacy --------------------------------------------------------------
+    dp: DpMode = "central"
+    clip: float = 0.5  # client-level L2 clip C (or per-example clip for local DP-SGD)
+    noise_multiplier: float | None = None  # None = calibrate to target_epsilon over `rounds`
+    target_epsilon: float = 8.0
+    delta: float = 1e-5
+    accountant: AccountantName = "rdp"
+    epsilon_budget: float | None = None  # None = target_epsilon when DP is on, else no budget
+    policy: str | None = None  # path of an audit BudgetPolicy (TOML/JSON); overrides the above
+    # --- outputs ---------------------------------------------------------------------------
+    out: str | None = None
+    eval_every: int = 1
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    # ------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["lora_targets"] = list(self.lora_targets)
+        out["extra"] = dict(self.extra)
+        return out
+
+    def digest(self) -> str:
+        """SHA-256 of the fields that define the run's results (not where it writes)."""
+        body = {k: v for k, v in self.to_dict().items() if k not in {"out", "rounds", "name"}}
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return from_mapping({**self.to_dict(), **changes})
+
+    @property
+    def client_level_dp(self) -> bool:
+        return self.dp in ("central", "distributed")
+
+    @property
+    def effective_budget(self) -> float | None:
+        if self.epsilon_budget is not None:
+            return self.epsilon_budget
+        return self.target_epsilon if self.dp != "none" else None
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+def _positive(cfg: RunConfig, name: str, *, allow_zero: bool = False) -> None:
+    value = getattr(cfg, name)
+    ok = value >= 0 if allow_zero else value > 0
+    if not (isinstance(value, int | float) and math.isfinite(value) and ok):
+        raise ConfigurationError(
+            f"must be {'≥' if allow_zero else '>'} 0, got {value!r}", parameter=name
+        )
+
+
+def validate(cfg: RunConfig) -> None:
+    """Check every field's range and type; raise ConfigurationError naming the field."""
+    for name in (
+        "max_length",
+        "lora_r",
+        "synthetic_examples",
+        "n_clients",
+        "rounds",
+        "clients_per_round",
+        "local_epochs",
+        "batch_size",
+        "eval_every",
+    ):
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigurationError(f"must be a positive integer, got {value!r}", parameter=name)
+    for name in (
+        "lora_alpha",
+        "local_lr",
+        "server_lr",
+        "clip",
+        "target_epsilon",
+        "dirichlet_alpha",
+    ):
+        _positive(cfg, name)
+    for name, lo, hi in (
+        ("test_fraction", 0.0, 1.0),
+        ("sampling_rate", 0.0, 1.0),
+        ("delta", 0.0, 1.0),
+    ):
+        value = getattr(cfg, name)
+        if not (
+            (isinstance(value, int | float)
+            and lo < value < hi)
+            or (name == "sampling_rate" and value == 1.0)
+        ):
+            raise ConfigurationError(f"must lie in ({lo}, {hi}), got {value!r}", parameter=name)
+    for name in ("dropout_rate", "corrupt_fraction", "dropout_fraction"):
+        value = getattr(cfg, name)
+        if not (isinstance(value, int | float) and 0.0 <= value < 1.0):
+            raise ConfigurationError(f"must lie in [0, 1), got {value!r}", parameter=name)
+    if not isinstance(cfg.frac_bits, int) or not 1 <= cfg.frac_bits <= 40:
+        raise ConfigurationError("must be an integer in [1, 40]", parameter="frac_bits")
+    for name, allowed in (
+        ("aggregation", AGGREGATIONS),
+        ("dp", DP_MODES),
+        ("sampling", SAMPLINGS),
+        ("accountant", ACCOUNTANTS),
+    ):
+        if getattr(cfg, name) not in allowed:
+            raise ConfigurationError(
+                f"must be one of {list(allowed)}, got {getattr(cfg, name)!r}", parameter=name
+            )
+    if cfg.noise_multiplier is not None:
+        _positive(cfg, "noise_multiplier", allow_zero=True)
+    if cfg.epsilon_budget is not None:
+        _positive(cfg, "epsilon_budget")
+    if cfg.sampling == "fixed" and cfg.clients_per_round > cfg.n_clients:
+        raise ConfigurationError(
+            f"{cfg.clients_per_round} > n_clients={cfg.n_clients}", parameter="clients_per_round"
+        )
+    if not cfg.lora_targets or not all(isinstance(t, str) and t for t in cfg.lora_targets):
+        raise ConfigurationError(
+            "must be a non-empty list of module names", parameter="lora_targets"
+        )
+    if cfg.device not in ("auto", "cpu") and not cfg.device.startswith(("cuda", "mps")):
+        raise ConfigurationError(f"unknown device {cfg.device!r}", parameter="device")
+    if not cfg.name or "/" in cfg.name:
+        raise ConfigurationError("must be a non-empty name without '/'", parameter="name")
+    check_combination(cfg)
+
+
+def check_combination(cfg: RunConfig) -> None:
+    """Refuse aggregation × DP combinations that do not make sense, saying why.
+
+    - distributed DP (DDGauss, Kairouz et al. 2021) adds integer noise *inside* the masking
+      ring: it needs SecAgg/SecAgg+, and is meaningless with plaintext or CKKS aggregation
+      (with plain the server sees each partially-noised update; CKKS works over reals and
+      the single key holder could decrypt individual ciphertexts).
+    - client-level DP with plain aggregation is allowed: the guarantee on the *released model*
+      holds, but the server sees individual clipped updates; the ledger records
+      ``server_sees_individual_updates: true``.
+    - local DP-SGD (example-level) with client sampling composes per client; it is allowed
+      with every aggregation.
+    """
+    if cfg.dp == "distributed" and cfg.aggregation not in ("secagg", "secagg+"):
+        raise UnsupportedCombinationError(
+            f"distributed DP needs masking secure aggregation (secagg or secagg+), not "
+            f"{cfg.aggregation!r}: the noise is split across clients and only protects them "
+            "when the server sees nothing but the sum over the integer ring",
+            parameter="dp",
+        )
+    if cfg.dp == "none" and cfg.noise_multiplier not in (None, 0.0):
+        raise UnsupportedCombinationError(
+            "noise_multiplier given but dp = 'none'", parameter="noise_multiplier"
+        )
+    if cfg.aggregation == "secagg+" and cfg.n_clients < 3:
+        raise UnsupportedCombinationError(
+            "secagg+ needs at least 3 clients for a neighbour graph", parameter="n_clients"
+        )
+
+
+def from_mapping(values: Mapping[str, Any]) -> RunConfig:
+    """Build a RunConfig from a flat mapping (TOML top level or a ``[run]`` table)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping) and key != "extra":
+            flat.update(value)  # sections like [model], [dp] are flattened
+        else:
+            flat[key] = value
+    unknown = sorted(set(flat) - set(_FIELDS))
+    if unknown:
+        raise ConfigurationError(f"unknown configuration keys {unknown}", parameter="config")
+    if "lora_targets" in flat:
+        if isinstance(flat["lora_targets"], str):
+            flat["lora_targets"] = tuple(t.strip() for t in flat["lora_targets"].split(","))
+        else:
+            flat["lora_targets"] = tuple(flat["lora_targets"])
+    for key in (
+        "lora_alpha",
+        "local_lr",
+        "server_lr",
+        "clip",
+        "target_epsilon",
+        "delta",
+        "sampling_rate",
+        "test_fraction",
+        "dropout_rate",
+        "dirichlet_alpha",
+        "corrupt_fraction",
+        "dropout_fraction",
+        "noise_multiplier",
+        "epsilon_budget",
+    ):
+        if isinstance(flat.get(key), int) and not isinstance(flat.get(key), bool):
+            flat[key] = float(flat[key])
+    try:
+        return RunConfig(**flat)
+    except TypeError as exc:
+        raise ConfigurationError(str(exc), parameter="config") from exc
+
+
+def load(path: str | Path, **overrides: Any) -> RunConfig:
+    """Load a TOML run config; keyword overrides (CLI flags) win over the file."""
+    p = Path(path)
+    try:
+        values = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigurationError(f"config file {p} not found", parameter="config") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"invalid TOML in {p}: {exc}", parameter="config") from exc
+    merged = dict(values.get("run", values))
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    return from_mapping(merged)

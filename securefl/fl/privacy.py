@@ -1,0 +1,136 @@
+"""What the accountant is told about each round, noise calibration, and the ε so far.
+
+The per-round DP event states exactly how clients were chosen (Poisson with rate q under
+add/remove adjacency, or a fixed-size sample of m of N under replace-one adjacency) and which
+mechanism ran on the cohort, in the units the mechanism uses (dp.md conventions): for central
+DP-FedAvg (McMahan et al. 2018) the Gaussian noise on the *sum* of clipped updates has standard
+deviation σ = z·Δ₂ with Δ₂ = C (add/remove) or 2C (replace-one). Accounting is delegated to
+:mod:`securefl.dp.accounting`; this module only builds events and composes them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from securefl.dp.accounting import get_accountant
+from securefl.dp.events import (
+    ComposedEvent,
+    DpEvent,
+    GaussianEvent,
+    NonPrivateEvent,
+    NoOpEvent,
+    PoissonSampledEvent,
+    SampledWithoutReplacementEvent,
+    SelfComposedEvent,
+    event_from_dict,
+)
+from securefl.errors import ConfigurationError
+from securefl.fl.config import RunConfig
+
+
+def neighboring(cfg: RunConfig) -> str:
+    """Adjacency implied by the sampling scheme (Poisson: add/remove; fixed size: replace-one)."""
+    return "add_remove" if cfg.sampling == "poisson" else "replace_one"
+
+
+def l2_sensitivity(cfg: RunConfig) -> float:
+    """Δ₂ of the sum of client updates clipped to C under the run's adjacency."""
+    return cfg.clip if cfg.sampling == "poisson" else 2.0 * cfg.clip
+
+
+def sample(cfg: RunConfig, mechanism: DpEvent) -> DpEvent:
+    """Wrap a per-cohort mechanism event in the sampling event the accountant is told."""
+    if cfg.sampling == "poisson":
+        if cfg.sampling_rate >= 1.0:
+            return mechanism
+        return PoissonSampledEvent(cfg.sampling_rate, mechanism)
+    if cfg.clients_per_round == cfg.n_clients:
+        return mechanism
+    return SampledWithoutReplacementEvent(cfg.n_clients, cfg.clients_per_round, mechanism)
+
+
+def central_round_event(cfg: RunConfig, noise_multiplier: float) -> DpEvent:
+    """One round of client-level DP with continuous Gaussian noise on the sum."""
+    if noise_multiplier <= 0:
+        return NonPrivateEvent()
+    return sample(cfg, GaussianEvent(noise_multiplier))
+
+
+def compose(events: Sequence[DpEvent]) -> DpEvent:
+    """Adaptive composition; identical consecutive events grouped (cheap for many rounds)."""
+    parts: list[DpEvent] = []
+    counts: list[int] = []
+    for ev in events:
+        if parts and parts[-1] == ev:
+            counts[-1] += 1
+        else:
+            parts.append(ev)
+            counts.append(1)
+    grouped = [p if c == 1 else SelfComposedEvent(p, c) for p, c in zip(parts, counts, strict=True)]
+    if not grouped:
+        return NoOpEvent()
+    return grouped[0] if len(grouped) == 1 else ComposedEvent(tuple(grouped))
+
+
+def epsilon_of(cfg: RunConfig, events: Sequence[DpEvent]) -> float:
+    """ε at cfg.delta of the composition of ``events`` (0 for none, ∞ if non-private)."""
+    if not events:
+        return 0.0
+    if any(isinstance(e, NonPrivateEvent) for e in events):
+        return math.inf
+    acc = get_accountant(cfg.accountant, neighboring=neighboring(cfg))  # type: ignore[arg-type]
+    event = compose(events)
+    if not acc.supports(event):
+        raise ConfigurationError(
+            f"accountant {cfg.accountant!r} cannot account for {event.to_dict()['type']}",
+            parameter="accountant",
+        )
+    return float(acc.epsilon(event, cfg.delta))
+
+
+def calibrate(
+    cfg: RunConfig, build: Any = None, *, tolerance: float = 1e-3, max_z: float = 1e4
+) -> float:
+    """Smallest noise multiplier z with ε(cfg.rounds rounds) ≤ target_epsilon (bisection)."""
+    make = build if build is not None else (lambda z: central_round_event(cfg, z))
+
+    def eps(z: float) -> float:
+        return epsilon_of(cfg, [make(z)] * cfg.rounds)
+
+    hi = 1.0
+    while eps(hi) > cfg.target_epsilon:
+        hi *= 2.0
+        if hi > max_z:
+            raise ConfigurationError(
+                f"no noise multiplier ≤ {max_z} reaches ε = {cfg.target_epsilon}",
+                parameter="target_epsilon",
+            )
+    lo = 0.0
+    while hi - lo > tolerance:
+        mid = 0.5 * (lo + hi)
+        if mid > 0 and eps(mid) <= cfg.target_epsilon:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+@dataclass
+class PrivacyAccount:
+    """The run's accountant state: the list of per-round events (checkpointed as dicts)."""
+
+    cfg: RunConfig
+    events: list[DpEvent]
+
+    def epsilon(self, extra: Sequence[DpEvent] = ()) -> float:
+        return epsilon_of(self.cfg, [*self.events, *extra])
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [e.to_dict() for e in self.events]
+
+    @classmethod
+    def from_list(cls, cfg: RunConfig, items: Sequence[dict[str, Any]]) -> PrivacyAccount:
+        return cls(cfg, [event_from_dict(d) for d in items])

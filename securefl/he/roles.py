@@ -1,0 +1,345 @@
+"""The three roles of CKKS aggregation (protocols/he_ckks.md §2–§3).
+
+``KeyHolder`` makes the secret key and only ever decrypts aggregates; ``HEClient`` encrypts
+with the public key; ``HEServer`` adds ciphertexts it cannot read. No role does I/O: bytes in,
+bytes out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from securefl.errors import ConfigurationError
+from securefl.he import _ops, _pool, release, wire
+from securefl.he.context import (
+    ROLE_SECRET,
+    ContextInfo,
+    load_public_context,
+    make_info,
+    new_secret_context,
+    pack_context,
+    public_tenseal_bytes,
+    unpack_context,
+)
+from securefl.he.errors import ContextMismatchError, MalformedCiphertextError
+from securefl.he.params import HEPreset, get_preset, raw_error_bound, release_grid, weight_sums
+from securefl.tensors import TensorLayout, flatten
+
+#: Default largest flat dimension a server/key holder accepts (2^28 values).
+DEFAULT_MAX_DIMENSION = 2**28
+
+
+def _chunk_lengths(dim: int, slots: int) -> list[int]:
+    count = -(-dim // slots)
+    return [slots] * (count - 1) + [dim - slots * (count - 1)]
+
+
+def _precheck_all(env: wire.Envelope, info: ContextInfo, who: str) -> None:
+    for j, (chunk, n) in enumerate(
+        zip(env.chunks, _chunk_lengths(env.dimension, info.preset.slot_count), strict=True)
+    ):
+        try:
+            wire.precheck_chunk(
+                chunk, length=n, scale=info.preset.scale, seal_version=info.seal_version, index=j
+            )
+        except MalformedCiphertextError as exc:
+            raise type(exc)(f"{who}: {exc}") from None
+
+
+def _max_bytes(info: ContextInfo, level: int, max_dimension: int) -> int:
+    count = -(-max_dimension // info.preset.slot_count)
+    return 4096 + wire.MAX_LAYOUT_JSON + count * (4 + info.max_chunk_bytes(level))
+
+
+@dataclass(frozen=True)
+class HEDecryption:
+    """A released aggregate: named tensors plus the record the audit ledger stores."""
+
+    tensors: dict[str, Any]
+    metadata: dict[str, object] = field(default_factory=dict)
+
+
+class KeyHolder:
+    """Creates the CKKS secret key and decrypts aggregates only (never individual updates).
+
+    Run it apart from the server and from every client (e.g. the compliance team's machine):
+    then a server colluding with clients still holds no key (protocols/he_ckks.md §3).
+    """
+
+    def __init__(
+        self,
+        preset: HEPreset | str = "fast",
+        *,
+        workers: int | None = None,
+        policy: release.ReleasePolicy | None = None,
+        _secret_ctx: Any = None,
+    ) -> None:
+        self.preset = get_preset(preset) if isinstance(preset, str) else preset
+        self._ctx = new_secret_context(self.preset) if _secret_ctx is None else _secret_ctx
+        self._public_ts = public_tenseal_bytes(self._ctx)
+        self._secret_ts: bytes = self._ctx.serialize(
+            save_public_key=True, save_secret_key=True, save_galois_keys=False,
+            save_relin_keys=False,
+        )  # fmt: skip
+        self.info = make_info(self._ctx, self.preset, self._public_ts)
+        self.workers = _pool.resolve_workers(workers)
+        self.policy = policy or release.ReleasePolicy()
+
+    @classmethod
+    def from_secret_context_bytes(
+        cls, data: bytes, *, allow_insecure: bool = False, workers: int | None = None
+    ) -> KeyHolder:
+        """Restore a key holder saved with :meth:`secret_context_bytes` (e.g. KAT vectors)."""
+        preset, role, ts_bytes = unpack_context(data, allow_insecure=allow_insecure)
+        if role != ROLE_SECRET:
+            raise ConfigurationError("not a secret-key context", parameter="data")
+        import tenseal as ts
+
+        try:
+            ctx = ts.context_from(ts_bytes, n_threads=1)
+        except Exception as exc:
+            raise MalformedCiphertextError(f"TenSEAL cannot load the context ({exc})") from exc
+        if not ctx.is_private():
+            raise ConfigurationError("context holds no secret key", parameter="data")
+        return cls(preset, workers=workers, _secret_ctx=ctx)
+
+    @property
+    def fingerprint(self) -> bytes:
+        return self.info.fingerprint
+
+    def public_context_bytes(self) -> bytes:
+        """For clients: parameters + public key (no secret, relinearisation or Galois keys)."""
+        return pack_context(self.preset, 1, self._public_ts)
+
+    def server_context_bytes(self) -> bytes:
+        """For the server: the same public material; the server refuses anything more."""
+        return self.public_context_bytes()
+
+    def secret_context_bytes(self) -> bytes:
+        """The secret key, for the key holder's own storage only: never send it to anyone."""
+        return pack_context(self.preset, ROLE_SECRET, self._secret_ts)
+
+    def decrypt(
+        self, aggregate: bytes, *, max_dimension: int = DEFAULT_MAX_DIMENSION
+    ) -> dict[str, Any]:
+        """Decrypt an aggregate and release it (rounded / flooded per ``self.policy``)."""
+        return self.decrypt_result(aggregate, max_dimension=max_dimension).tensors
+
+    def decrypt_result(
+        self, aggregate: bytes, *, max_dimension: int = DEFAULT_MAX_DIMENSION
+    ) -> HEDecryption:
+        info, level = self.info, self.preset.download_level
+        env = wire.unpack(
+            aggregate,
+            kind=wire.KIND_AGGREGATE,
+            preset_name=self.preset.name,
+            context_fingerprint=info.fingerprint,
+            slot_count=self.preset.slot_count,
+            max_chunk_bytes=info.max_chunk_bytes(level),
+            max_bytes=_max_bytes(info, level, max_dimension),
+        )
+        if env.level != level:
+            raise MalformedCiphertextError(f"aggregate at level {env.level}, expected {level}")
+        if env.dimension > max_dimension:
+            raise MalformedCiphertextError(f"dimension {env.dimension} exceeds {max_dimension}")
+        _precheck_all(env, info, "aggregate")
+        spec = _ops.ChunkSpec(level, info.parms_ids[level], self.preset.scale)
+        parts = _pool.map_ranges(
+            len(env.chunks),
+            self.workers,
+            lambda a, b: _ops.decrypt_range(self._ctx, env.chunks[a:b], spec, a),
+            lambda a, b: (_ops.task_decrypt, (self._secret_ts, env.chunks[a:b], spec, a)),
+        )
+        flat = np.concatenate(parts)
+        server_weighted = bool(env.flags & wire.FLAG_SERVER_WEIGHTS)
+        sums = (env.server_weight_sum, env.server_weight_sq_sum) if server_weighted else None
+        # the floating-point term scales with the magnitude actually decrypted (+ the bound)
+        magnitude = float(np.max(np.abs(flat))) + 1.0
+        raw = raw_error_bound(
+            self.preset, env.contributions, server_weight_sums=sums, max_abs=magnitude
+        )
+        released, rel_meta = release.apply(flat, raw, release_grid(raw), self.policy)
+        layout = TensorLayout.from_json(env.layout_json)
+        weighting = {0: "none", 1: "client", 2: "server", 3: "client+server"}[env.flags]
+        meta: dict[str, object] = {
+            **self.preset.metadata(),
+            "context_fingerprint": info.fingerprint.hex(),
+            "layout_digest": env.layout_digest.hex(),
+            "dimension": env.dimension,
+            "ciphertexts": len(env.chunks),
+            "contributions": env.contributions,
+            "weighting": weighting,
+            "client_weight_sum": env.client_weight_sum,
+            "server_weight_sum": env.server_weight_sum if server_weighted else None,
+            "bytes_per_param_download": len(aggregate) / env.dimension,
+            **rel_meta,
+        }
+        return HEDecryption(layout.unflatten(released), meta)
+
+
+class HEClient:
+    """Encrypts one client's named tensors with the public key (no secret key anywhere)."""
+
+    def __init__(
+        self,
+        public_context_bytes: bytes,
+        *,
+        allow_insecure: bool = False,
+        workers: int | None = None,
+    ) -> None:
+        self._ctx, self.info = load_public_context(
+            public_context_bytes, allow_insecure=allow_insecure
+        )
+        self._ts_bytes = unpack_context(public_context_bytes, allow_insecure=allow_insecure)[2]
+        self.preset = self.info.preset
+        self.workers = _pool.resolve_workers(workers)
+
+    def encrypt(self, named_tensors: Mapping[str, Any], weight: float = 1.0) -> bytes:
+        """Flatten (securefl.tensors), multiply by ``weight`` in plaintext, encrypt per chunk."""
+        if not isinstance(weight, int | float) or not math.isfinite(weight) or weight < 0:
+            raise ConfigurationError("must be a finite float ≥ 0", parameter="weight")
+        flat, layout = flatten(named_tensors)
+        if weight != 1.0:
+            flat = flat * float(weight)
+        limit = self.preset.max_abs_value
+        too_big = [
+            spec.name
+            for spec, a, b in layout.offsets()
+            if b > a and float(np.max(np.abs(flat[a:b]))) > limit
+        ]
+        if too_big:
+            raise ConfigurationError(
+                f"|weight·value| exceeds {limit} (preset max_abs_sum / max_clients); clip first",
+                parameter=",".join(too_big),
+            )
+        chunks = self._encrypt_flat(flat)
+        return wire.Envelope(
+            kind=wire.KIND_UPDATE,
+            preset_name=self.preset.name,
+            context_fingerprint=self.info.fingerprint,
+            layout_digest=layout.digest(),
+            flags=wire.FLAG_CLIENT_WEIGHTS if weight != 1.0 else 0,
+            client_weight_sum=float(weight),
+            server_weight_sum=0.0,
+            server_weight_sq_sum=0.0,
+            contributions=1,
+            level=self.preset.data_prime_count,
+            dimension=layout.size,
+            layout_json=layout.to_json(),
+            chunks=tuple(chunks),
+        ).pack()
+
+    def _encrypt_flat(self, flat: npt.NDArray[np.float64]) -> list[bytes]:
+        slots = self.preset.slot_count
+        n_chunks = -(-flat.shape[0] // slots)
+        parts = _pool.map_ranges(
+            n_chunks,
+            self.workers,
+            lambda a, b: _ops.encrypt_range(self._ctx, flat[a * slots : b * slots], slots),
+            lambda a, b: (
+                _ops.task_encrypt,
+                (self._ts_bytes, flat[a * slots : b * slots], slots),
+            ),
+        )
+        return [c for part in parts for c in part]
+
+
+class HEServer:
+    """Adds clients' ciphertexts; holds only a public context and refuses a secret one."""
+
+    def __init__(
+        self,
+        server_context_bytes: bytes,
+        *,
+        allow_insecure: bool = False,
+        max_dimension: int = DEFAULT_MAX_DIMENSION,
+    ) -> None:
+        self._ctx, self.info = load_public_context(
+            server_context_bytes, allow_insecure=allow_insecure
+        )
+        self.preset = self.info.preset
+        self.max_dimension = max_dimension
+
+    def _unpack_update(self, i: int, data: bytes) -> wire.Envelope:
+        info, level = self.info, self.preset.data_prime_count
+        try:
+            env = wire.unpack(
+                data,
+                kind=wire.KIND_UPDATE,
+                preset_name=self.preset.name,
+                context_fingerprint=info.fingerprint,
+                slot_count=self.preset.slot_count,
+                max_chunk_bytes=info.max_chunk_bytes(level),
+                max_bytes=_max_bytes(info, level, self.max_dimension),
+            )
+            if env.level != level or env.contributions != 1 or env.server_weight_sum != 0:
+                raise MalformedCiphertextError("not a fresh client update (level/contributions)")
+            if env.dimension > self.max_dimension:
+                raise MalformedCiphertextError(f"dimension exceeds {self.max_dimension}")
+        except MalformedCiphertextError as exc:
+            raise type(exc)(f"client {i}: {exc}") from None
+        _precheck_all(env, info, f"client {i}")
+        return env
+
+    def aggregate(self, updates: Sequence[bytes], weights: Sequence[float] | None = None) -> bytes:
+        """Σ_i w_i·Enc(x_i) (w_i = 1 without ``weights``), reduced to the download level."""
+        n = len(updates)
+        if not 1 <= n <= self.preset.max_clients:
+            raise ConfigurationError(
+                f"{n} updates; this preset supports 1..{self.preset.max_clients}",
+                parameter="updates",
+            )
+        w: tuple[float, ...] | None = None
+        if weights is not None:
+            if not self.preset.server_weighting:
+                raise ConfigurationError(
+                    f"preset {self.preset.name!r} has no rescale prime: apply weights on the "
+                    "clients (HEClient.encrypt(weight=…)) or use the 'weighted' preset",
+                    parameter="weights",
+                )
+            w = tuple(float(x) for x in weights)
+            if len(w) != n or not all(math.isfinite(x) and x >= 0 for x in w):
+                raise ConfigurationError("one finite weight ≥ 0 per update", parameter="weights")
+            if sum(w) > self.preset.max_clients:
+                raise ConfigurationError(
+                    "Σ weights exceeds max_clients: the sum could wrap", parameter="weights"
+                )
+        envs = [self._unpack_update(i, u) for i, u in enumerate(updates)]
+        first = envs[0]
+        for i, env in enumerate(envs[1:], start=1):
+            if env.layout_digest != first.layout_digest:
+                raise ContextMismatchError(f"client {i}: layout differs from client 0's")
+        level = self.preset.data_prime_count
+        spec = _ops.ChunkSpec(level, self.info.parms_ids[level], self.preset.scale)
+        reduce = self.preset.download_level < level
+        chunks = _ops.aggregate_range(
+            self._ctx, [e.chunks for e in envs], spec, w, reduce, first_chunk=0
+        )
+        flags = 0
+        for env in envs:
+            flags |= env.flags
+        w1, w2 = weight_sums(w) if w is not None else (0.0, 0.0)
+        return wire.Envelope(
+            kind=wire.KIND_AGGREGATE,
+            preset_name=self.preset.name,
+            context_fingerprint=self.info.fingerprint,
+            layout_digest=first.layout_digest,
+            flags=flags | (wire.FLAG_SERVER_WEIGHTS if w is not None else 0),
+            client_weight_sum=sum(e.client_weight_sum for e in envs),
+            server_weight_sum=w1,
+            server_weight_sq_sum=w2,
+            contributions=n,
+            level=self.preset.download_level,
+            dimension=first.dimension,
+            layout_json=first.layout_json,
+            chunks=tuple(chunks),
+        ).pack()
+
+
+__all__ = ["HEClient", "HEDecryption", "HEServer", "KeyHolder"]

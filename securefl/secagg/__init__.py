@@ -1,0 +1,72 @@
+"""Masking-based secure aggregation: SecAgg (Bonawitz et al. 2017) and SecAgg+ (Bell et al. 2020).
+
+Public API: :class:`SecAggConfig`, the sans-I/O :class:`ClientProtocol` / :class:`ServerProtocol`,
+the wire codec (:func:`decode`, ``Message.encode``), the in-process driver :func:`run_round` with
+:class:`DropoutPlan` / :class:`RoundResult`, and :func:`secure_sum_named` for named tensors.
+Normative spec: ``protocols/secagg.md``.
+"""
+
+from __future__ import annotations
+
+from securefl.secagg.client import ClientProtocol, ClientState
+from securefl.secagg.config import PROTOCOL_VERSION, SecAggConfig
+from securefl.secagg.graph import neighbours
+from securefl.secagg.messages import (
+    AdvertiseKeys,
+    ConsistencyCheck,
+    ConsistencyRequest,
+    MaskedInput,
+    MaskedInputRequest,
+    Message,
+    PeerKeys,
+    ShareKeys,
+    ShareKeysRequest,
+    ShareKind,
+    Stage,
+    UnmaskRequest,
+    UnmaskResponse,
+    decode,
+)
+from securefl.secagg.randomness import DeterministicRandomness, RandomSource, SystemRandomness
+from securefl.secagg.server import ServerProtocol, ServerState
+from securefl.secagg.simulate import (
+    DropoutPlan,
+    NamedSumResult,
+    RoundResult,
+    run_round,
+    secure_sum_named,
+    simulation_config,
+)
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "AdvertiseKeys",
+    "ClientProtocol",
+    "ClientState",
+    "ConsistencyCheck",
+    "ConsistencyRequest",
+    "DeterministicRandomness",
+    "DropoutPlan",
+    "MaskedInput",
+    "MaskedInputRequest",
+    "Message",
+    "NamedSumResult",
+    "PeerKeys",
+    "RandomSource",
+    "RoundResult",
+    "SecAggConfig",
+    "ServerProtocol",
+    "ServerState",
+    "ShareKeys",
+    "ShareKeysRequest",
+    "ShareKind",
+    "Stage",
+    "SystemRandomness",
+    "UnmaskRequest",
+    "UnmaskResponse",
+    "decode",
+    "neighbours",
+    "run_round",
+    "secure_sum_named",
+    "simulation_config",
+]

@@ -1,0 +1,460 @@
+"""Sans-I/O SecAgg(+) client (Bonawitz et al. 2017, Fig. 4; Bell et al. 2020 neighbourhoods).
+
+Messages in, messages out; no I/O, no clock. Fresh X25519 key pairs (c_u for share transport,
+s_u for pairwise masks) every round. Each request is checked before use: header (session,
+round, stage, recipient — else :class:`ReplayError`), signatures, set sizes against t and the
+minimum cohort, and the refusal rules of spec §7 (:class:`UnsafeRequestError`): never reveal
+both the self-mask share and the mask-key share of one peer, never accept overlapping or
+duplicated alive/dead lists, never reveal the mask key of a peer in the signed survivor set.
+A method called out of order by our own caller raises :class:`LocalProtocolError`.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from securefl.crypto import aead, kdf, keys, prg, shamir
+from securefl.errors import (
+    ConfigurationError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    ReplayError,
+    UnsafeRequestError,
+)
+from securefl.secagg.config import SecAggConfig
+from securefl.secagg.graph import neighbours
+from securefl.secagg.messages import (
+    SERVER_ID,
+    AdvertiseKeys,
+    ConsistencyCheck,
+    ConsistencyRequest,
+    MaskedInput,
+    MaskedInputRequest,
+    Message,
+    PeerKeys,
+    ShareKeys,
+    ShareKeysRequest,
+    ShareKind,
+    Stage,
+    UnmaskRequest,
+    UnmaskResponse,
+    advertise_transcript,
+    consistency_transcript,
+    decode,
+)
+from securefl.secagg.randomness import RandomSource, SystemRandomness
+
+SHARE_AD_LABEL = b"securefl/secagg/v1/share\x00"
+_PLAINTEXT = struct.Struct("<II")
+PLAINTEXT_BYTES = _PLAINTEXT.size + 2 * shamir.SHARE_BYTES
+
+
+class ClientState(Enum):
+    """Client states; the transition table is in ``protocols/secagg.md`` §6."""
+
+    IDLE = "idle"
+    ADVERTISED = "advertised"  # sent AdvertiseKeys, awaits ShareKeysRequest
+    SHARED = "shared"  # sent ShareKeys, awaits MaskedInputRequest
+    MASKED = "masked"  # sent MaskedInput, awaits ConsistencyRequest
+    SIGNED = "signed"  # sent ConsistencyCheck, awaits UnmaskRequest
+    UNMASKED = "unmasked"  # answered ≥ 1 UnmaskRequest (further ones allowed, same rules)
+    FAILED = "failed"  # refused a request; accepts nothing more
+
+
+def share_associated_data(config: SecAggConfig, sender: int, recipient: int) -> bytes:
+    """AES-GCM associated data of e_{u,v}: label, session id, round, sender, recipient."""
+    return (
+        SHARE_AD_LABEL
+        + config.session_id
+        + struct.pack("<III", config.round_index, sender, recipient)
+    )
+
+
+def pairwise_mask_key(config: SecAggConfig, shared_secret: bytes, u: int, v: int) -> bytes:
+    """PRG key of s_{u,v}: HKDF(KA(s_u, s_v), ``pairwise-mask``, session, round, min, max)."""
+    return kdf.derive_pairwise_key(
+        shared_secret,
+        label=kdf.LABEL_PAIRWISE_MASK,
+        session_id=config.session_id,
+        round_index=config.round_index,
+        me=u,
+        peer=v,
+        length=prg.PRG_KEY_BYTES,
+    )
+
+
+def self_mask_key(config: SecAggConfig, seed: bytes, u: int) -> bytes:
+    """PRG key of the self mask: HKDF(b_u, ``self-mask``, session, round, u, 0)."""
+    return kdf.derive_key(
+        seed,
+        label=kdf.LABEL_SELF_MASK,
+        session_id=config.session_id,
+        round_index=config.round_index,
+        party_a=u,
+        party_b=0,
+        length=prg.PRG_KEY_BYTES,
+    )
+
+
+def share_key(config: SecAggConfig, shared_secret: bytes, u: int, v: int) -> bytes:
+    """AES-256-GCM key of the pair: HKDF(KA(c_u, c_v), ``share-encryption``, …, min, max)."""
+    return kdf.derive_pairwise_key(
+        shared_secret,
+        label=kdf.LABEL_SHARE_ENCRYPTION,
+        session_id=config.session_id,
+        round_index=config.round_index,
+        me=u,
+        peer=v,
+    )
+
+
+def mask_sign(u: int, v: int) -> int:
+    """Client u adds +PRG(s_{u,v}) if u < v and subtracts it if u > v, so pairs cancel."""
+    return 1 if u < v else -1
+
+
+def check_header(config: SecAggConfig, msg: Message, client_id: int) -> None:
+    """Replay defence: session, round and addressing of a server → client message."""
+    if msg.session_id != config.session_id:
+        raise ReplayError(f"{type(msg).__name__} belongs to another session")
+    if msg.round_index != config.round_index:
+        raise ReplayError(
+            f"{type(msg).__name__} is for round {msg.round_index}, not {config.round_index}"
+        )
+    if msg.sender != SERVER_ID or msg.recipient != client_id:
+        raise ReplayError(f"{type(msg).__name__} is addressed to {msg.recipient}, not to us")
+
+
+def _distinct_sorted(ids: Sequence[int], what: str) -> None:
+    if len(set(ids)) != len(ids):
+        raise UnsafeRequestError(f"{what} contains duplicate ids")
+
+
+class ClientProtocol:
+    """One client's side of one round; create a fresh instance per round."""
+
+    def __init__(
+        self,
+        config: SecAggConfig,
+        client_id: int,
+        identity_key: keys.Ed25519PrivateKey,
+        *,
+        randomness: RandomSource | None = None,
+    ) -> None:
+        if not config.has_client(client_id):
+            raise ConfigurationError(f"{client_id} is not in the cohort", parameter="client_id")
+        if keys.ed25519_public_bytes(identity_key) != config.identity_key(client_id):
+            raise ConfigurationError(
+                "does not match the registered identity key", parameter="identity_key"
+            )
+        self.config = config
+        self.client_id = client_id
+        self._identity = identity_key
+        self._rng: RandomSource = randomness if randomness is not None else SystemRandomness()
+        self.neighbours: frozenset[int] = frozenset(neighbours(config)[client_id])
+        self.state = ClientState.IDLE
+        self._cipher_sk: keys.X25519PrivateKey | None = None
+        self._mask_sk: keys.X25519PrivateKey | None = None
+        self._peers: dict[int, PeerKeys] = {}
+        self._self_seed: bytes = b""
+        self._received: dict[int, bytes] = {}  # v -> e_{v,u}; keys() is U2 ∩ N(u)
+        self._signed_survivors: frozenset[int] | None = None
+        self._survivor_list: tuple[int, ...] = ()
+        self._revealed: dict[int, ShareKind] = {}
+        self._pair_keys: dict[int, bytes] = {}  # v -> AES-GCM key of the pair (u, v)
+
+    # ------------------------------------------------------------------ helpers
+    def _expect(self, state: ClientState, what: str) -> None:
+        if self.state is not state:
+            raise LocalProtocolError(f"{what} called in state {self.state.value}")
+
+    def _refuse(self, exc: RemoteProtocolError) -> RemoteProtocolError:
+        self.state = ClientState.FAILED
+        return exc
+
+    def _live_floor(self, live_neighbours: int, what: str) -> None:
+        """At every stage: ≥ t live neighbours, and (complete graph) ≥ the minimum cohort."""
+        cfg = self.config
+        if live_neighbours < cfg.threshold:
+            raise UnsafeRequestError(
+                f"{what}: {live_neighbours} live neighbours, fewer than threshold {cfg.threshold}"
+            )
+        if cfg.is_complete and live_neighbours + 1 < cfg.effective_min_cohort:
+            raise UnsafeRequestError(
+                f"{what}: {live_neighbours + 1} live clients, fewer than the minimum cohort "
+                f"{cfg.effective_min_cohort}"
+            )
+
+    # ------------------------------------------------------------------ stages
+    def advertise_keys(self) -> AdvertiseKeys:
+        """Round 0: fresh c_u, s_u; sign (session, round, u, c_u^PK, s_u^PK)."""
+        self._expect(ClientState.IDLE, "advertise_keys")
+        self._cipher_sk = keys.x25519_private_from_bytes(self._rng.token_bytes(32))
+        self._mask_sk = keys.x25519_private_from_bytes(self._rng.token_bytes(32))
+        c_pk = keys.x25519_public_bytes(self._cipher_sk)
+        s_pk = keys.x25519_public_bytes(self._mask_sk)
+        sig = keys.sign(
+            self._identity, advertise_transcript(self.config, self.client_id, c_pk, s_pk)
+        )
+        self.state = ClientState.ADVERTISED
+        return AdvertiseKeys(
+            self.config.session_id,
+            self.config.round_index,
+            self.client_id,
+            SERVER_ID,
+            cipher_pk=c_pk,
+            mask_pk=s_pk,
+            signature=sig,
+        )
+
+    def share_keys(self, request: ShareKeysRequest) -> ShareKeys:
+        """Round 1: verify neighbours' keys; Shamir-share b_u and s_u^SK; encrypt per peer."""
+        self._expect(ClientState.ADVERTISED, "share_keys")
+        try:
+            return self._share_keys(request)
+        except RemoteProtocolError as exc:
+            raise self._refuse(exc) from None
+
+    def _share_keys(self, request: ShareKeysRequest) -> ShareKeys:
+        cfg, u = self.config, self.client_id
+        check_header(cfg, request, u)
+        if request.threshold < cfg.threshold:
+            raise UnsafeRequestError(
+                f"threshold {request.threshold} is below the configured minimum {cfg.threshold}"
+            )
+        if request.threshold != cfg.threshold:
+            raise RemoteProtocolError(
+                f"threshold {request.threshold} differs from the session's {cfg.threshold}"
+            )
+        ids = [p.client_id for p in request.peers]
+        _distinct_sorted(ids, "peer list")
+        outsiders = set(ids) - self.neighbours
+        if outsiders:
+            raise UnsafeRequestError(f"peers {sorted(outsiders)[:5]} are not our neighbours")
+        self._live_floor(len(ids), "share keys")
+        assert self._cipher_sk is not None and self._mask_sk is not None
+        own = {keys.x25519_public_bytes(self._cipher_sk), keys.x25519_public_bytes(self._mask_sk)}
+        seen: set[bytes] = set(own)
+        for p in request.peers:
+            keys.verify(
+                cfg.identity_key(p.client_id),
+                p.signature,
+                advertise_transcript(cfg, p.client_id, p.cipher_pk, p.mask_pk),
+            )
+            if p.cipher_pk in seen or p.mask_pk in seen or p.cipher_pk == p.mask_pk:
+                raise UnsafeRequestError(f"peer {p.client_id} reuses a public key")
+            seen.update((p.cipher_pk, p.mask_pk))
+        self._peers = {p.client_id: p for p in request.peers}
+        self._self_seed = self._rng.token_bytes(shamir.SECRET_BYTES)
+        coeff = (cfg.threshold - 1) * shamir.COEFF_RANDOM_BYTES
+        seed_shares = shamir.split(
+            self._self_seed, cfg.threshold, ids, randomness=self._rng.token_bytes(coeff)
+        )
+        key_shares = shamir.split(
+            keys.private_bytes(self._mask_sk),
+            cfg.threshold,
+            ids,
+            randomness=self._rng.token_bytes(coeff),
+        )
+        out = []
+        for v in ids:
+            key = share_key(cfg, keys.exchange(self._cipher_sk, self._peers[v].cipher_pk), u, v)
+            self._pair_keys[v] = key
+            plaintext = _PLAINTEXT.pack(u, v) + seed_shares[v] + key_shares[v]
+            ct = aead.seal(
+                key, aead.direction_nonce(u, v), plaintext, share_associated_data(cfg, u, v)
+            )
+            out.append((v, ct))
+        self.state = ClientState.SHARED
+        return ShareKeys(cfg.session_id, cfg.round_index, u, SERVER_ID, ciphertexts=tuple(out))
+
+    def masked_input(self, request: MaskedInputRequest, values: npt.NDArray[Any]) -> MaskedInput:
+        """Round 2: y_u = x_u + PRG(b_u) + Σ_{v∈U2∩N(u)} ±PRG(s_{u,v}) mod 2^b."""
+        self._expect(ClientState.SHARED, "masked_input")
+        cfg = self.config
+        word = np.dtype(np.uint32) if cfg.bits <= 32 else np.dtype(np.uint64)
+        if not isinstance(values, np.ndarray) or values.shape != (cfg.dimension,):
+            raise ConfigurationError(f"must have shape ({cfg.dimension},)", parameter="values")
+        if not np.issubdtype(values.dtype, np.integer):
+            raise ConfigurationError("must be an integer (encoded) vector", parameter="values")
+        if values.size and (int(values.min()) < 0 or int(values.max()) >> cfg.bits):
+            raise ConfigurationError(f"values must lie in [0, 2^{cfg.bits})", parameter="values")
+        try:
+            pairs = self._masked_keys(request)
+        except RemoteProtocolError as exc:
+            raise self._refuse(exc) from None
+        acc = np.array(values, dtype=word, copy=True)
+        prg.add_masks(acc, pairs)
+        if cfg.bits < 8 * word.itemsize:
+            np.bitwise_and(acc, word.type((1 << cfg.bits) - 1), out=acc)
+        self.state = ClientState.MASKED
+        return MaskedInput(
+            cfg.session_id, cfg.round_index, self.client_id, SERVER_ID, bits=cfg.bits, values=acc
+        )
+
+    def _masked_keys(self, request: MaskedInputRequest) -> list[tuple[bytes, int]]:
+        cfg, u = self.config, self.client_id
+        check_header(cfg, request, u)
+        senders = [v for v, _ in request.ciphertexts]
+        _distinct_sorted(senders, "ciphertext list")
+        unknown = set(senders) - self._peers.keys()
+        if unknown:
+            raise UnsafeRequestError(f"ciphertexts from non-neighbours {sorted(unknown)[:5]}")
+        self._live_floor(len(senders), "masked input")
+        self._received = dict(request.ciphertexts)
+        assert self._mask_sk is not None
+        pairs = [(self_mask_key(cfg, self._self_seed, u), 1)]
+        for v in sorted(self._received):
+            secret = keys.exchange(self._mask_sk, self._peers[v].mask_pk)
+            pairs.append((pairwise_mask_key(cfg, secret, u, v), mask_sign(u, v)))
+        return pairs
+
+    def consistency_check(self, request: ConsistencyRequest) -> ConsistencyCheck:
+        """Round 3: sign U3 after checking it against what we saw (Fig. 4, ConsistencyCheck)."""
+        self._expect(ClientState.MASKED, "consistency_check")
+        try:
+            return self._consistency(request)
+        except RemoteProtocolError as exc:
+            raise self._refuse(exc) from None
+
+    def _consistency(self, request: ConsistencyRequest) -> ConsistencyCheck:
+        cfg, u = self.config, self.client_id
+        check_header(cfg, request, u)
+        survivors = request.survivors
+        _distinct_sorted(survivors, "survivor list")
+        if list(survivors) != sorted(survivors) or not all(cfg.has_client(v) for v in survivors):
+            raise UnsafeRequestError("survivor list is not a sorted list of cohort ids")
+        if u not in survivors:
+            raise UnsafeRequestError("survivor list omits us although we sent a masked input")
+        if len(survivors) < cfg.effective_min_cohort:
+            raise UnsafeRequestError(
+                f"{len(survivors)} survivors, fewer than the minimum cohort "
+                f"{cfg.effective_min_cohort}"
+            )
+        live = self.neighbours.intersection(survivors)
+        missing = live - self._received.keys()
+        if missing:
+            raise UnsafeRequestError(
+                f"survivors {sorted(missing)[:5]} never shared keys with us (inconsistent view)"
+            )
+        self._live_floor(len(live), "consistency check")
+        self._signed_survivors = frozenset(survivors)
+        self._survivor_list = tuple(survivors)
+        sig = keys.sign(self._identity, consistency_transcript(cfg, u, self._survivor_list))
+        self.state = ClientState.SIGNED
+        return ConsistencyCheck(cfg.session_id, cfg.round_index, u, SERVER_ID, signature=sig)
+
+    def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
+        """Round 4: verify neighbours' U3 signatures, then reveal one share per listed peer."""
+        if self.state not in (ClientState.SIGNED, ClientState.UNMASKED):
+            raise LocalProtocolError(f"unmask called in state {self.state.value}")
+        try:
+            return self._unmask(request)
+        except RemoteProtocolError as exc:
+            raise self._refuse(exc) from None
+
+    def _unmask(self, request: UnmaskRequest) -> UnmaskResponse:
+        cfg, u = self.config, self.client_id
+        check_header(cfg, request, u)
+        survivors = self._signed_survivors
+        assert survivors is not None
+        signers = [v for v, _ in request.signatures]
+        _distinct_sorted(signers, "signature list")
+        if not set(signers) <= survivors & self.neighbours:
+            raise UnsafeRequestError("a signer is not a surviving neighbour")
+        if len(signers) < cfg.threshold:
+            raise UnsafeRequestError(
+                f"{len(signers)} neighbours confirmed the survivor set, fewer than threshold "
+                f"{cfg.threshold}"
+            )
+        for v, sig in request.signatures:
+            keys.verify(
+                cfg.identity_key(v), sig, consistency_transcript(cfg, v, self._survivor_list)
+            )
+        alive, dead = list(request.alive), list(request.dead)
+        _distinct_sorted(alive, "alive list")
+        _distinct_sorted(dead, "dead list")
+        if set(alive) & set(dead):
+            raise UnsafeRequestError("a peer is listed both alive and dead")
+        if not set(alive) <= survivors:
+            raise UnsafeRequestError("alive list contains a peer outside the signed survivor set")
+        if set(dead) & survivors:
+            raise UnsafeRequestError(
+                "dead list contains a peer in the signed survivor set (its input is in the sum)"
+            )
+        for v in alive:
+            if self._revealed.get(v) is ShareKind.MASK_KEY:
+                raise UnsafeRequestError(f"already revealed the mask-key share of {v}")
+        for v in dead:
+            if self._revealed.get(v) is ShareKind.SELF_MASK_SEED:
+                raise UnsafeRequestError(f"already revealed the self-mask share of {v}")
+        unknown = (set(alive) | set(dead)) - self._received.keys()
+        if unknown:
+            raise RemoteProtocolError(f"we hold no shares of {sorted(unknown)[:5]}")
+        assert self._cipher_sk is not None
+        wanted = [(v, ShareKind.SELF_MASK_SEED) for v in alive]
+        wanted += [(v, ShareKind.MASK_KEY) for v in dead]
+        out = []
+        for v, kind in sorted(wanted):
+            seed_share, key_share = self._open_share(v)
+            out.append((v, kind, seed_share if kind is ShareKind.SELF_MASK_SEED else key_share))
+        for v, kind in wanted:
+            self._revealed[v] = kind
+        self.state = ClientState.UNMASKED
+        return UnmaskResponse(cfg.session_id, cfg.round_index, u, SERVER_ID, shares=tuple(out))
+
+    def _open_share(self, v: int) -> tuple[bytes, bytes]:
+        cfg, u = self.config, self.client_id
+        plaintext = aead.open_(
+            self._pair_keys[v],
+            aead.direction_nonce(v, u),
+            self._received[v],
+            share_associated_data(cfg, v, u),
+        )
+        if len(plaintext) != PLAINTEXT_BYTES or _PLAINTEXT.unpack_from(plaintext) != (v, u):
+            raise RemoteProtocolError(f"share plaintext from {v} names the wrong parties")
+        mid = _PLAINTEXT.size + shamir.SHARE_BYTES
+        return plaintext[_PLAINTEXT.size : mid], plaintext[mid:]
+
+    # ------------------------------------------------------------------ dispatch
+    def handle(self, message: Message, values: npt.NDArray[Any] | None = None) -> Message:
+        """Dispatch a server message to its stage; a message for another stage → ReplayError."""
+        expected = {
+            ClientState.ADVERTISED: Stage.SHARE_KEYS,
+            ClientState.SHARED: Stage.MASKED_INPUT,
+            ClientState.MASKED: Stage.CONSISTENCY_CHECK,
+            ClientState.SIGNED: Stage.UNMASK,
+            ClientState.UNMASKED: Stage.UNMASK,
+        }.get(self.state)
+        if expected is None:
+            raise LocalProtocolError(f"no server message is expected in state {self.state.value}")
+        if message.FROM_CLIENT or message.STAGE is not expected:
+            raise self._refuse(
+                ReplayError(
+                    f"{type(message).__name__} arrived while expecting stage {expected.name}"
+                )
+            )
+        if isinstance(message, ShareKeysRequest):
+            return self.share_keys(message)
+        if isinstance(message, MaskedInputRequest):
+            if values is None:
+                raise LocalProtocolError("the masked-input stage needs the encoded input values")
+            return self.masked_input(message, values)
+        if isinstance(message, ConsistencyRequest):
+            return self.consistency_check(message)
+        assert isinstance(message, UnmaskRequest)
+        return self.unmask(message)
+
+    def receive_bytes(self, data: bytes, values: npt.NDArray[Any] | None = None) -> bytes:
+        """Decode (validated against the config), handle, and encode the reply."""
+        try:
+            message = decode(data, config=self.config)
+        except RemoteProtocolError as exc:
+            raise self._refuse(exc) from None
+        return self.handle(message, values).encode()

@@ -1,0 +1,182 @@
+"""Round configuration of SecAgg / SecAgg+ and the session id that binds it.
+
+Every party derives the same ``session_id`` from the configuration, so a party with a different
+view of the round (other cohort, threshold, tensor layout or global model — the model
+inconsistency attack of Pasquini et al., CCS 2022) derives different keys and its masks do not
+cancel. The identity keys are the PKI assumption of Bonawitz et al. 2017, §4 (malicious server):
+each client's long-term Ed25519 verification key is registered here out of band.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from securefl.errors import ConfigurationError
+
+PROTOCOL_NAME = b"securefl/secagg"
+PROTOCOL_VERSION = 1
+DIGEST_BYTES = 32
+MAX_CLIENTS = 1 << 20
+MAX_CLIENT_ID = (1 << 32) - 2  # Shamir x = id + 1 must fit in u32
+MAX_DIMENSION = 1 << 27
+MAX_NONCE_BYTES = 64
+_ZERO_DIGEST = bytes(DIGEST_BYTES)
+
+
+@dataclass(frozen=True)
+class SecAggConfig:
+    """Public parameters of one SecAgg(+) round, identical at every party.
+
+    ``degree`` is the SecAgg+ neighbour degree k (Bell et al. 2020); ``None`` or k ≥ n−1 gives
+    the complete graph of classic SecAgg. ``threshold`` t is the Shamir threshold over each
+    client's neighbourhood (shares go to the k neighbours, not to the client itself).
+    ``min_cohort`` is the fewest responders an honest client lets the server aggregate over —
+    it counts responders, not honest ones (Sybils have no cryptographic fix).
+    """
+
+    client_ids: tuple[int, ...]
+    threshold: int
+    bits: int
+    dimension: int
+    identity_keys: tuple[bytes, ...]
+    degree: int | None = None
+    min_cohort: int = 0
+    round_index: int = 0
+    layout_digest: bytes = _ZERO_DIGEST
+    model_digest: bytes = _ZERO_DIGEST
+    nonce: bytes = b""
+    _index: dict[int, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ids = self.client_ids
+        if not isinstance(ids, tuple) or not all(type(i) is int for i in ids):
+            raise ConfigurationError("must be a tuple of ints", parameter="client_ids")
+        n = len(ids)
+        if not 2 <= n <= MAX_CLIENTS:
+            raise ConfigurationError(
+                f"need 2..{MAX_CLIENTS} clients, got {n}", parameter="client_ids"
+            )
+        if list(ids) != sorted(set(ids)):
+            raise ConfigurationError("must be strictly increasing", parameter="client_ids")
+        if ids[0] < 1 or ids[-1] > MAX_CLIENT_ID:
+            raise ConfigurationError(f"ids must lie in 1..{MAX_CLIENT_ID}", parameter="client_ids")
+        if len(self.identity_keys) != n or any(len(k) != 32 for k in self.identity_keys):
+            raise ConfigurationError(
+                "need one 32-byte Ed25519 key per client", parameter="identity_keys"
+            )
+        k = self.neighbour_count
+        if self.degree is not None and (type(self.degree) is not int or self.degree < 2):
+            raise ConfigurationError("must be None or an int ≥ 2", parameter="degree")
+        if type(self.threshold) is not int or not 2 <= self.threshold <= k:
+            raise ConfigurationError(
+                f"must lie in 2..{k} (the number of neighbours)", parameter="threshold"
+            )
+        if type(self.bits) is not int or not 1 <= self.bits <= 64:
+            raise ConfigurationError("must lie in 1..64", parameter="bits")
+        if type(self.dimension) is not int or not 1 <= self.dimension <= MAX_DIMENSION:
+            raise ConfigurationError(f"must lie in 1..{MAX_DIMENSION}", parameter="dimension")
+        if type(self.min_cohort) is not int or not 0 <= self.min_cohort <= n:
+            raise ConfigurationError(f"must lie in 0..{n}", parameter="min_cohort")
+        if type(self.round_index) is not int or not 0 <= self.round_index < (1 << 32):
+            raise ConfigurationError("must lie in 0..2^32-1", parameter="round_index")
+        for name in ("layout_digest", "model_digest"):
+            if len(getattr(self, name)) != DIGEST_BYTES:
+                raise ConfigurationError(f"must be {DIGEST_BYTES} bytes", parameter=name)
+        if len(self.nonce) > MAX_NONCE_BYTES:
+            raise ConfigurationError(f"at most {MAX_NONCE_BYTES} bytes", parameter="nonce")
+        self._index.update({cid: i for i, cid in enumerate(ids)})
+
+    @classmethod
+    def create(
+        cls,
+        identity_keys: Mapping[int, bytes],
+        *,
+        threshold: int,
+        bits: int,
+        dimension: int,
+        degree: int | None = None,
+        min_cohort: int = 0,
+        round_index: int = 0,
+        layout_digest: bytes = _ZERO_DIGEST,
+        model_digest: bytes = _ZERO_DIGEST,
+        nonce: bytes = b"",
+    ) -> SecAggConfig:
+        """Build a config from ``{client id: Ed25519 public key}`` (ids sorted for you)."""
+        ids = tuple(sorted(identity_keys))
+        return cls(
+            client_ids=ids,
+            threshold=threshold,
+            bits=bits,
+            dimension=dimension,
+            identity_keys=tuple(bytes(identity_keys[i]) for i in ids),
+            degree=degree,
+            min_cohort=min_cohort,
+            round_index=round_index,
+            layout_digest=layout_digest,
+            model_digest=model_digest,
+            nonce=nonce,
+        )
+
+    @property
+    def n(self) -> int:
+        return len(self.client_ids)
+
+    @property
+    def is_complete(self) -> bool:
+        """True for classic SecAgg (every client is every other client's neighbour)."""
+        return self.degree is None or self.degree >= self.n - 1
+
+    @property
+    def neighbour_count(self) -> int:
+        """Number of neighbours of every client (k rounded up to even, see graph.py)."""
+        if self.is_complete:
+            return self.n - 1
+        assert self.degree is not None
+        return self.degree + (self.degree % 2)
+
+    @property
+    def effective_min_cohort(self) -> int:
+        """Fewest responders accepted at any stage: max(min_cohort, t)."""
+        return max(self.min_cohort, self.threshold)
+
+    @property
+    def word_bytes(self) -> int:
+        """Bytes per masked parameter on the wire: 4 for b ≤ 32 (uint32), else 8."""
+        return 4 if self.bits <= 32 else 8
+
+    def has_client(self, client_id: int) -> bool:
+        return client_id in self._index
+
+    def identity_key(self, client_id: int) -> bytes:
+        try:
+            return self.identity_keys[self._index[client_id]]
+        except KeyError:
+            raise ConfigurationError(f"unknown client {client_id}", parameter="client_id") from None
+
+    @cached_property
+    def session_id(self) -> bytes:
+        """SHA-256 over protocol version and every public parameter of the round (spec §3)."""
+        h = hashlib.sha256()
+        h.update(PROTOCOL_NAME + b"/session\x00")
+        h.update(
+            struct.pack(
+                "<HIIIIBII",
+                PROTOCOL_VERSION,
+                self.round_index,
+                self.n,
+                self.threshold,
+                0 if self.degree is None else self.degree,
+                self.bits,
+                self.dimension,
+                self.min_cohort,
+            )
+        )
+        h.update(struct.pack(f"<{self.n}I", *self.client_ids))
+        h.update(b"".join(self.identity_keys))
+        h.update(self.layout_digest + self.model_digest)
+        h.update(struct.pack("<B", len(self.nonce)) + self.nonce)
+        return h.digest()

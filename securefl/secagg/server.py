@@ -1,0 +1,360 @@
+"""Sans-I/O SecAgg(+) server (Bonawitz et al. 2017, Fig. 4; Bell et al. 2020).
+
+The server collects client messages for the current stage (``receive`` / ``receive_bytes``)
+and, when its caller decides the stage is over (all in, or a timeout the caller measured),
+``close_stage`` fixes the set of live clients U1 ⊇ U2 ⊇ U3 ⊇ U4 ⊇ U5 and returns the messages
+of the next stage. A malformed, misaddressed, replayed or duplicate client message never
+crashes the server: the client is dropped with a recorded reason (``rejected``). Clients whose
+neighbourhood has fallen below t are pruned (they would refuse anyway); when the sum can no
+longer be recovered, ``close_stage`` raises :class:`AbortError`.
+
+Unmasking reconstructs only what is needed: b_w for each survivor w ∈ U3 and s_v^SK for each
+client v ∈ U2 \\ U3 that dropped after sharing, then removes all masks in one chunk-major pass
+of the PRG over the running sum (the masked inputs are summed on arrival, never stored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from securefl.crypto import keys, prg, shamir
+from securefl.errors import AbortError, MalformedMessageError, SecureFLError
+from securefl.secagg.client import mask_sign, pairwise_mask_key, self_mask_key
+from securefl.secagg.config import SecAggConfig
+from securefl.secagg.graph import neighbours
+from securefl.secagg.messages import (
+    SERVER_ID,
+    AdvertiseKeys,
+    ConsistencyCheck,
+    ConsistencyRequest,
+    MaskedInput,
+    MaskedInputRequest,
+    Message,
+    PeerKeys,
+    ShareKeys,
+    ShareKeysRequest,
+    ShareKind,
+    Stage,
+    UnmaskRequest,
+    UnmaskResponse,
+    advertise_transcript,
+    consistency_transcript,
+    decode,
+)
+
+
+class ServerState(Enum):
+    """Server states; the transition table is in ``protocols/secagg.md`` §6."""
+
+    COLLECT_ADVERTISE = "collect-advertise"
+    COLLECT_SHARES = "collect-shares"
+    COLLECT_MASKED = "collect-masked"
+    COLLECT_CONSISTENCY = "collect-consistency"
+    COLLECT_UNMASK = "collect-unmask"
+    DONE = "done"
+    ABORTED = "aborted"
+
+
+_STAGE_OF = {
+    ServerState.COLLECT_ADVERTISE: Stage.ADVERTISE_KEYS,
+    ServerState.COLLECT_SHARES: Stage.SHARE_KEYS,
+    ServerState.COLLECT_MASKED: Stage.MASKED_INPUT,
+    ServerState.COLLECT_CONSISTENCY: Stage.CONSISTENCY_CHECK,
+    ServerState.COLLECT_UNMASK: Stage.UNMASK,
+}
+
+
+class _Reject(Exception):
+    """Internal: the current client message is dropped with this reason."""
+
+
+class ServerProtocol:
+    """The aggregator's side of one round."""
+
+    def __init__(self, config: SecAggConfig) -> None:
+        self.config = config
+        self.graph = neighbours(config)
+        self.state = ServerState.COLLECT_ADVERTISE
+        self.word = np.dtype(np.uint32) if config.bits <= 32 else np.dtype(np.uint64)
+        self.rejected: dict[int, str] = {}
+        self.pruned: dict[int, str] = {}
+        self.dropped: dict[Stage, frozenset[int]] = {}
+        self._expected: set[int] = set(config.client_ids)
+        self._adverts: dict[int, AdvertiseKeys] = {}
+        self._ciphertexts: dict[int, dict[int, bytes]] = {}  # recipient -> sender -> ct
+        self._shared: set[int] = set()
+        self._masked: set[int] = set()
+        self._sum: npt.NDArray[Any] = np.zeros(config.dimension, dtype=self.word)
+        self._signatures: dict[int, bytes] = {}
+        self._shares: dict[tuple[int, ShareKind], dict[int, bytes]] = {}
+        self._responded: set[int] = set()
+        self._requested: dict[int, set[tuple[int, ShareKind]]] = {}
+        self.u1: frozenset[int] = frozenset()
+        self.u2: frozenset[int] = frozenset()
+        self.u3: frozenset[int] = frozenset()
+        self.u4: frozenset[int] = frozenset()
+        self.u5: frozenset[int] = frozenset()
+        self.result: npt.NDArray[Any] | None = None
+
+    # ------------------------------------------------------------------ receiving
+    @property
+    def stage(self) -> Stage | None:
+        return _STAGE_OF.get(self.state)
+
+    def receive_bytes(self, data: bytes, *, transport_sender: int) -> bool:
+        """Decode and record one client message; False (and a recorded reason) if dropped."""
+        try:
+            message = decode(data, config=self.config)
+        except MalformedMessageError as exc:
+            self._drop(transport_sender, f"malformed message: {exc}")
+            return False
+        return self.receive(message, transport_sender=transport_sender)
+
+    def receive(self, message: Message, *, transport_sender: int | None = None) -> bool:
+        """Record one client message for the current stage; False if the client was dropped."""
+        sender = message.sender if transport_sender is None else transport_sender
+        try:
+            self._check(message, sender)
+            self._accept(message)
+        except _Reject as exc:
+            self._drop(sender, str(exc))
+            return False
+        except SecureFLError as exc:  # e.g. a signature that does not verify
+            self._drop(sender, f"{type(exc).__name__}: {exc}")
+            return False
+        return True
+
+    def _drop(self, client: int, reason: str) -> None:
+        if client in self._expected:
+            self._expected.discard(client)
+            self.rejected.setdefault(client, reason)
+
+    def _check(self, m: Message, sender: int) -> None:
+        cfg = self.config
+        if self.stage is None:
+            raise _Reject(f"no message is expected in state {self.state.value}")
+        if not m.FROM_CLIENT or m.sender != sender or m.recipient != SERVER_ID:
+            raise _Reject("message is not from its transport sender to the server")
+        if m.session_id != cfg.session_id or m.round_index != cfg.round_index:
+            raise _Reject("replayed message from another session or round")
+        if m.STAGE is not self.stage:
+            raise _Reject(f"{type(m).__name__} arrived during stage {self.stage.name}")
+        if sender not in self._expected:
+            raise _Reject("sender is not live at this stage")
+
+    def _accept(self, m: Message) -> None:
+        u = m.sender
+        cfg = self.config
+        if isinstance(m, AdvertiseKeys):
+            if u in self._adverts:
+                raise _Reject("duplicate AdvertiseKeys")
+            keys.verify(
+                cfg.identity_key(u),
+                m.signature,
+                advertise_transcript(cfg, u, m.cipher_pk, m.mask_pk),
+            )
+            self._adverts[u] = m
+        elif isinstance(m, ShareKeys):
+            if u in self._shared:
+                raise _Reject("duplicate ShareKeys")
+            want = set(self.graph[u]) & self.u1
+            got = [v for v, _ in m.ciphertexts]
+            if len(got) != len(set(got)) or set(got) != want:
+                raise _Reject("share ciphertexts are not addressed to exactly the live neighbours")
+            for v, ct in m.ciphertexts:
+                self._ciphertexts.setdefault(v, {})[u] = ct
+            self._shared.add(u)
+        elif isinstance(m, MaskedInput):
+            if u in self._masked:
+                raise _Reject("duplicate MaskedInput")
+            values = m.values
+            if (
+                m.bits != cfg.bits
+                or not isinstance(values, np.ndarray)
+                or values.shape != (cfg.dimension,)
+                or values.dtype != self.word
+            ):
+                raise _Reject("masked input has the wrong bits, shape or dtype")
+            if cfg.bits < 8 * self.word.itemsize and int(values.max()) >> cfg.bits:
+                raise _Reject(f"a masked value is not below 2^{cfg.bits}")
+            np.add(self._sum, values, out=self._sum)
+            self._masked.add(u)
+        elif isinstance(m, ConsistencyCheck):
+            if u in self._signatures:
+                raise _Reject("duplicate ConsistencyCheck")
+            keys.verify(
+                cfg.identity_key(u),
+                m.signature,
+                consistency_transcript(cfg, u, tuple(sorted(self.u3))),
+            )
+            self._signatures[u] = m.signature
+        elif isinstance(m, UnmaskResponse):
+            if u in self._responded:
+                raise _Reject("duplicate UnmaskResponse")
+            asked = self._requested.get(u, set())
+            pairs = [(v, kind) for v, kind, _ in m.shares]
+            if len(set(pairs)) != len(pairs) or not set(pairs) <= asked:
+                raise _Reject("unmask response contains shares that were not requested")
+            if any(len(share) != shamir.SHARE_BYTES for _, _, share in m.shares):
+                raise _Reject("a share has the wrong length")
+            for v, kind, share in m.shares:
+                self._shares.setdefault((v, kind), {})[u] = share
+            self._responded.add(u)
+        else:  # pragma: no cover - _check admits only client messages of this stage
+            raise _Reject(f"unexpected {type(m).__name__}")
+
+    # ------------------------------------------------------------------ stage closure
+    def _fail(self, reason: str) -> AbortError:
+        self.state = ServerState.ABORTED
+        return AbortError(reason)
+
+    def _floor(self, live: Iterable[int], stage: str) -> frozenset[int]:
+        live = frozenset(live)
+        need = self.config.effective_min_cohort
+        if len(live) < need:
+            raise self._fail(f"{stage}: {len(live)} live clients, need at least {need}")
+        return live
+
+    def _prune(self, live: frozenset[int], stage: str) -> frozenset[int]:
+        """Drop clients with < t live neighbours until none is left (they would refuse)."""
+        t = self.config.threshold
+        live_set = set(live)
+        changed = True
+        while changed:
+            changed = False
+            for u in sorted(live_set):
+                if sum(1 for v in self.graph[u] if v in live_set) < t:
+                    live_set.discard(u)
+                    self.pruned[u] = f"{stage}: fewer than t live neighbours"
+                    changed = True
+        return frozenset(live_set)
+
+    def close_stage(self) -> dict[int, Message]:
+        """End the current stage; returns the next stage's message per live client."""
+        cfg = self.config
+        sid, rnd = cfg.session_id, cfg.round_index
+        if self.state is ServerState.COLLECT_ADVERTISE:
+            got = frozenset(self._adverts)
+            self.u1 = self._floor(self._prune(got, "advertise"), "advertise")
+            self.dropped[Stage.ADVERTISE_KEYS] = frozenset(cfg.client_ids) - self.u1
+            self._expected = set(self.u1)
+            self.state = ServerState.COLLECT_SHARES
+            out: dict[int, Message] = {}
+            for u in sorted(self.u1):
+                peers = tuple(
+                    PeerKeys(v, a.cipher_pk, a.mask_pk, a.signature)
+                    for v in self.graph[u]
+                    if v in self.u1
+                    for a in (self._adverts[v],)
+                )
+                out[u] = ShareKeysRequest(
+                    sid, rnd, SERVER_ID, u, threshold=cfg.threshold, peers=peers
+                )
+            return out
+        if self.state is ServerState.COLLECT_SHARES:
+            got = frozenset(self._shared)
+            self.u2 = self._floor(self._prune(got, "share keys"), "share keys")
+            self.dropped[Stage.SHARE_KEYS] = self.u1 - self.u2
+            self._expected = set(self.u2)
+            self.state = ServerState.COLLECT_MASKED
+            out = {}
+            for u in sorted(self.u2):
+                inbox = self._ciphertexts.get(u, {})
+                cts = tuple((v, inbox[v]) for v in sorted(inbox) if v in self.u2)
+                out[u] = MaskedInputRequest(sid, rnd, SERVER_ID, u, ciphertexts=cts)
+            return out
+        if self.state is ServerState.COLLECT_MASKED:
+            self.u3 = self._floor(self._masked, "masked input")
+            self.dropped[Stage.MASKED_INPUT] = self.u2 - self.u3
+            t = cfg.threshold
+            for v in sorted(self.u2):
+                live = sum(1 for w in self.graph[v] if w in self.u3)
+                if live < t:
+                    raise self._fail(
+                        f"masked input: client {v} has {live} surviving neighbours, need {t}"
+                    )
+            self._expected = set(self.u3)
+            self.state = ServerState.COLLECT_CONSISTENCY
+            survivors = tuple(sorted(self.u3))
+            return {
+                u: ConsistencyRequest(sid, rnd, SERVER_ID, u, survivors=survivors)
+                for u in survivors
+            }
+        if self.state is ServerState.COLLECT_CONSISTENCY:
+            self.u4 = self._floor(self._signatures, "consistency check")
+            self.dropped[Stage.CONSISTENCY_CHECK] = self.u3 - self.u4
+            t = cfg.threshold
+            askable = {u for u in self.u4 if sum(1 for v in self.graph[u] if v in self.u4) >= t}
+            for u in sorted(self.u4 - askable):
+                self.pruned[u] = "consistency check: fewer than t signing neighbours"
+            dead = self.u2 - self.u3
+            for v in sorted(self.u2):
+                live = sum(1 for w in self.graph[v] if w in askable)
+                if live < t:
+                    raise self._fail(
+                        f"consistency check: client {v} has {live} responders, need {t}"
+                    )
+            self._expected = set(askable)
+            self.state = ServerState.COLLECT_UNMASK
+            out = {}
+            for u in sorted(askable):
+                nb = self.graph[u]
+                sigs = tuple((v, self._signatures[v]) for v in nb if v in self.u4)
+                alive = tuple(v for v in nb if v in self.u3)
+                gone = tuple(v for v in nb if v in dead)
+                self._requested[u] = {(v, ShareKind.SELF_MASK_SEED) for v in alive} | {
+                    (v, ShareKind.MASK_KEY) for v in gone
+                }
+                out[u] = UnmaskRequest(
+                    sid, rnd, SERVER_ID, u, signatures=sigs, alive=alive, dead=gone
+                )
+            return out
+        if self.state is ServerState.COLLECT_UNMASK:
+            self.u5 = self._floor(self._responded, "unmask")
+            self.dropped[Stage.UNMASK] = self.u4 - self.u5
+            self.result = self._unmask()
+            self.state = ServerState.DONE
+            return {}
+        raise self._fail(f"close_stage called in state {self.state.value}")
+
+    # ------------------------------------------------------------------ unmasking
+    def _recover(self, v: int, kind: ShareKind) -> bytes:
+        shares = self._shares.get((v, kind), {})
+        try:
+            return shamir.reconstruct(shares, self.config.threshold)
+        except SecureFLError as exc:
+            raise self._fail(f"unmask: cannot recover the {kind.name} of {v}: {exc}") from None
+
+    def _unmask(self) -> npt.NDArray[Any]:
+        cfg = self.config
+        pairs: list[tuple[bytes, int]] = []
+        for w in sorted(self.u3):
+            seed = self._recover(w, ShareKind.SELF_MASK_SEED)
+            pairs.append((self_mask_key(cfg, seed, w), -1))
+        for v in sorted(self.u2 - self.u3):
+            raw = self._recover(v, ShareKind.MASK_KEY)
+            try:
+                sk = keys.x25519_private_from_bytes(raw)
+            except SecureFLError as exc:
+                raise self._fail(f"unmask: mask key of {v} is invalid: {exc}") from None
+            if keys.x25519_public_bytes(sk) != self._adverts[v].mask_pk:
+                raise self._fail(f"unmask: shares of {v} do not give its advertised mask key")
+            for w in self.graph[v]:
+                if w in self.u3:
+                    secret = keys.exchange(sk, self._adverts[w].mask_pk)
+                    pairs.append((pairwise_mask_key(cfg, secret, w, v), -mask_sign(w, v)))
+        total = self._sum
+        prg.add_masks(total, pairs)
+        if cfg.bits < 8 * self.word.itemsize:
+            np.bitwise_and(total, self.word.type((1 << cfg.bits) - 1), out=total)
+        return total
+
+    @property
+    def survivors(self) -> frozenset[int]:
+        """Clients whose inputs are in the sum (U3), once the round is done."""
+        return self.u3 if self.state is ServerState.DONE else frozenset()

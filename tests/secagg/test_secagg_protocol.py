@@ -1,0 +1,125 @@
+"""Correctness of whole rounds: the unmasked sum is exact for any inputs and dropout pattern
+that leaves every client ≥ t live neighbours, and too few survivors abort cleanly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import event, given
+from hypothesis import strategies as st
+
+from securefl.errors import AbortError
+from securefl.secagg import DropoutPlan, Stage, neighbours, run_round, simulation_config
+
+STAGES = list(Stage)
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> dict[str, object]:
+    n = draw(st.integers(3, 25))
+    sparse = n >= 6 and draw(st.booleans())
+    degree = draw(st.sampled_from([d for d in (2, 4, 6, 8) if d < n - 1])) if sparse else None
+    k = n - 1 if degree is None else degree
+    t = draw(st.integers(2, max(2, k)))
+    bits = draw(st.sampled_from([1, 8, 16, 31, 32, 40, 64]))
+    d = draw(st.integers(1, 40))
+    seed = draw(st.integers(0, 2**32 - 1))
+    drop_rate = draw(st.sampled_from([0.0, 0.1, 0.25, 0.5]))
+    rng = np.random.default_rng(seed)
+    stage_of = {}
+    for u in range(1, n + 1):
+        if rng.random() < drop_rate:
+            stage_of[u] = STAGES[int(rng.integers(0, len(STAGES)))]
+    return {"n": n, "degree": degree, "t": t, "bits": bits, "d": d, "seed": seed, "stage_of": stage_of}
+
+
+@given(scenarios())
+def test_sum_exact_or_clean_abort(sc: dict[str, object]) -> None:
+    n, t, bits, d = int(sc["n"]), int(sc["t"]), int(sc["bits"]), int(sc["d"])  # type: ignore[call-overload]
+    degree = sc["degree"]
+    stage_of: dict[int, Stage] = sc["stage_of"]  # type: ignore[assignment]
+    ids = list(range(1, n + 1))
+    cfg = simulation_config(ids, threshold=t, bits=bits, dimension=d, degree=degree)  # type: ignore[arg-type]
+    rng = np.random.default_rng(int(sc["seed"]))  # type: ignore[call-overload]
+    dtype = np.uint32 if bits <= 32 else np.uint64
+    inputs = {
+        u: rng.integers(0, 2**bits, size=d, dtype=np.uint64).astype(dtype) for u in ids
+    }
+    plan = DropoutPlan.from_mapping(
+        {s: {u for u, su in stage_of.items() if su is s} for s in Stage}
+    )
+    final_live = set(ids) - set(stage_of)
+    graph = neighbours(cfg)
+    sufficient = len(final_live) >= cfg.effective_min_cohort and all(
+        len(set(graph[u]) & final_live) >= t for u in ids
+    )
+    expected_survivors = {
+        u for u in ids if stage_of.get(u) not in (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT)
+    }
+    try:
+        result = run_round(inputs, cfg, dropouts=plan)
+    except AbortError:
+        event("aborted")
+        assert not sufficient, "a round with enough live neighbours everywhere aborted"
+        return
+    event(f"completed ({'all' if sufficient else 'some'} neighbourhoods ≥ t, {len(stage_of)} drops)")
+    assert len(final_live) >= t, "completed with fewer than t responders"
+    if sufficient:
+        assert result.survivors == expected_survivors
+    assert result.survivors <= expected_survivors
+    want = np.zeros(d, dtype=object)
+    for u in result.survivors:
+        want = want + inputs[u].astype(object)
+    want = np.array([int(x) % (1 << bits) for x in want], dtype=np.uint64)
+    assert np.array_equal(result.total.astype(np.uint64), want)
+
+
+@pytest.mark.parametrize("stage", list(Stage))
+def test_too_few_survivors_abort(stage: Stage) -> None:
+    ids = list(range(1, 8))
+    cfg = simulation_config(ids, threshold=4, bits=16, dimension=5)
+    inputs = {u: np.full(5, u, dtype=np.uint32) for u in ids}
+    with pytest.raises(AbortError):
+        run_round(inputs, cfg, dropouts=DropoutPlan.from_mapping({stage: {1, 2, 3, 4}}))
+
+
+def test_min_cohort_enforced() -> None:
+    ids = list(range(1, 9))
+    cfg = simulation_config(ids, threshold=3, bits=16, dimension=4, min_cohort=7)
+    inputs = {u: np.full(4, u, dtype=np.uint32) for u in ids}
+    assert run_round(inputs, cfg, dropouts=DropoutPlan(masked_input=frozenset({8}))).survivors
+    with pytest.raises(AbortError):
+        run_round(inputs, cfg, dropouts=DropoutPlan(masked_input=frozenset({7, 8})))
+
+
+def test_upload_is_four_bytes_per_parameter() -> None:
+    ids = list(range(1, 6))
+    d = 20000
+    for bits, word in ((20, 4), (32, 4), (33, 8)):
+        cfg = simulation_config(ids, threshold=3, bits=bits, dimension=d)
+        inputs = {u: np.zeros(d, dtype=np.uint32 if bits <= 32 else np.uint64) for u in ids}
+        result = run_round(inputs, cfg)
+        # the masked-input message dominates; everything else is a few hundred bytes
+        per_param = min(result.bytes_up.values()) / d
+        assert word <= per_param < word + 0.1
+
+
+def test_secure_sum_named_decodes_floats() -> None:
+    from securefl.encoding import error_bound, plan_ring
+    from securefl.secagg import secure_sum_named
+    from securefl.tensors import TensorLayout
+
+    rng = np.random.default_rng(3)
+    updates = {u: {"w": rng.normal(size=(4, 3)), "b": rng.normal(size=3)} for u in range(1, 9)}
+    layout = TensorLayout.from_tensors(updates[1])
+    plan = plan_ring(8, 10.0, 16)
+    cfg = simulation_config(
+        updates, threshold=3, degree=4, bits=plan.bits, dimension=layout.size,
+        layout_digest=layout.digest(),
+    )
+    out = secure_sum_named(updates, cfg, plan, dropouts=DropoutPlan(unmask=frozenset({2})))
+    assert out.round.survivors == frozenset(range(1, 9))
+    for name in ("w", "b"):
+        exact = sum(updates[u][name] for u in out.round.survivors)
+        assert np.max(np.abs(out.sums[name] - exact)) <= error_bound(plan, 8)
+    assert out.clipped == dict.fromkeys(range(1, 9), 0)
