@@ -102,9 +102,7 @@ class _Client:
                 length=prg.PRG_KEY_BYTES,
             )
             prg_keys.append((key, 1 if self.me < peer else -1))
-        prg.add_masks(acc, prg_keys)
-        if bits < 8 * acc.itemsize:
-            acc &= acc.dtype.type((1 << bits) - 1)
+        prg.add_masks(acc, prg_keys, bits=bits)
 
 
 def bench_client_mask(d: int = 2**20, k: int = 16, repeats: int = 7) -> dict[str, float]:
@@ -189,7 +187,8 @@ def _flower_mask(state: dict[str, Any], params: list[np.ndarray[Any, Any]]) -> l
             quantized = parameters_addition(quantized, pairwise)
         else:
             quantized = parameters_subtraction(quantized, pairwise)
-    return parameters_mod(quantized, mod_range)
+    masked: list[Any] = parameters_mod(quantized, mod_range)
+    return masked
 
 
 def bench_flower(d: int = 2**20, k: int = 16, repeats: int = 3) -> dict[str, float]:

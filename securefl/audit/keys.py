@@ -44,7 +44,9 @@ def _read(source: bytes | str | os.PathLike[str], what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise ConfigurationError(f"cannot read {what} file {path}: {exc.strerror}", parameter=what)
+        raise ConfigurationError(
+            f"cannot read {what} file {path}: {exc.strerror}", parameter=what
+        ) from exc
 
 
 def load_signing_key(source: SigningKeySource) -> Ed25519PrivateKey:
@@ -52,7 +54,7 @@ def load_signing_key(source: SigningKeySource) -> Ed25519PrivateKey:
     if isinstance(source, Ed25519PrivateKey):
         return source
     data = _read(source, "signing_key")
-    if len(data) == 32 and not data.startswith(b"-----"):
+    if len(data) == 32:
         return Ed25519PrivateKey.from_private_bytes(data)
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -71,6 +73,8 @@ def load_public_key(source: PublicKeySource) -> Ed25519PublicKey:
         return source.public_key()
     if isinstance(source, Ed25519PublicKey):
         return source
+    if isinstance(source, bytes) and len(source) == 32:  # raw key: never strip its bytes
+        return Ed25519PublicKey.from_public_bytes(source)
     data = _read(source, "public_key").strip()
     if len(data) == 64 and not data.startswith(b"-----"):
         try:

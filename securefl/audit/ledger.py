@@ -311,6 +311,9 @@ def _row_to_entry(row: tuple[Any, ...]) -> Entry:
 
 
 _ENTRY_COLUMNS = "seq, run_id, round_id, kind, payload, timestamp, prev_hash, entry_hash"
+# Constant SQL (column names are fixed); every value is a bound parameter.
+_SELECT_ENTRIES = "SELECT " + _ENTRY_COLUMNS + " FROM entries"
+_INSERT_ENTRY = "INSERT INTO entries(" + _ENTRY_COLUMNS + ") VALUES (?,?,?,?,?,?,?,?)"
 
 
 class Ledger:
@@ -454,9 +457,7 @@ class Ledger:
                 rows.append((seq, run_id, round_id, kind, payload_json, ts, prev, h))
                 out.append(Entry(seq, run_id, round_id, kind, payload_json, ts, prev, h))
                 prev = h
-            conn.executemany(
-                f"INSERT INTO entries({_ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows
-            )
+            conn.executemany(_INSERT_ENTRY, rows)
             self._write_head(seq, prev)
             conn.execute("COMMIT")
         except BaseException:
@@ -490,7 +491,7 @@ class Ledger:
 def _iter_entries(
     conn: sqlite3.Connection, *, run_id: str | None = None, kind: str | None = None
 ) -> Iterator[Entry]:
-    sql = f"SELECT {_ENTRY_COLUMNS} FROM entries"
+    sql = _SELECT_ENTRIES
     where, args = [], []
     if run_id is not None:
         where.append("run_id = ?")
@@ -541,7 +542,7 @@ def _verify_conn(
     pinned: Ed25519PublicKey | None = None if public_key is None else load_public_key(public_key)
     try:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        rows = conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM entries ORDER BY seq").fetchall()
+        rows = conn.execute(_SELECT_ENTRIES + " ORDER BY seq").fetchall()
         head = _read_head(conn)
     except sqlite3.DatabaseError as exc:
         return VerifyResult(False, 0, None, None, pinned is not None, [f"not a ledger: {exc}"])
@@ -588,16 +589,15 @@ def _verify_conn(
             err(f"entry {e.seq}: payload is not valid JSON")
         if not _TS_RE.match(e.timestamp):
             err(f"entry {e.seq}: malformed timestamp")
-        if anchor_hash is not None and e.entry_hash == anchor_hash:
-            if anchor_seq is None or anchor_seq == e.seq:
-                anchor_found = True
+        if e.entry_hash == anchor_hash and anchor_seq in (None, e.seq):
+            anchor_found = True
         prev = e.entry_hash
         expected_seq = e.seq + 1
         last_seq, last_hash = e.seq, e.entry_hash
 
-    if anchor_hash is not None and not anchor_found:
-        if not (anchor_seq == 0 and anchor_hash == genesis_hash(ledger_id)):
-            err("the externally anchored head is not in this ledger (rolled back or forked)")
+    genesis_anchor = anchor_seq == 0 and anchor_hash == genesis_hash(ledger_id)
+    if anchor_hash is not None and not anchor_found and not genesis_anchor:
+        err("the externally anchored head is not in this ledger (rolled back or forked)")
 
     if head is None:
         err("signed head missing (ledger truncated or head deleted)")
@@ -608,8 +608,8 @@ def _verify_conn(
                 " (truncated, appended without signing, or head replaced)"
             )
         try:
-            stored_key = load_public_key(bytes.fromhex(head.public_key))
-        except (ValueError, ConfigurationError):
+            stored_key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(head.public_key))
+        except ValueError:
             err("head public key is malformed")
             stored_key = None
         key = pinned if pinned is not None else stored_key

@@ -92,7 +92,9 @@ def _number(value: Any, name: str, *, lo: float, hi: float, open_lo: bool = True
     x = float(value)
     bad_lo = x <= lo if open_lo else x < lo
     if not math.isfinite(x) or bad_lo or x >= hi:
-        raise PolicyError(f"must be in {'(' if open_lo else '['}{lo}, {hi}), got {x}", name)
+        raise PolicyError(
+            f"must be in {'(' if open_lo else '['}{lo}, {hi}), got {x}", parameter=name
+        )
     return x
 
 
@@ -206,7 +208,8 @@ class BudgetPolicy:
         if proto_set is not None and not proto_set <= KNOWN_PROTOCOLS:
             bad = sorted(proto_set - KNOWN_PROTOCOLS)
             raise PolicyError(
-                f"unknown protocol(s) {', '.join(bad)}; known: {', '.join(sorted(KNOWN_PROTOCOLS))}",
+                f"unknown protocol(s) {', '.join(bad)};"
+                f" known: {', '.join(sorted(KNOWN_PROTOCOLS))}",
                 parameter="allowed.aggregation_protocols",
             )
         return cls(
@@ -343,8 +346,8 @@ class BudgetPolicy:
         groups: dict[str, list[ChargedRound]] = {}
         for c in charged:
             groups.setdefault("ledger" if self.scope == "ledger" else c.run_id, []).append(c)
-        for key, rounds in groups.items():
-            eps, why = self._epsilon_of([c.event for c in rounds])
+        for key, members in groups.items():
+            eps, why = self._epsilon_of([c.event for c in members])
             result.epsilon[key] = eps if math.isfinite(eps) else None
             if why:
                 result.violations.append(why)
@@ -455,7 +458,9 @@ def record_refusal(
 ) -> Entry:
     """Append a ``round_refused`` entry: the reasons, projected ε and what was asked."""
     if decision.allowed:
-        raise ConfigurationError("decision allowed the round; nothing to refuse", "decision")
+        raise ConfigurationError(
+            "decision allowed the round; nothing to refuse", parameter="decision"
+        )
     rid = run_id if run_id is not None else round_info.get("run_id")
     rnd = round_id if round_id is not None else round_info.get("round_id")
     payload: dict[str, Any] = {

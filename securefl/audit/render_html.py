@@ -21,7 +21,8 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1b1b1b;
 background:#fafafa;line-height:1.45}
 main{max-width:1040px;margin:0 auto;padding:24px}
-h1{font-size:1.6em;margin:.2em 0}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:1.6em}
+h1{font-size:1.6em;margin:.2em 0}
+h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:1.6em}
 table{border-collapse:collapse;margin:8px 0;font-size:.92em}
 td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f0f0f0}.ok{color:#11691b;font-weight:600}.bad{color:#b00020;font-weight:700}
@@ -37,7 +38,8 @@ _SCRIPT = """
 window.addEventListener('error',function(){document.body.setAttribute('data-render','error');});
 window.addEventListener('load',function(){
  var svgs=document.querySelectorAll('svg.chart'),drawn=0;
- for(var i=0;i<svgs.length;i++){var b=svgs[i].getBoundingClientRect();if(b.width>0&&b.height>0)drawn++;}
+ for(var i=0;i<svgs.length;i++){
+  var b=svgs[i].getBoundingClientRect();if(b.width>0&&b.height>0)drawn++;}
  var m=document.getElementById('render-check');m.textContent='charts:'+drawn+'/'+svgs.length;
  if(document.body.getAttribute('data-render')!=='error'){document.body.setAttribute('data-render','ok');}
 });
@@ -87,8 +89,13 @@ def _charts(report: Mapping[str, Any]) -> str:
             x_label="round",
             y_label="clients",
         ),
-        line_chart("held-out accuracy per round", xs, {"accuracy": col("accuracy")},
-                   x_label="round", y_label="accuracy"),
+        line_chart(
+            "held-out accuracy per round",
+            xs,
+            {"accuracy": col("accuracy")},
+            x_label="round",
+            y_label="accuracy",
+        ),
         line_chart(
             "bytes per round",
             xs,
@@ -106,9 +113,9 @@ def render_html(report: Mapping[str, Any]) -> str:
     ok = bool(v["ok"])
     tight = g.get("tightest") or {}
     out = [
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none';"
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\';'
         " style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">",
         f"<title>{escape(str(report['title']))}</title><style>{_CSS}</style></head>",
         "<body><main>",
@@ -157,42 +164,94 @@ def render_html(report: Mapping[str, Any]) -> str:
             "<h2>Refused rounds</h2>",
             _table(
                 ["run", "round", "projected ε", "reasons"],
-                [[r["run_id"], r["round_id"], r["projected_epsilon"], "; ".join(r["reasons"])]
-                 for r in report["refusals"]],
+                [
+                    [r["run_id"], r["round_id"], r["projected_epsilon"], "; ".join(r["reasons"])]
+                    for r in report["refusals"]
+                ],
             ),
         ]
     out.append("<h2>Threat model</h2>")
     for a in report["threat_model"]["aggregation"]:
         out += [
             f"<h3>Aggregation: {_e(a['protocol'])}</h3><p>parameters: {_e(a['parameters'])}</p>",
-            "<p>Protects against:</p>", _ul(a["protects_against"]),
-            "<p>Does <strong>not</strong> protect against:</p>", _ul(a["does_not_protect_against"]),
+            "<p>Protects against:</p>",
+            _ul(a["protects_against"]),
+            "<p>Does <strong>not</strong> protect against:</p>",
+            _ul(a["does_not_protect_against"]),
         ]
     dp = report["threat_model"]["dp"]
     out += [
-        "<h3>Differential privacy</h3>", _ul(dp["protects_against"]),
-        "<p>Trust:</p>", _ul(dp["trust"]),
-        "<p>Does <strong>not</strong> protect against:</p>", _ul(dp["does_not_protect_against"]),
+        "<h3>Differential privacy</h3>",
+        _ul(dp["protects_against"]),
+        "<p>Trust:</p>",
+        _ul(dp["trust"]),
+        "<p>Does <strong>not</strong> protect against:</p>",
+        _ul(dp["does_not_protect_against"]),
         "<h2>Runs</h2>",
         _table(
-            ["run", "started", "finished", "unit", "mechanism", "clip", "z", "rounds", "refused",
-             "code"],
-            [[r["run_id"], r["started_at"], r["finished_at"], r["privacy_unit"], r["mechanism"],
-              r["clip"], r["noise_multiplier"], r["rounds_completed"], r["rounds_refused"],
-              r.get("code_version")] for r in report["runs"]],
+            [
+                "run",
+                "started",
+                "finished",
+                "unit",
+                "mechanism",
+                "clip",
+                "z",
+                "rounds",
+                "refused",
+                "code",
+            ],
+            [
+                [
+                    r["run_id"],
+                    r["started_at"],
+                    r["finished_at"],
+                    r["privacy_unit"],
+                    r["mechanism"],
+                    r["clip"],
+                    r["noise_multiplier"],
+                    r["rounds_completed"],
+                    r["rounds_refused"],
+                    r.get("code_version"),
+                ]
+                for r in report["runs"]
+            ],
         ),
     ]
     shown = round_rows(report, _MAX_ROUND_ROWS)
     out.append("<h2>Rounds</h2>")
     if len(shown) < len(report["rounds"]):
-        out.append(f"<p>First and last {_MAX_ROUND_ROWS // 2} of {len(report['rounds'])}"
-                   " rounds; the JSON report has all.</p>")
+        out.append(
+            f"<p>First and last {_MAX_ROUND_ROWS // 2} of {len(report['rounds'])}"
+            " rounds; the JSON report has all.</p>"
+        )
     out.append(
         _table(
-            ["run", "round", "status", "participants", "dropouts", "accuracy", "loss",
-             "bytes up", "bytes down"],
-            [[r["run_id"], r["round_id"], r["status"], r["participants"], r["dropouts"],
-              r["accuracy"], r["loss"], r["bytes_up"], r["bytes_down"]] for r in shown],
+            [
+                "run",
+                "round",
+                "status",
+                "participants",
+                "dropouts",
+                "accuracy",
+                "loss",
+                "bytes up",
+                "bytes down",
+            ],
+            [
+                [
+                    r["run_id"],
+                    r["round_id"],
+                    r["status"],
+                    r["participants"],
+                    r["dropouts"],
+                    r["accuracy"],
+                    r["loss"],
+                    r["bytes_up"],
+                    r["bytes_down"],
+                ]
+                for r in shown
+            ],
         )
     )
     if report["model_provenance"]:
@@ -202,19 +261,29 @@ def render_html(report: Mapping[str, Any]) -> str:
             "<h2>Empirical audit (Steinke, Nasr, Jagielski 2023)</h2>",
             _table(
                 ["run", "ε lower bound", "confidence", "theoretical ε", "claim"],
-                [[a["run_id"], a.get("epsilon_lower_bound"), a.get("confidence"),
-                  a.get("epsilon_theoretical"),
-                  "FAILS" if a.get("claim_violated") else "consistent"]
-                 for a in report["empirical_audits"]],
+                [
+                    [
+                        a["run_id"],
+                        a.get("epsilon_lower_bound"),
+                        a.get("confidence"),
+                        a.get("epsilon_theoretical"),
+                        "FAILS" if a.get("claim_violated") else "consistent",
+                    ]
+                    for a in report["empirical_audits"]
+                ],
             ),
         ]
     out += [
-        "<h2>Assumptions</h2>", _ul(report["assumptions"]),
-        "<h2>Caveats</h2>", _ul(report["caveats"]),
+        "<h2>Assumptions</h2>",
+        _ul(report["assumptions"]),
+        "<h2>Caveats</h2>",
+        _ul(report["caveats"]),
         "<h2>Reporting checklist</h2>",
         "<p>Ponomareva et al. 2023, “How to DP-fy ML”, §5.3; NIST SP 800-226.</p>",
-        _table(["item", "value", "status"],
-               [[c["item"], c["value"], c["status"]] for c in report["checklist"]]),
+        _table(
+            ["item", "value", "status"],
+            [[c["item"], c["value"], c["status"]] for c in report["checklist"]],
+        ),
         '<p id="render-check" class="muted">not rendered by a browser</p>',
         f"</main><script>{_SCRIPT}</script></body></html>",
     ]

@@ -79,16 +79,24 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines += _table(["accountant", "ε"], [[k, x] for k, x in g["epsilon"].items()])
     pol = report.get("policy")
     if pol:
-        lines += ["", "## Policy", "", f"Policy **{_md(pol['name'])}** (sha256 `{pol['sha256']}`):"
-                  f" {'satisfied' if pol['ok'] else 'VIOLATED'}.", ""]
+        lines += [
+            "",
+            "## Policy",
+            "",
+            f"Policy **{_md(pol['name'])}** (sha256 `{pol['sha256']}`):"
+            f" {'satisfied' if pol['ok'] else 'VIOLATED'}.",
+            "",
+        ]
         lines += [f"- violation: {_md(x)}" for x in pol["violations"]]
         lines += [f"- warning: {_md(x)}" for x in pol["warnings"]]
     if report["refusals"]:
         lines += ["", "## Refused rounds", ""]
         lines += _table(
             ["run", "round", "projected ε", "reasons"],
-            [[r["run_id"], r["round_id"], r["projected_epsilon"], "; ".join(r["reasons"])]
-             for r in report["refusals"]],
+            [
+                [r["run_id"], r["round_id"], r["projected_epsilon"], "; ".join(r["reasons"])]
+                for r in report["refusals"]
+            ],
         )
     lines += ["", "## Threat model", ""]
     for a in report["threat_model"]["aggregation"]:
@@ -104,20 +112,52 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines += ["", "## Runs", ""]
     lines += _table(
         ["run", "started", "unit", "mechanism", "clip", "z", "rounds", "refused", "code"],
-        [[r["run_id"], r["started_at"], r["privacy_unit"], r["mechanism"], r["clip"],
-          r["noise_multiplier"], r["rounds_completed"], r["rounds_refused"],
-          (r.get("code_version") or {}).get("git_commit") or
-          (r.get("code_version") or {}).get("securefl")] for r in report["runs"]],
+        [
+            [
+                r["run_id"],
+                r["started_at"],
+                r["privacy_unit"],
+                r["mechanism"],
+                r["clip"],
+                r["noise_multiplier"],
+                r["rounds_completed"],
+                r["rounds_refused"],
+                (r.get("code_version") or {}).get("git_commit")
+                or (r.get("code_version") or {}).get("securefl"),
+            ]
+            for r in report["runs"]
+        ],
     )
     lines += ["", "## Rounds", ""]
     shown = round_rows(report, _MAX_ROUND_ROWS)
     if len(shown) < len(report["rounds"]):
         lines += [f"(first and last {_MAX_ROUND_ROWS // 2} of {len(report['rounds'])} rounds)", ""]
     lines += _table(
-        ["run", "round", "status", "participants", "dropouts", "accuracy", "loss", "bytes up",
-         "bytes down"],
-        [[r["run_id"], r["round_id"], r["status"], r["participants"], r["dropouts"],
-          r["accuracy"], r["loss"], r["bytes_up"], r["bytes_down"]] for r in shown],
+        [
+            "run",
+            "round",
+            "status",
+            "participants",
+            "dropouts",
+            "accuracy",
+            "loss",
+            "bytes up",
+            "bytes down",
+        ],
+        [
+            [
+                r["run_id"],
+                r["round_id"],
+                r["status"],
+                r["participants"],
+                r["dropouts"],
+                r["accuracy"],
+                r["loss"],
+                r["bytes_up"],
+                r["bytes_down"],
+            ]
+            for r in shown
+        ],
     )
     if report["model_provenance"]:
         lines += ["", "## Model provenance", ""]
@@ -126,13 +166,22 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += ["", "## Empirical audit (Steinke, Nasr, Jagielski 2023)", ""]
         lines += _table(
             ["run", "ε lower bound", "confidence", "theoretical ε", "claim"],
-            [[a["run_id"], a.get("epsilon_lower_bound"), a.get("confidence"),
-              a.get("epsilon_theoretical"), "FAILS" if a.get("claim_violated") else "consistent"]
-             for a in report["empirical_audits"]],
+            [
+                [
+                    a["run_id"],
+                    a.get("epsilon_lower_bound"),
+                    a.get("confidence"),
+                    a.get("epsilon_theoretical"),
+                    "FAILS" if a.get("claim_violated") else "consistent",
+                ]
+                for a in report["empirical_audits"]
+            ],
         )
     lines += ["", "## Assumptions", ""] + [f"- {_md(x)}" for x in report["assumptions"]]
     lines += ["", "## Caveats", ""] + [f"- {_md(x)}" for x in report["caveats"]]
     lines += ["", "## Reporting checklist (Ponomareva et al. 2023; NIST SP 800-226)", ""]
-    lines += _table(["item", "value", "status"],
-                    [[c["item"], c["value"], c["status"]] for c in report["checklist"]])
+    lines += _table(
+        ["item", "value", "status"],
+        [[c["item"], c["value"], c["status"]] for c in report["checklist"]],
+    )
     return "\n".join(lines) + "\n"

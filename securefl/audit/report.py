@@ -59,8 +59,10 @@ def _entries_and_verification(
     expected_head: str | None,
 ) -> tuple[list[Entry], VerifyResult, str | None]:
     if isinstance(ledger, Ledger):
-        return list(ledger.entries()), ledger.verify(public_key, expected_head=expected_head), str(
-            ledger.path
+        return (
+            list(ledger.entries()),
+            ledger.verify(public_key, expected_head=expected_head),
+            str(ledger.path),
         )
     return (
         read_entries(ledger),
@@ -102,13 +104,45 @@ def _round_row(e: Entry, status: str, extra: Mapping[str, Any] | None) -> dict[s
         "status": status,
         "timestamp": e.timestamp,
         "participants": _count(merged.get("participants")),
-        "dropouts": _count(merged.get("dropouts")),
+        "dropouts": _count(_first([merged.get("dropouts"), merged.get("dropped")])),
         "accuracy": _num(merged.get("accuracy")),
         "loss": _num(merged.get("loss")),
         "bytes_up": _num(merged.get("bytes_up")),
         "bytes_down": _num(merged.get("bytes_down")),
         "epsilon_recorded": eps if isinstance(eps, Mapping) else _num(eps),
     }
+
+
+def _field(payload: Mapping[str, Any], key: str, *subs: str) -> Any:
+    """``payload[key]``, else the same key inside the sub-dicts ``subs`` (e.g. ``"dp"``)."""
+    if payload.get(key) is not None:
+        return payload[key]
+    for sub in subs:
+        inner = payload.get(sub)
+        if isinstance(inner, Mapping) and inner.get(key) is not None:
+            return inner[key]
+    return None
+
+
+def _provenance(entries: Sequence[Entry]) -> list[dict[str, Any]]:
+    """Model provenance from ``model_provenance`` entries and ``run_started["model"]``."""
+    raw = [e.payload for e in entries if e.kind == MODEL_PROVENANCE]
+    raw += [
+        e.payload["model"]
+        for e in entries
+        if e.kind == RUN_STARTED and isinstance(e.payload.get("model"), Mapping)
+    ]
+    out: list[dict[str, Any]] = []
+    for p in raw:
+        item = {
+            "base_model": str(_first([p.get("base_model"), p.get("name"), "unknown"])),
+            "weights_sha256": p.get("weights_sha256"),
+            "licence": _first([p.get("licence"), p.get("license")]),
+            "source": _first([p.get("source"), p.get("path")]),
+        }
+        if item not in out:
+            out.append(item)
+    return out
 
 
 def _first(values: Iterable[Any]) -> Any:
@@ -183,8 +217,8 @@ def build_report(
         charged = []
         caveats.append(f"the recorded rounds cannot be accounted: {exc}")
 
-    privacy_unit = policy.privacy_unit if policy else _first(
-        p.get("privacy_unit") for p in run_payloads
+    privacy_unit = (
+        policy.privacy_unit if policy else _first(p.get("privacy_unit") for p in run_payloads)
     )
     adjacency = policy.adjacency if policy else _first(p.get("adjacency") for p in run_payloads)
     if adjacency not in ("add-remove", "replace-one"):
@@ -197,7 +231,9 @@ def build_report(
         caveats.append("privacy unit not recorded: the guarantee's unit is unknown")
         privacy_unit = "unknown"
     if delta is None:
-        delta = policy.delta if policy else _num(_first(p.get("delta") for p in run_payloads))
+        delta = (
+            policy.delta if policy else _num(_first(_field(p, "delta", "dp") for p in run_payloads))
+        )
     if delta is None:
         delta = DEFAULT_DELTA
         caveats.append(f"δ not recorded; ε reported at δ = {DEFAULT_DELTA:g}")
@@ -236,7 +272,12 @@ def build_report(
         last = rows[-1]["epsilon_recorded"] if rows else None
         claims = last if isinstance(last, Mapping) else {}
         if not isinstance(last, Mapping) and last is not None:
-            acct = completed[-1].payload.get("accountant")
+            acct = _first(
+                [
+                    completed[-1].payload.get("accountant"),
+                    *(_field(p, "accountant", "dp", "config") for p in run_payloads),
+                ]
+            )
             claims = {acct: last} if isinstance(acct, str) else {}
         for name, claimed in claims.items():
             ours = eps_final.get(name)
@@ -279,9 +320,9 @@ def build_report(
                 "finished_at": finished[run_id].timestamp if run_id in finished else None,
                 "privacy_unit": p.get("privacy_unit"),
                 "adjacency": p.get("adjacency"),
-                "mechanism": p.get("mechanism"),
-                "clip": _num(p.get("clip")),
-                "noise_multiplier": _num(p.get("noise_multiplier")),
+                "mechanism": _first([p.get("mechanism"), _field(p, "mode", "dp")]),
+                "clip": _num(_field(p, "clip", "dp")),
+                "noise_multiplier": _num(_field(p, "noise_multiplier", "dp")),
                 "planned_rounds": p.get("rounds") if isinstance(p.get("rounds"), int) else None,
                 "rounds_completed": n_done,
                 "rounds_refused": sum(1 for r in refusals if r["run_id"] == run_id),
@@ -297,7 +338,7 @@ def build_report(
             aggs.setdefault(json.dumps(agg, sort_keys=True), dict(agg))
     if not aggs:
         caveats.append("no aggregation protocol recorded: assume the server saw every update")
-    provenance = [e.payload for e in entries if e.kind == MODEL_PROVENANCE]
+    provenance = _provenance(entries)
     if not provenance:
         caveats.append("no model provenance recorded")
     clips = sorted({x for x in (r["clip"] for r in run_rows) if x is not None})
@@ -408,8 +449,11 @@ def _checklist(
         item("number of rounds (compositions)", g["rounds_charged"], True),
         item("clip bound", g["clip"], bool(g["clip"])),
         item("noise multiplier", g["noise_multiplier"], bool(g["noise_multiplier"])),
-        item("trust model / secure aggregation", sorted(a.get("protocol") for a in aggs.values()),
-             bool(aggs)),
+        item(
+            "trust model / secure aggregation",
+            sorted(a.get("protocol") for a in aggs.values()),
+            bool(aggs),
+        ),
         item("model provenance", len(provenance), bool(provenance)),
         item("ledger integrity verified", verification.ok, verification.ok),
     ]

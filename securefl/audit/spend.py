@@ -188,7 +188,10 @@ def cumulative_events(events: Sequence[Mapping[str, Any]], points: Sequence[int]
             decoded[text] = event_from_dict(json.loads(text))
         counts[text] = counts.get(text, 0) + 1
         while nxt is not None and nxt == i:
-            parts = [decoded[t] if n == 1 else SelfComposedEvent(decoded[t], n) for t, n in counts.items()]
+            parts = [
+                decoded[t] if n == 1 else SelfComposedEvent(decoded[t], n)
+                for t, n in counts.items()
+            ]
             out.append(parts[0] if len(parts) == 1 else ComposedEvent(tuple(parts)))
             nxt = next(wanted, None)
     while nxt is not None:  # points beyond the end (or 0)

@@ -35,7 +35,9 @@ def _label(v: float) -> str:
     return f"{v:g}"
 
 
-def _thin(xs: Sequence[float], ys: Sequence[float | None]) -> tuple[list[float], list[float | None]]:
+def _thin(
+    xs: Sequence[float], ys: Sequence[float | None]
+) -> tuple[list[float], list[float | None]]:
     if len(xs) <= _MAX_POINTS:
         return list(xs), list(ys)
     step = len(xs) / _MAX_POINTS

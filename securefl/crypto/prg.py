@@ -57,19 +57,35 @@ def _check_acc(acc: npt.NDArray[Any]) -> np.dtype[Any]:
     return np.dtype(acc.dtype).newbyteorder("<")
 
 
-def add_masks(acc: npt.NDArray[Any], keys_and_signs: Iterable[tuple[bytes, int]]) -> None:
+def add_masks(
+    acc: npt.NDArray[Any],
+    keys_and_signs: Iterable[tuple[bytes, int]],
+    *,
+    bits: int | None = None,
+) -> None:
     """In place: ``acc += sign · PRG(key)`` for each ``(key, sign)``, ``sign`` ∈ {+1, −1}.
 
-    Wraps modulo 2^32 / 2^64 according to ``acc.dtype``; reduce mod 2^b afterwards.
+    Wraps modulo 2^32 / 2^64 according to ``acc.dtype``. With ``bits = b`` the result is also
+    reduced mod 2^b (``& (2^b − 1)``) chunk by chunk while in cache, saving the caller a pass.
     """
     word = _check_acc(acc)
+    width = 8 * word.itemsize
+    if bits is not None and (
+        isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= width
+    ):
+        raise ConfigurationError(f"must be an integer in [1, {width}]", parameter="bits")
+    reduce = None if bits is None or bits == width else acc.dtype.type((1 << bits) - 1)
     pairs: Sequence[tuple[bytes, int]] = list(keys_and_signs)
     streams: list[tuple[CipherContext, bool]] = []
     for key, sign in pairs:
         if sign not in (1, -1) or isinstance(sign, bool):
             raise ConfigurationError("sign must be +1 or -1", parameter="keys_and_signs")
         streams.append((_encryptor(key), sign < 0))
-    if not streams or acc.size == 0:
+    if acc.size == 0:
+        return
+    if not streams:
+        if reduce is not None:
+            acc &= reduce
         return
     itemsize = word.itemsize
     words_per_chunk = CHUNK_BYTES // itemsize
@@ -89,11 +105,16 @@ def add_masks(acc: npt.NDArray[Any], keys_and_signs: Iterable[tuple[bytes, int]]
                 np.subtract(part, ks, out=part)
             else:
                 np.add(part, ks, out=part)
+        if reduce is not None:
+            part &= reduce
 
 
-def add_mask(acc: npt.NDArray[Any], key: bytes, *, negate: bool = False) -> None:
-    """In place: ``acc ± PRG(key)`` modulo the word size of ``acc`` (uint32 or uint64)."""
-    add_masks(acc, [(key, -1 if negate else 1)])
+def add_mask(
+    acc: npt.NDArray[Any], key: bytes, *, negate: bool = False, bits: int | None = None
+) -> None:
+    """In place: ``acc ± PRG(key)`` modulo the word size of ``acc`` (uint32 or uint64), then
+    mod 2^bits if ``bits`` is given."""
+    add_masks(acc, [(key, -1 if negate else 1)], bits=bits)
 
 
 def mask_words(key: bytes, d: int, dtype: npt.DTypeLike = np.uint32) -> npt.NDArray[Any]:

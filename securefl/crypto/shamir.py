@@ -23,6 +23,7 @@ SECRET_BYTES = 32
 SHARE_BYTES = 33
 COEFF_RANDOM_BYTES = 48
 MAX_HOLDER_ID = 2**32 - 2
+_LAZY = 16  # reduce mod p every 16 small factors (≤ 257 + 16·33 bits in between)
 
 __all__ = [
     "COEFF_RANDOM_BYTES",
@@ -74,29 +75,37 @@ def split(
         chunk = randomness[j * COEFF_RANDOM_BYTES : (j + 1) * COEFF_RANDOM_BYTES]
         coeffs.append(int.from_bytes(chunk, "big") % PRIME)
     out: dict[int, bytes] = {}
+    top = coeffs[::-1]
     for holder in ids:
         x = holder + 1
         y = 0
-        for c in reversed(coeffs):  # Horner
-            y = (y * x + c) % PRIME
-        out[holder] = y.to_bytes(SHARE_BYTES, "big")
+        for j, c in enumerate(top):  # Horner, reducing lazily: x < 2^33 adds ≤ 33 bits a step
+            y = y * x + c
+            if j % _LAZY == _LAZY - 1:
+                y %= PRIME
+        out[holder] = (y % PRIME).to_bytes(SHARE_BYTES, "big")
     return out
 
 
 @lru_cache(maxsize=256)
 def _lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
     """λ_i = Π_{j≠i} x_j / (x_j − x_i) mod p, cached per (sorted) x set."""
-    total = 1
-    for x in xs:
-        total = total * x % PRIME
+    total = _prod_mod(xs)
     lambdas = []
     for i, xi in enumerate(xs):
-        denom = xi
-        for j, xj in enumerate(xs):
-            if j != i:
-                denom = denom * (xj - xi) % PRIME
+        denom = _prod_mod([xi, *(xj - xi for j, xj in enumerate(xs) if j != i)])
         lambdas.append(total * pow(denom, -1, PRIME) % PRIME)
     return tuple(lambdas)
+
+
+def _prod_mod(values: Iterable[int]) -> int:
+    """Product mod p of small integers (|v| < 2^33), reducing only every few factors."""
+    acc = 1
+    for j, v in enumerate(values):
+        acc *= v
+        if j % _LAZY == _LAZY - 1:
+            acc %= PRIME
+    return acc % PRIME
 
 
 def _parse(shares: Mapping[int, bytes] | Iterable[tuple[int, bytes]]) -> dict[int, int]:

@@ -102,7 +102,7 @@ def _round_stochastic(
         enc.update_into(zeros if full else zeros[: 8 * n], ks)
         words >>= _SHIFT
         words |= _ONE_BITS
-        np.less(words.view(np.float64), v, out=up)
+        np.less(words.view("<f8"), v, out=up)
         fl += up
         if clamp:
             np.clip(fl, -m, m, out=fl)

@@ -54,20 +54,28 @@ def encrypt_range(ctx: Any, flat: npt.NDArray[np.float64], slot_count: int) -> l
     ]
 
 
-def load_checked(ctx: Any, chunk: bytes, spec: ChunkSpec, where: str) -> Any:
-    """Deserialise one pre-checked chunk; TenSEAL/SEAL errors become typed errors."""
+def load(ctx: Any, chunk: bytes, where: str) -> Any:
+    """Deserialise one pre-checked chunk; TenSEAL/SEAL errors become typed errors.
+
+    SEAL's loader checks the ciphertext is valid for the context (parms_id in its chain,
+    coefficients reduced); level, size and scale are checked by :func:`check` on the result.
+    """
     import tenseal as ts
 
     try:
-        vec = ts.ckks_vector_from(ctx, chunk)
-        cts = vec.ciphertext()
-    except Exception as exc:  # SEAL's loader validates against the context and throws
+        return ts.ckks_vector_from(ctx, chunk)
+    except Exception as exc:
         raise MalformedCiphertextError(f"{where}: TenSEAL rejects the ciphertext ({exc})") from exc
+
+
+def check(vec: Any, spec: ChunkSpec, where: str) -> None:
+    """One ciphertext of 2 NTT polynomials at the expected level and scale."""
+    cts = vec.ciphertext()
     if len(cts) != 1:
         raise MalformedCiphertextError(f"{where}: {len(cts)} ciphertexts in one chunk")
     ct = cts[0]
     if ct.size() != 2 or not ct.is_ntt_form():
-        raise MalformedCiphertextError(f"{where}: not a fresh 2-component NTT ciphertext")
+        raise MalformedCiphertextError(f"{where}: not a 2-component NTT ciphertext")
     if ct.coeff_modulus_size() != spec.level:
         raise MalformedCiphertextError(
             f"{where}: {ct.coeff_modulus_size()} primes, expected {spec.level}"
@@ -76,13 +84,18 @@ def load_checked(ctx: Any, chunk: bytes, spec: ChunkSpec, where: str) -> Any:
         raise ContextMismatchError(f"{where}: parameters (parms_id) differ from the context's")
     if ct.scale != spec.scale:
         raise ContextMismatchError(f"{where}: ciphertext scale differs from the preset's")
+
+
+def load_checked(ctx: Any, chunk: bytes, spec: ChunkSpec, where: str) -> Any:
+    vec = load(ctx, chunk, where)
+    check(vec, spec, where)
     return vec
 
 
 def aggregate_range(
     ctx: Any,
     per_client: Sequence[Sequence[bytes]],
-    spec: ChunkSpec,
+    out_spec: ChunkSpec,
     weights: Sequence[float] | None,
     reduce_level: bool,
     first_chunk: int,
@@ -96,18 +109,27 @@ def aggregate_range(
     out = []
     n_chunks = len(per_client[0])
     for j in range(n_chunks):
-        acc = None
-        for i, chunks in enumerate(per_client):
-            vec = load_checked(ctx, chunks[j], spec, f"client {i}, chunk {first_chunk + j}")
-            if weights is not None:
-                vec.mul_(float(weights[i]))
-            if acc is None:
-                acc = vec
-            else:
-                acc.add_(vec)
-        assert acc is not None
-        if weights is None and reduce_level:
-            acc.mul_(1.0)
+        where = f"chunk {first_chunk + j}"
+        try:
+            acc = None
+            for i, chunks in enumerate(per_client):
+                vec = load(ctx, chunks[j], f"client {i}, {where}")
+                if weights is not None:
+                    vec.mul_(float(weights[i]))
+                if acc is None:
+                    acc = vec
+                else:
+                    acc.add_(vec)
+            assert acc is not None
+            if weights is None and reduce_level:
+                acc.mul_(1.0)
+        except MalformedCiphertextError:
+            raise
+        except Exception as exc:  # scale/NTT mismatch, end of modulus chain, …
+            raise MalformedCiphertextError(f"{where}: TenSEAL rejects the sum ({exc})") from exc
+        # One check of the sum covers every input: a lower-level input drags the sum down
+        # (auto mod-switch), a 3-component one makes it 3-component, a wrong scale throws.
+        check(acc, out_spec, f"{where} (an update has the wrong level/size)")
         out.append(acc.serialize())
     return out
 

@@ -34,7 +34,7 @@ def resolve_workers(workers: int | None) -> int:
 
 def _pool(size: int) -> ProcessPoolExecutor:
     global _POOL, _POOL_SIZE
-    if _POOL is None or _POOL_SIZE != size:
+    if _POOL is None or size != _POOL_SIZE:
         if _POOL is not None:
             _POOL.shutdown(wait=True)
         ctx = multiprocessing.get_context("forkserver")

@@ -179,7 +179,9 @@ class HEPreset:
                 allow_insecure=bool(data.get("allow_insecure", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigurationError(f"invalid preset description ({exc})", parameter="preset") from exc
+            raise ConfigurationError(
+                f"invalid preset description ({exc})", parameter="preset"
+            ) from exc
 
     def metadata(self) -> dict[str, object]:
         """What the audit ledger records about the parameters (incl. any security override)."""
@@ -307,7 +309,5 @@ def released_error_bound(
     max_abs: float | None = None,
 ) -> float:
     """The stated precision of what the key holder releases: raw bound + half a grid step."""
-    raw = raw_error_bound(
-        preset, n_clients, server_weight_sums=server_weight_sums, max_abs=max_abs
-    )
+    raw = raw_error_bound(preset, n_clients, server_weight_sums=server_weight_sums, max_abs=max_abs)
     return raw + release_grid(raw) / 2.0

@@ -40,7 +40,7 @@ class ReleasePolicy:
             raise ConfigurationError("must be a positive finite float", parameter="flood_sigma")
 
 
-def _discrete_gaussian(size: int, sigma: float) -> npt.NDArray[np.int64]:
+def _discrete_gaussian(size: int, sigma: int) -> npt.NDArray[np.int64]:
     try:
         from securefl.dp import sampling
     except ImportError as exc:
@@ -64,9 +64,13 @@ def apply(
         "released_error_bound": raw_bound + grid / 2.0,
     }
     if policy.flood_sigma is not None:
-        sigma_steps = policy.flood_sigma / grid
+        # integer σ in grid steps takes the sampler's exact vectorised path (CKS 2020)
+        sigma_steps = max(1, round(policy.flood_sigma / grid))
+        if sigma_steps > 2**30:
+            raise ConfigurationError("too large for the release grid", parameter="flood_sigma")
         steps = steps + _discrete_gaussian(values.shape[0], sigma_steps)
+        sigma = sigma_steps * grid
         meta["release"] = "round+flood"
-        meta["flood_sigma"] = policy.flood_sigma
-        meta["flooding_bits"] = math.log2(2.0 * policy.flood_sigma / raw_bound)
+        meta["flood_sigma"] = sigma
+        meta["flooding_bits"] = math.log2(2.0 * sigma / raw_bound)
     return steps * grid, meta

@@ -8,6 +8,7 @@ bytes out.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -278,8 +279,16 @@ class HEServer:
                 max_chunk_bytes=info.max_chunk_bytes(level),
                 max_bytes=_max_bytes(info, level, self.max_dimension),
             )
-            if env.level != level or env.contributions != 1 or env.server_weight_sum != 0:
+            if env.level != level or env.contributions != 1:
                 raise MalformedCiphertextError("not a fresh client update (level/contributions)")
+            client_weighted = env.flags == wire.FLAG_CLIENT_WEIGHTS
+            if (
+                env.flags not in (0, wire.FLAG_CLIENT_WEIGHTS)
+                or client_weighted == (env.client_weight_sum == 1.0)
+                or env.client_weight_sum < 0
+                or struct.pack(">dd", env.server_weight_sum, env.server_weight_sq_sum) != bytes(16)
+            ):
+                raise MalformedCiphertextError("update weighting fields are inconsistent")
             if env.dimension > self.max_dimension:
                 raise MalformedCiphertextError(f"dimension exceeds {self.max_dimension}")
         except MalformedCiphertextError as exc:
@@ -315,11 +324,11 @@ class HEServer:
         for i, env in enumerate(envs[1:], start=1):
             if env.layout_digest != first.layout_digest:
                 raise ContextMismatchError(f"client {i}: layout differs from client 0's")
-        level = self.preset.data_prime_count
-        spec = _ops.ChunkSpec(level, self.info.parms_ids[level], self.preset.scale)
-        reduce = self.preset.download_level < level
+        out_level = self.preset.download_level
+        out_spec = _ops.ChunkSpec(out_level, self.info.parms_ids[out_level], self.preset.scale)
+        reduce = out_level < self.preset.data_prime_count
         chunks = _ops.aggregate_range(
-            self._ctx, [e.chunks for e in envs], spec, w, reduce, first_chunk=0
+            self._ctx, [e.chunks for e in envs], out_spec, w, reduce, first_chunk=0
         )
         flags = 0
         for env in envs:

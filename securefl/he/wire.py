@@ -30,7 +30,7 @@ FLAG_CLIENT_WEIGHTS = 1
 FLAG_SERVER_WEIGHTS = 2
 #: Largest flat dimension accepted (2^31 values ≈ 64 GiB of ciphertext at one prime).
 MAX_DIMENSION = 2**31
-MAX_LAYOUT_JSON = 16 * 1024 * 1024
+MAX_LAYOUT_JSON = 1024 * 1024
 _FIXED = struct.Struct(">32s32sBdddIBQI")
 _SEAL_MAGIC = 0xA15E
 _SEAL_HEADER = struct.Struct("<HBBBBHQ")
@@ -136,6 +136,10 @@ def unpack(
         layout = TensorLayout.from_json(layout_json)
     except (UnicodeDecodeError, ValueError) as exc:
         raise _bad(f"layout is not valid ({exc})") from exc
+    if layout.to_json() != layout_json or not all(
+        _spec_ok(sp.kind, sp.dtype) for sp in layout.specs
+    ):
+        raise _bad("layout JSON is not canonical or names an unknown dtype/kind")
     if layout.digest() != digest:
         raise ContextMismatchError("layout JSON does not match the layout digest")
     if layout.size != dim:
@@ -172,6 +176,20 @@ def unpack(
         dim,
         layout_json,
         tuple(chunks),
+    )
+
+
+#: Tensor dtypes a layout may name (numpy and torch spellings agree for these).
+_DTYPES = frozenset(
+    ["float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8"]
+)
+
+
+def _spec_ok(kind: str, dtype: str) -> bool:
+    return (
+        kind in ("numpy", "torch")
+        and dtype in _DTYPES
+        and not (kind == "numpy" and dtype == "bfloat16")
     )
 
 

@@ -11,6 +11,7 @@ A method called out of order by our own caller raises :class:`LocalProtocolError
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Sequence
 from enum import Enum
@@ -47,6 +48,7 @@ from securefl.secagg.messages import (
     advertise_transcript,
     consistency_transcript,
     decode,
+    pack_ids,
 )
 from securefl.secagg.randomness import RandomSource, SystemRandomness
 
@@ -77,7 +79,8 @@ def share_associated_data(config: SecAggConfig, sender: int, recipient: int) -> 
 
 
 def pairwise_mask_key(config: SecAggConfig, shared_secret: bytes, u: int, v: int) -> bytes:
-    """PRG key of s_{u,v}: HKDF(KA(s_u, s_v), ``pairwise-mask``, session, round, min, max)."""
+    """PRG key of s_{u,v}: HKDF(KA(s_u, s_v), ``pairwise-mask``, session, round, min, max,
+    extra = layout digest)."""
     return kdf.derive_pairwise_key(
         shared_secret,
         label=kdf.LABEL_PAIRWISE_MASK,
@@ -85,19 +88,22 @@ def pairwise_mask_key(config: SecAggConfig, shared_secret: bytes, u: int, v: int
         round_index=config.round_index,
         me=u,
         peer=v,
+        extra=config.layout_digest,
         length=prg.PRG_KEY_BYTES,
     )
 
 
 def self_mask_key(config: SecAggConfig, seed: bytes, u: int) -> bytes:
-    """PRG key of the self mask: HKDF(b_u, ``self-mask``, session, round, u, 0)."""
+    """PRG key of the self mask: HKDF(b_u, ``self-mask``, session, round, u, u,
+    extra = layout digest)."""
     return kdf.derive_key(
         seed,
         label=kdf.LABEL_SELF_MASK,
         session_id=config.session_id,
         round_index=config.round_index,
         party_a=u,
-        party_b=0,
+        party_b=u,
+        extra=config.layout_digest,
         length=prg.PRG_KEY_BYTES,
     )
 
@@ -166,6 +172,7 @@ class ClientProtocol:
         self._received: dict[int, bytes] = {}  # v -> e_{v,u}; keys() is U2 ∩ N(u)
         self._signed_survivors: frozenset[int] | None = None
         self._survivor_list: tuple[int, ...] = ()
+        self._survivors_packed = b""
         self._revealed: dict[int, ShareKind] = {}
         self._pair_keys: dict[int, bytes] = {}  # v -> AES-GCM key of the pair (u, v)
 
@@ -328,7 +335,8 @@ class ClientProtocol:
         check_header(cfg, request, u)
         survivors = request.survivors
         _distinct_sorted(survivors, "survivor list")
-        if list(survivors) != sorted(survivors) or not all(cfg.has_client(v) for v in survivors):
+        ordered = all(a < b for a, b in itertools.pairwise(survivors))
+        if not ordered or not cfg.id_set.issuperset(survivors):
             raise UnsafeRequestError("survivor list is not a sorted list of cohort ids")
         if u not in survivors:
             raise UnsafeRequestError("survivor list omits us although we sent a masked input")
@@ -346,7 +354,11 @@ class ClientProtocol:
         self._live_floor(len(live), "consistency check")
         self._signed_survivors = frozenset(survivors)
         self._survivor_list = tuple(survivors)
-        sig = keys.sign(self._identity, consistency_transcript(cfg, u, self._survivor_list))
+        self._survivors_packed = pack_ids(self._survivor_list)
+        transcript = consistency_transcript(
+            cfg, u, self._survivor_list, packed=self._survivors_packed
+        )
+        sig = keys.sign(self._identity, transcript)
         self.state = ClientState.SIGNED
         return ConsistencyCheck(cfg.session_id, cfg.round_index, u, SERVER_ID, signature=sig)
 
@@ -375,7 +387,9 @@ class ClientProtocol:
             )
         for v, sig in request.signatures:
             keys.verify(
-                cfg.identity_key(v), sig, consistency_transcript(cfg, v, self._survivor_list)
+                cfg.identity_key(v),
+                sig,
+                consistency_transcript(cfg, v, self._survivor_list, packed=self._survivors_packed),
             )
         alive, dead = list(request.alive), list(request.dead)
         _distinct_sorted(alive, "alive list")

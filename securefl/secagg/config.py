@@ -148,6 +148,10 @@ class SecAggConfig:
         """Bytes per masked parameter on the wire: 4 for b ≤ 32 (uint32), else 8."""
         return 4 if self.bits <= 32 else 8
 
+    @cached_property
+    def id_set(self) -> frozenset[int]:
+        return frozenset(self.client_ids)
+
     def has_client(self, client_id: int) -> bool:
         return client_id in self._index
 

@@ -359,10 +359,18 @@ def _increasing(ids: list[int], what: str) -> None:
 
 
 def _read_ids(r: _Reader, what: str, ctx: _Ctx) -> Ids:
+    """A counted list of ids, checked in bulk (U3 lists have n entries for n clients)."""
     n = r.count(what, 4, ctx.max_entries)
-    ids = [r.client_id(f"{what} entry", ctx) for _ in range(n)]
-    _increasing(ids, what)
-    return tuple(ids)
+    raw = r.take(4 * n, f"{what} entries")
+    ids = struct.unpack(f"<{n}I", raw)
+    if n:
+        if ids[0] < 1 or max(ids) > MAX_CLIENT_ID:
+            raise MalformedMessageError(f"{what} entry is not a client id")
+        if any(b <= a for a, b in itertools.pairwise(ids)):
+            raise MalformedMessageError(f"{what} must be strictly increasing")
+        if ctx.config is not None and not ctx.config.id_set.issuperset(ids):
+            raise MalformedMessageError(f"{what} entry is not in the cohort")
+    return ids
 
 
 def _read_ciphertexts(r: _Reader, what: str, ctx: _Ctx) -> tuple[tuple[int, bytes], ...]:
@@ -562,11 +570,21 @@ def advertise_transcript(
     )
 
 
-def consistency_transcript(config: SecAggConfig, client_id: int, survivors: Ids) -> bytes:
-    """Bytes signed in round 3: label, session id, round, signer id, then U3."""
+def consistency_transcript(
+    config: SecAggConfig, client_id: int, survivors: Ids, *, packed: bytes | None = None
+) -> bytes:
+    """Bytes signed in round 3: label, session id, round, signer id, then U3.
+
+    ``packed`` may carry ``LE32(|U3|) || LE32(ids)`` already computed for ``survivors``.
+    """
     return (
         b"securefl/secagg/v1/consistency\x00"
         + config.session_id
         + struct.pack("<II", config.round_index, client_id)
-        + _pack_ids(survivors)
+        + (_pack_ids(survivors) if packed is None else packed)
     )
+
+
+def pack_ids(ids: Ids) -> bytes:
+    """``LE32(count) || LE32(id)…`` as used in bodies and transcripts."""
+    return _pack_ids(ids)

@@ -45,6 +45,7 @@ from securefl.secagg.messages import (
     advertise_transcript,
     consistency_transcript,
     decode,
+    pack_ids,
 )
 
 
@@ -100,6 +101,8 @@ class ServerProtocol:
         self.u4: frozenset[int] = frozenset()
         self.u5: frozenset[int] = frozenset()
         self.result: npt.NDArray[Any] | None = None
+        self._u3_list: tuple[int, ...] = ()
+        self._u3_packed = b""
 
     # ------------------------------------------------------------------ receiving
     @property
@@ -190,7 +193,7 @@ class ServerProtocol:
             keys.verify(
                 cfg.identity_key(u),
                 m.signature,
-                consistency_transcript(cfg, u, tuple(sorted(self.u3))),
+                consistency_transcript(cfg, u, self._u3_list, packed=self._u3_packed),
             )
             self._signatures[u] = m.signature
         elif isinstance(m, UnmaskResponse):
@@ -281,6 +284,7 @@ class ServerProtocol:
             self._expected = set(self.u3)
             self.state = ServerState.COLLECT_CONSISTENCY
             survivors = tuple(sorted(self.u3))
+            self._u3_list, self._u3_packed = survivors, pack_ids(survivors)
             return {
                 u: ConsistencyRequest(sid, rnd, SERVER_ID, u, survivors=survivors)
                 for u in survivors

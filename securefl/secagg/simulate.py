@@ -135,12 +135,14 @@ def run_round(
     dropouts: DropoutPlan | None = None,
     identities: Mapping[int, keys.Ed25519PrivateKey] | None = None,
     randomness: Mapping[int, RandomSource] | None = None,
+    transcript: list[tuple[str, int, int, bytes]] | None = None,
 ) -> RoundResult:
     """Run one full round in-process; raises :class:`AbortError` if it cannot complete.
 
     ``inputs`` maps every client id of ``config`` to its encoded vector (integers in
     [0, 2^b), length ``config.dimension``). ``randomness`` injects per-client random sources
-    (known-answer vectors only; default: the OS CSPRNG).
+    (known-answer vectors only; default: the OS CSPRNG). ``transcript``, if given, receives
+    every wire message as ``(stage, sender, recipient, bytes)`` in delivery order.
     """
     if set(inputs.keys()) != set(config.client_ids):
         raise ConfigurationError(
@@ -161,6 +163,8 @@ def run_round(
 
     def deliver(u: int, data: bytes) -> None:
         up[u] += len(data)
+        if transcript is not None:
+            transcript.append((Stage(data[6]).name.lower(), u, SERVER_ID, data))
         server.receive_bytes(data, transport_sender=u)
 
     start = time.perf_counter()
@@ -177,6 +181,8 @@ def run_round(
         for u, message in outbox.items():
             data = message.encode()
             down[u] += len(data)
+            if transcript is not None:
+                transcript.append((stage.name.lower(), SERVER_ID, u, data))
             if u in gone:
                 continue
             values = inputs[u] if stage is Stage.MASKED_INPUT else None

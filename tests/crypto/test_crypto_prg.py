@@ -127,3 +127,29 @@ def test_bad_keys_and_signs_are_refused() -> None:
     with pytest.raises(ConfigurationError):
         prg.mask_words(bytes(16), 4, np.int32)
     assert not acc.any()
+
+
+@given(
+    bits=st.integers(1, 64),
+    d=st.sampled_from(SIZES),
+    dtype=st.sampled_from(DTYPES),
+    key=keys16,
+)
+def test_in_loop_reduction_equals_masking_then_and(
+    bits: int, d: int, dtype: Any, key: bytes
+) -> None:
+    width = 8 * np.dtype(dtype).itemsize
+    if bits > width:
+        with pytest.raises(ConfigurationError, match="bits"):
+            prg.add_mask(np.zeros(1, dtype=dtype), key, bits=bits)
+        return
+    acc = np.arange(d, dtype=dtype)
+    expected = acc.copy()
+    prg.add_masks(expected, [(key, 1), (key[::-1], -1)])
+    if bits < width:
+        expected &= dtype((1 << bits) - 1)
+    prg.add_masks(acc, [(key, 1), (key[::-1], -1)], bits=bits)
+    assert np.array_equal(acc, expected)
+    only_reduce = np.arange(d, dtype=dtype)
+    prg.add_masks(only_reduce, [], bits=bits)
+    assert np.array_equal(only_reduce, np.arange(d, dtype=dtype) & dtype((1 << bits) - 1))

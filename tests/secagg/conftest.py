@@ -62,14 +62,15 @@ class Harness:
         return self.outbox
 
 
+def make_harness(n: int = 6, t: int = 3, degree: int | None = None, **kw: Any) -> Harness:
+    ids = list(range(1, n + 1))
+    identities = {u: keys.generate_ed25519() for u in ids}
+    kw.setdefault("bits", 16)
+    kw.setdefault("dimension", 8)
+    cfg = simulation_config(ids, threshold=t, degree=degree, identities=identities, **kw)
+    return Harness(cfg, identities)
+
+
 @pytest.fixture
 def harness() -> Callable[..., Harness]:
-    def make(n: int = 6, t: int = 3, degree: int | None = None, **kw: Any) -> Harness:
-        ids = list(range(1, n + 1))
-        identities = {u: keys.generate_ed25519() for u in ids}
-        kw.setdefault("bits", 16)
-        kw.setdefault("dimension", 8)
-        cfg = simulation_config(ids, threshold=t, degree=degree, identities=identities, **kw)
-        return Harness(cfg, identities)
-
-    return make
+    return make_harness

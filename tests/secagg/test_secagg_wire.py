@@ -15,7 +15,7 @@ from securefl.errors import MalformedMessageError
 from securefl.secagg import MaskedInput, Message, Stage, decode
 from securefl.secagg.messages import HEADER_BYTES, MESSAGE_CLASSES
 
-from .conftest import Harness
+from .conftest import Harness, make_harness
 
 
 def _transcript(make: Callable[..., Harness]) -> tuple[Harness, list[bytes]]:
@@ -46,9 +46,7 @@ def _transcript(make: Callable[..., Harness]) -> tuple[Harness, list[bytes]]:
 
 @pytest.fixture(scope="module")
 def transcript() -> tuple[Harness, list[bytes]]:
-    from .conftest import harness as factory
-
-    return _transcript(factory.__wrapped__())  # type: ignore[attr-defined]
+    return _transcript(make_harness)
 
 
 def test_every_type_round_trips(transcript: tuple[Harness, list[bytes]]) -> None:

@@ -1,0 +1,299 @@
+"""Distributed discrete Gaussian (DDGauss) inside secure aggregation.
+
+Kairouz, Liu, Steinke, "The Distributed Discrete Gaussian Mechanism for Federated Learning
+with Secure Aggregation" (ICML 2021), Alg. 1–2. Client: clip to L2 norm c, flatten with a
+randomized Hadamard rotation HD (signs D from shared randomness; pad to a power of 2), scale
+by 1/γ, conditional randomized rounding (retry until ‖rounded‖₂ ≤ Δ₂, §4.1), add its own
+N_Z(0, σ²)^d noise, reduce mod 2^b. The resulting unsigned vector is the input of the secure
+aggregation round (``securefl.secagg.simulate.run_round`` sums mod 2^b), so the server only
+ever sees a sum that already carries the noise of every surviving client. Server: read the
+sum mod 2^b as signed, multiply by γ, undo the rotation, drop the padding, divide by the
+fixed denominator.
+
+Accounting (``DistributedDiscreteGaussianEvent``): the sum of n discrete Gaussians with
+sensitivity Δ₂ (the rounding bound, in grid units) and Δ₁ = min(Δ₂², √d·Δ₂) (integer vectors:
+|vᵢ| ≤ vᵢ²) is ½ε²-concentrated DP (Thm 1 of the paper, formula in
+:func:`securefl.dp.accounting.ddgauss_concentrated_epsilon`). n is the WORST case — the
+minimum cohort that secure aggregation accepts (``min_cohort``): dropouts remove noise, so we
+never count clients that might not reply. Modular reduction is post-processing of the sum.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from securefl.dp import _validate as v
+from securefl.dp.accounting import Neighboring, _check_neighboring
+from securefl.dp.clipping import clip_l2
+from securefl.dp.errors import InvalidParameterError
+from securefl.dp.events import DistributedDiscreteGaussianEvent
+from securefl.dp.sampling import CryptoRandom, discrete_gaussian
+from securefl.errors import AbortError
+
+FloatVector = npt.NDArray[np.float64]
+IntVector = npt.NDArray[np.int64]
+
+#: KLS §4.1 default: the conditional rounding succeeds with probability ≥ 1 − β.
+DEFAULT_BETA = math.exp(-0.5)
+MAX_ROUNDING_TRIES = 1000
+
+
+def padded_dimension(d: int) -> int:
+    """Smallest power of two ≥ d (the Walsh–Hadamard transform needs one)."""
+    d = v.count("dimension", d, minimum=1)
+    return 1 << (d - 1).bit_length()
+
+
+def rotation_signs(seed: bytes, d_pad: int) -> npt.NDArray[np.float64]:
+    """±1 diagonal D from a 32-byte shared seed (AES-CTR keystream; public to all parties)."""
+    if not isinstance(seed, bytes) or len(seed) != 32:
+        raise InvalidParameterError("must be 32 bytes", parameter="rotation_seed")
+    bits = CryptoRandom(seed).bits(d_pad)
+    return np.where(bits, -1.0, 1.0)
+
+
+def _fwht(x: FloatVector) -> FloatVector:
+    """Orthonormal fast Walsh–Hadamard transform (its own inverse)."""
+    n = x.shape[0]
+    y = x.astype(np.float64, copy=True)
+    h = 1
+    while h < n:
+        y = y.reshape(-1, 2, h)
+        a = y[:, 0, :].copy()
+        y[:, 0, :] += y[:, 1, :]
+        y[:, 1, :] = a - y[:, 1, :]
+        y = y.reshape(n)
+        h *= 2
+    return y / math.sqrt(n)
+
+
+def rotate(x: FloatVector, signs: FloatVector) -> FloatVector:
+    """H·D·x (x zero-padded to len(signs))."""
+    padded = np.zeros(signs.shape[0], dtype=np.float64)
+    padded[: x.shape[0]] = x
+    return _fwht(padded * signs)
+
+
+def unrotate(y: FloatVector, signs: FloatVector, d: int) -> FloatVector:
+    """(H·D)⁻¹·y = D·H·y, truncated to the first d coordinates."""
+    return (_fwht(y) * signs)[:d]
+
+
+@dataclass(frozen=True)
+class DDGaussConfig:
+    """Public parameters of a DDGauss round (identical at every client and the server)."""
+
+    dimension: int
+    clip: float
+    granularity: float
+    client_sigma: int
+    bits: int
+    min_contributors: int
+    expected_cohort: float
+    beta: float = DEFAULT_BETA
+    neighboring: Neighboring = "add_remove"
+
+    def __post_init__(self) -> None:
+        v.count("dimension", self.dimension, minimum=1)
+        v.positive("clip", self.clip)
+        v.positive("granularity", self.granularity)
+        v.count("client_sigma", self.client_sigma, minimum=1)
+        v.count("bits", self.bits, minimum=2)
+        if self.bits > 64:
+            raise InvalidParameterError("must be <= 64", parameter="bits")
+        v.count("min_contributors", self.min_contributors, minimum=1)
+        v.positive("expected_cohort", self.expected_cohort)
+        b = v.finite("beta", self.beta)
+        if not 0 < b < 1:
+            raise InvalidParameterError("must be in (0, 1)", parameter="beta")
+        _check_neighboring(self.neighboring)
+
+    @property
+    def padded_dimension(self) -> int:
+        return padded_dimension(self.dimension)
+
+    @property
+    def dtype(self) -> type[np.unsignedinteger[Any]]:
+        """Word type of the secure-aggregation input (matches securefl.encoding.RingPlan)."""
+        return np.uint32 if self.bits <= 32 else np.uint64
+
+    @property
+    def rounding_bound(self) -> float:
+        """Δ₂ of one client's rounded vector (KLS §4.1, Thm 2 / eq. for conditional rounding):
+        min{ √(c²/γ² + d/4 + √(2 ln(1/β))·(c/γ + √d/2)),  c/γ + √d }."""
+        c, g, d = self.clip, self.granularity, self.padded_dimension
+        a = math.sqrt(
+            c**2 / g**2
+            + d / 4
+            + math.sqrt(2 * math.log(1 / self.beta)) * (c / g + math.sqrt(d) / 2)
+        )
+        return min(a, c / g + math.sqrt(d))
+
+    @property
+    def l2_sensitivity(self) -> float:
+        """Δ₂ of the integer sum (doubled for replace-one adjacency)."""
+        return (2.0 if self.neighboring == "replace_one" else 1.0) * self.rounding_bound
+
+    @property
+    def l1_sensitivity(self) -> float:
+        """Δ₁ = min(Δ₂², √d·Δ₂) (integer vectors), doubled for replace-one."""
+        d2 = self.rounding_bound
+        base = min(d2 * d2, math.sqrt(self.padded_dimension) * d2)
+        return (2.0 if self.neighboring == "replace_one" else 1.0) * base
+
+    def event(self) -> DistributedDiscreteGaussianEvent:
+        """One round's mechanism event (wrap it with the sampling actually performed)."""
+        return DistributedDiscreteGaussianEvent(
+            sigma=float(self.client_sigma),
+            min_contributors=self.min_contributors,
+            l2_sensitivity=self.l2_sensitivity,
+            l1_sensitivity=max(self.l1_sensitivity, self.l2_sensitivity),
+            dimension=self.padded_dimension,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mechanism": "ddgauss",
+            "dimension": self.dimension,
+            "padded_dimension": self.padded_dimension,
+            "clip": self.clip,
+            "granularity": self.granularity,
+            "client_sigma": self.client_sigma,
+            "bits": self.bits,
+            "min_contributors": self.min_contributors,
+            "expected_cohort": self.expected_cohort,
+            "beta": self.beta,
+            "neighboring": self.neighboring,
+            "privacy_unit": "client",
+            "rounding_bound": self.rounding_bound,
+            "l2_sensitivity": self.l2_sensitivity,
+            "l1_sensitivity": self.l1_sensitivity,
+        }
+
+    @classmethod
+    def for_noise_multiplier(
+        cls,
+        noise_multiplier: float,
+        *,
+        dimension: int,
+        clip: float,
+        granularity: float,
+        bits: int,
+        min_contributors: int,
+        expected_cohort: float,
+        neighboring: Neighboring = "add_remove",
+    ) -> DDGaussConfig:
+        """σ per client so that n_min clients together give noise z·Δ₂: σ = ⌈z·Δ₂/√n_min⌉."""
+        z = v.positive("noise_multiplier", noise_multiplier)
+        probe = cls(
+            dimension,
+            clip,
+            granularity,
+            1,
+            bits,
+            min_contributors,
+            expected_cohort,
+            neighboring=neighboring,
+        )
+        sigma = max(1, math.ceil(z * probe.l2_sensitivity / math.sqrt(min_contributors)))
+        return cls(
+            dimension,
+            clip,
+            granularity,
+            sigma,
+            bits,
+            min_contributors,
+            expected_cohort,
+            neighboring=neighboring,
+        )
+
+
+def conditional_round(
+    x: FloatVector, bound: float, rng: CryptoRandom, *, max_tries: int = MAX_ROUNDING_TRIES
+) -> IntVector:
+    """Randomized rounding (up w.p. the fractional part), retried until ‖result‖₂ ≤ bound."""
+    floor = np.floor(x)
+    frac = x - floor
+    base = floor.astype(np.int64)
+    for _ in range(max_tries):
+        u = (rng.uint64(x.shape[0]) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+        z = base + (u < frac).astype(np.int64)
+        if float(np.sqrt(np.dot(z.astype(np.float64), z.astype(np.float64)))) <= bound:
+            return z
+    raise AbortError(f"conditional rounding failed {max_tries} times (bound {bound:.4g})")
+
+
+def client_encode(
+    update: npt.ArrayLike,
+    config: DDGaussConfig,
+    *,
+    rotation_seed: bytes,
+    rng: CryptoRandom | None = None,
+) -> npt.NDArray[np.unsignedinteger[Any]]:
+    """One client's noisy, rotated, rounded vector mod 2^b: the secure-aggregation input."""
+    rng = rng or CryptoRandom()
+    x = np.asarray(update, dtype=np.float64)
+    if x.shape != (config.dimension,):
+        raise InvalidParameterError(
+            f"expected shape ({config.dimension},), got {x.shape}", parameter="update"
+        )
+    clipped, _ = clip_l2(x, config.clip)
+    signs = rotation_signs(rotation_seed, config.padded_dimension)
+    scaled = rotate(clipped, signs) / config.granularity
+    rounded = conditional_round(scaled, config.rounding_bound, rng)
+    noisy = rounded + discrete_gaussian(config.padded_dimension, config.client_sigma, rng=rng)
+    mask = np.uint64((1 << config.bits) - 1) if config.bits < 64 else np.uint64(2**64 - 1)
+    wrapped = noisy.view(np.uint64) & mask  # two's complement, then mod 2^b
+    return wrapped.astype(config.dtype)
+
+
+def server_decode(
+    total: npt.NDArray[Any],
+    config: DDGaussConfig,
+    *,
+    rotation_seed: bytes,
+    denominator: float | None = None,
+) -> FloatVector:
+    """Sum mod 2^b → signed → ×γ → inverse rotation → ÷ fixed denominator (expected cohort)."""
+    arr = np.asarray(total)
+    if arr.shape != (config.padded_dimension,) or arr.dtype.kind != "u":
+        raise InvalidParameterError(
+            f"expected unsigned shape ({config.padded_dimension},)", parameter="total"
+        )
+    u = arr.astype(np.uint64)
+    if config.bits < 64:
+        half = np.uint64(1 << (config.bits - 1))
+        signed = (u ^ half).astype(np.int64) - np.int64(1 << (config.bits - 1))
+    else:
+        signed = u.view(np.int64)
+    signs = rotation_signs(rotation_seed, config.padded_dimension)
+    y = signed.astype(np.float64) * config.granularity
+    denom = (
+        config.expected_cohort if denominator is None else v.positive("denominator", denominator)
+    )
+    return unrotate(y, signs, config.dimension) / denom
+
+
+def sum_mod(vectors: list[npt.NDArray[Any]], config: DDGaussConfig) -> npt.NDArray[Any]:
+    """Plain modular sum (what secure aggregation computes) — for tests and simulations."""
+    acc = np.zeros(config.padded_dimension, dtype=np.uint64)
+    for vec in vectors:
+        acc += vec.astype(np.uint64)
+    if config.bits < 64:
+        acc &= np.uint64((1 << config.bits) - 1)
+    return acc.astype(config.dtype)
+
+
+def suggest_bits(config_like: DDGaussConfig, n_clients: int, *, tail_sigmas: float = 8.0) -> int:
+    """Ring width so a coordinate of the sum of n clients stays within ±2^(b−1) with margin:
+    n·(c/(γ√d)·k... ) — KLS §5: |coord| ≲ k·√(n)·√(c²/(γ²d) + σ²) + n·(tail of rotation)."""
+    n = v.count("n_clients", n_clients, minimum=1)
+    c, g, d = config_like.clip, config_like.granularity, config_like.padded_dimension
+    per = math.sqrt(c**2 / (g**2 * d) + config_like.client_sigma**2 + 0.25)
+    spread = tail_sigmas * math.sqrt(n) * per + n * tail_sigmas * c / (g * math.sqrt(d))
+    return min(64, max(2, math.ceil(math.log2(spread + 1)) + 2))

@@ -1,0 +1,180 @@
+"""End-to-end simulation with the tiny random BERT: secure = plain, budget, crash/resume, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from securefl.audit.ledger import Ledger
+from securefl.audit.spend import charged_rounds
+from securefl.fl.checkpoint import load as load_checkpoint
+from securefl.fl.config import RunConfig
+from securefl.fl.errors import ResumeError
+from securefl.fl.run import run_simulation
+
+KEY = bytes(range(32))  # injected sampling key: identical cohorts across compared runs
+
+TINY: dict[str, Any] = {
+    "model": "tiny",
+    "synthetic_examples": 96,
+    "n_clients": 6,
+    "rounds": 3,
+    "sampling_rate": 1.0,
+    "dropout_rate": 0.0,
+    "local_lr": 1e-2,
+    "batch_size": 8,
+    "max_length": 16,
+}
+
+
+def _cfg(out: Path, **kw: Any) -> RunConfig:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sampling.key").write_bytes(KEY)
+    return RunConfig(**{**TINY, "out": str(out), **kw})
+
+
+def _kinds(run_dir: Path) -> list[tuple[str, int | None]]:
+    with Ledger(run_dir / "ledger.sqlite") as led:
+        return [(e.kind, e.round_id) for e in led.entries()]
+
+
+def test_secagg_plus_matches_plain_fedavg_end_to_end(tmp_path: Path) -> None:
+    plain = run_simulation(_cfg(tmp_path / "plain", aggregation="plain", dp="none"))
+    secure = run_simulation(_cfg(tmp_path / "sec", aggregation="secagg+", dp="none"))
+    assert plain.rounds_completed == secure.rounds_completed == 3
+    diff = np.max(np.abs(plain.global_flat - secure.global_flat))
+    # fixed point with 16 fractional bits: per-round error ≤ n·2^-16 ≈ 1e-4, propagated 3 rounds
+    assert diff < 5e-3
+    assert not np.array_equal(plain.global_flat, secure.global_flat)  # really went through SecAgg
+    assert secure.metrics[0]["participants"] == list(range(6))
+    m = json.loads((tmp_path / "sec" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert m["bytes_up"] > 0 and set(m["timings"]) >= {"local_training", "encode", "unmask"}
+    assert (tmp_path / "sec" / "report.json").is_file()
+
+
+def test_budget_exhausted_round_is_refused_and_recorded(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = _cfg(out, aggregation="plain", dp="central", noise_multiplier=1.0, epsilon_budget=8.0,
+               rounds=50, sampling_rate=0.5)
+    res = run_simulation(cfg)
+    assert 0 < res.rounds_completed < 50
+    assert res.epsilon <= 8.0
+    assert res.refused and "exceed" in res.refused[0]["reasons"][0]
+    kinds = _kinds(out)
+    refused = [r for k, r in kinds if k == "round_refused"]
+    assert refused == [res.rounds_completed]
+    assert ("round_projected", res.rounds_completed) not in kinds  # never started
+    # resuming does not get around the budget
+    again = run_simulation(cfg)
+    assert again.rounds_completed == res.rounds_completed and again.refused
+    assert sum(1 for k, _ in _kinds(out) if k == "round_completed") == res.rounds_completed
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_crash_mid_round_resumes_with_identical_accounting(tmp_path: Path) -> None:
+    kw = {"aggregation": "secagg", "dp": "central", "noise_multiplier": 2.0, "rounds": 4}
+    ref = run_simulation(_cfg(tmp_path / "ref", **kw))
+    out = tmp_path / "crash"
+    cfg = _cfg(out, **kw)
+
+    def crash(kind: str, info: dict[str, Any]) -> None:
+        if kind == "round_started" and info["round"] == 2:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        run_simulation(cfg, callback=crash)
+    assert load_checkpoint(out).rounds_done == 2  # type: ignore[union-attr]
+    res = run_simulation(cfg)
+    assert res.resumed_from == 2 and res.rounds_completed == 4
+    assert res.epsilon == pytest.approx(ref.epsilon, rel=1e-12)
+    ck_ref, ck = load_checkpoint(tmp_path / "ref"), load_checkpoint(out)
+    assert ck is not None and ck_ref is not None and ck.events == ck_ref.events
+    kinds = _kinds(out)
+    assert [r for k, r in kinds if k == "round_completed"] == [0, 1, 2, 3]
+    assert ("round_aborted", 2) in kinds
+    with Ledger(out / "ledger.sqlite") as led:
+        charged = charged_rounds(led.entries())
+        assert [c.round_id for c in charged] == [0, 1, 2, 3]
+        assert led.verify().ok
+
+
+def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_simulation(_cfg(out, aggregation="plain", dp="none", rounds=1))
+    with pytest.raises(ResumeError, match="different configuration"):
+        run_simulation(_cfg(out, aggregation="plain", dp="none", rounds=2, local_lr=0.5))
+
+
+_CHILD = """
+import sys
+from securefl.fl.config import RunConfig
+from securefl.fl.run import run_simulation
+import json
+run_simulation(RunConfig(**json.loads(sys.argv[1])))
+"""
+
+
+def test_killed_process_resumes_to_the_same_model(tmp_path: Path) -> None:
+    kw = {**TINY, "aggregation": "plain", "dp": "none", "rounds": 6, "synthetic_examples": 240}
+    ref = run_simulation(_cfg(tmp_path / "ref", **{k: v for k, v in kw.items() if k in ("rounds", "synthetic_examples", "aggregation", "dp")}))
+    out = tmp_path / "killed"
+    _cfg(out)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, json.dumps({**kw, "out": str(out)})],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    ckpt = out / "checkpoint.json"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ckpt.exists() and (load_checkpoint(out) or None) is not None:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait(timeout=30)
+    done = load_checkpoint(out)
+    assert done is not None and 1 <= done.rounds_done < 6, "child finished before the kill"
+    res = run_simulation(RunConfig(**{**kw, "out": str(out)}))
+    assert res.resumed_from == done.rounds_done and res.rounds_completed == 6
+    np.testing.assert_allclose(res.global_flat, ref.global_flat, rtol=0, atol=1e-6)
+    completed = [r for k, r in _kinds(out) if k == "round_completed"]
+    assert completed == list(range(6))
+
+
+def test_cli_simulate_writes_the_run_directory(tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from securefl.fl.cli import register
+
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    register(app)
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(
+        app,
+        ["simulate", "--model", "tiny", "--rounds", "2", "--clients", "6", "--out", str(out),
+         "--set", "synthetic_examples=96", "--set", "sampling_rate=1.0", "-q"],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["rounds_completed"] == 2 and summary["epsilon"] > 0
+    for name in ("metrics.jsonl", "checkpoint.json", "ledger.sqlite", "summary.json"):
+        assert (out / name).is_file()
+    bad = CliRunner().invoke(app, ["simulate", "--aggregation", "plain", "--dp", "distributed"])
+    assert bad.exit_code == 2 and "masking secure aggregation" in bad.output
