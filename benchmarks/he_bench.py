@@ -28,15 +28,6 @@ from securefl.he.context import unpack_context
 N_CLIENTS = 10
 
 
-def _best(fn: Callable[[], Any], reps: int) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def _interleaved(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, tuple[float, float]]:
     """Min wall and min CPU (this process) seconds per function, runs interleaved so that
     load from other processes on the shared machine hits all of them alike."""
@@ -104,21 +95,31 @@ def main() -> None:
     up = client.encrypt(updates[0])
     down = server.aggregate([up, up])
 
-    # encrypt 1M floats (the pool over chunks) — measured directly
+    # encrypt 1M floats (the pool over chunks) — measured directly, interleaved
     mfloat = {"w": rng.uniform(-1, 1, size=2**20)}
-    t_enc_m = _best(lambda: client.encrypt(mfloat), 1)
-    t_enc_m1 = _best(lambda: client1.encrypt(mfloat), 1)
+    enc = _interleaved(
+        {"pool": lambda: client.encrypt(mfloat), "single": lambda: client1.encrypt(mfloat)}, 2
+    )
+    t_enc_m, t_enc_m1 = enc["pool"][0], enc["single"][0]
 
     # what parallelises TenSEAL encryption here: n_threads, threads, or processes?
     sample = _chunks(mfloat["w"][: 32 * slots], slots)
     ctx_threads = ts.context_from(pub_ts, n_threads=os.cpu_count() or 1)
-    t_serial = _best(lambda: [ts.ckks_vector(raw_pub, c).serialize() for c in sample], 1)
-    t_nthreads = _best(lambda: [ts.ckks_vector(ctx_threads, c).serialize() for c in sample], 1)
     with ThreadPoolExecutor(os.cpu_count() or 1) as ex:
-        t_threads = _best(
-            lambda: list(ex.map(lambda c: ts.ckks_vector(raw_pub, c).serialize(), sample)), 1
+        par = _interleaved(
+            {
+                "serial": lambda: [ts.ckks_vector(raw_pub, c).serialize() for c in sample],
+                "n_threads": lambda: [ts.ckks_vector(ctx_threads, c).serialize() for c in sample],
+                "threads": lambda: list(
+                    ex.map(lambda c: ts.ckks_vector(raw_pub, c).serialize(), sample)
+                ),
+                "processes": lambda: client._encrypt_flat(mfloat["w"][: 32 * slots]),
+            },
+            3,
         )
-    t_procs = _best(lambda: client._encrypt_flat(mfloat["w"][: 32 * slots]), 1)
+    t_serial, t_nthreads, t_threads, t_procs = (
+        par[k][0] for k in ("serial", "n_threads", "threads", "processes")
+    )
 
     # mod-switch saving: the weighted preset uploads 2 primes, downloads 1
     khw = KeyHolder("weighted", workers=1)

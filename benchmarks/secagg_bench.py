@@ -132,9 +132,6 @@ def main() -> None:
     figures["n100_k"], figures["n100_t"] = n100["k"], n100["t"]
     figures["upload_bytes_per_param"] = n100["upload_bytes_per_param"]
     figures["flower_upload_bytes_per_param"] = 8.0
-    figures["n100_mean_upload_bytes_per_param_all_messages"] = (
-        n100["mean_upload_bytes_per_client"] / 2**20
-    )
 
     big = _n1000_in_child(1000, 2**17)
     figures["n1000_round_s"] = big["round_s"]

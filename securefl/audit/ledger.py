@@ -310,10 +310,14 @@ def _row_to_entry(row: tuple[Any, ...]) -> Entry:
     )
 
 
-_ENTRY_COLUMNS = "seq, run_id, round_id, kind, payload, timestamp, prev_hash, entry_hash"
 # Constant SQL (column names are fixed); every value is a bound parameter.
-_SELECT_ENTRIES = "SELECT " + _ENTRY_COLUMNS + " FROM entries"
-_INSERT_ENTRY = "INSERT INTO entries(" + _ENTRY_COLUMNS + ") VALUES (?,?,?,?,?,?,?,?)"
+_SELECT_ENTRIES = (
+    "SELECT seq, run_id, round_id, kind, payload, timestamp, prev_hash, entry_hash FROM entries"
+)
+_INSERT_ENTRY = (
+    "INSERT INTO entries(seq, run_id, round_id, kind, payload, timestamp, prev_hash, entry_hash)"
+    " VALUES (?,?,?,?,?,?,?,?)"
+)
 
 
 class Ledger:

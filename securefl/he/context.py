@@ -175,8 +175,10 @@ def unpack_context(data: bytes, *, allow_insecure: bool) -> tuple[HEPreset, int,
     return preset, role, data[pos:]
 
 
-def load_public_context(data: bytes, *, allow_insecure: bool = False) -> tuple[Any, ContextInfo]:
-    """Load a client/server context; a secret key anywhere in it is an error."""
+def load_public_context(
+    data: bytes, *, allow_insecure: bool = False
+) -> tuple[Any, ContextInfo, bytes]:
+    """Load a client/server context (and return its TenSEAL bytes); a secret key is an error."""
     preset, role, ts_bytes = unpack_context(data, allow_insecure=allow_insecure)
     if role != ROLE_PUBLIC:
         raise SecretKeyExposureError(
@@ -194,8 +196,7 @@ def load_public_context(data: bytes, *, allow_insecure: bool = False) -> tuple[A
         )
     if not ctx.has_public_key():
         raise ContextMismatchError("the context has no public key")
-    info = make_info(ctx, preset, ts_bytes)
-    return ctx, info
+    return ctx, make_info(ctx, preset, ts_bytes), ts_bytes
 
 
 def make_info(ctx: Any, preset: HEPreset, public_ts_bytes: bytes) -> ContextInfo:

@@ -9,10 +9,10 @@ exact decryptions of ciphertexts an adversary helped build lets it recover the k
   boundary; it is a heuristic (an adversary who chooses inputs near a boundary learns about one
   bit of e per query), documented as such in protocols/he_ckks.md §7.
 * ``flood_sigma``: add discrete Gaussian noise on the same grid from a cryptographic sampler
-  (``securefl.dp.sampling``). By the smudging lemma the released value's distribution moves by
-  at most B/(2σ) in statistical distance per coordinate when e changes within ±B; the metadata
-  states ``flooding_bits = log2(2σ/B)``. With central DP (securefl.dp) the DP noise, added here
-  before release, is exactly such flooding.
+  (``securefl.dp.sampling``). Errors e, e' within ±B ≤ g move the rounded value by k ≤ 2 grid
+  steps, and a shift by k steps moves N_Z(0, (σ/g)²) by ≤ k·g/(2σ) in statistical distance
+  (smudging), i.e. ≤ g/σ per coordinate: the metadata states ``flooding_bits = log2(σ/g)``.
+  With central DP (securefl.dp) the DP noise, added here before release, is such flooding.
 """
 
 from __future__ import annotations
@@ -72,5 +72,5 @@ def apply(
         sigma = sigma_steps * grid
         meta["release"] = "round+flood"
         meta["flood_sigma"] = sigma
-        meta["flooding_bits"] = math.log2(2.0 * sigma / raw_bound)
+        meta["flooding_bits"] = math.log2(sigma / grid)
     return steps * grid, meta

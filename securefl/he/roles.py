@@ -19,6 +19,7 @@ import numpy.typing as npt
 from securefl.errors import ConfigurationError
 from securefl.he import _ops, _pool, release, wire
 from securefl.he.context import (
+    ROLE_PUBLIC,
     ROLE_SECRET,
     ContextInfo,
     load_public_context,
@@ -85,16 +86,23 @@ class KeyHolder:
         self._ctx = new_secret_context(self.preset) if _secret_ctx is None else _secret_ctx
         self._public_ts = public_tenseal_bytes(self._ctx)
         self._secret_ts: bytes = self._ctx.serialize(
-            save_public_key=True, save_secret_key=True, save_galois_keys=False,
+            save_public_key=True,
+            save_secret_key=True,
+            save_galois_keys=False,
             save_relin_keys=False,
-        )  # fmt: skip
+        )
         self.info = make_info(self._ctx, self.preset, self._public_ts)
         self.workers = _pool.resolve_workers(workers)
         self.policy = policy or release.ReleasePolicy()
 
     @classmethod
     def from_secret_context_bytes(
-        cls, data: bytes, *, allow_insecure: bool = False, workers: int | None = None
+        cls,
+        data: bytes,
+        *,
+        allow_insecure: bool = False,
+        workers: int | None = None,
+        policy: release.ReleasePolicy | None = None,
     ) -> KeyHolder:
         """Restore a key holder saved with :meth:`secret_context_bytes` (e.g. KAT vectors)."""
         preset, role, ts_bytes = unpack_context(data, allow_insecure=allow_insecure)
@@ -108,7 +116,7 @@ class KeyHolder:
             raise MalformedCiphertextError(f"TenSEAL cannot load the context ({exc})") from exc
         if not ctx.is_private():
             raise ConfigurationError("context holds no secret key", parameter="data")
-        return cls(preset, workers=workers, _secret_ctx=ctx)
+        return cls(preset, workers=workers, policy=policy, _secret_ctx=ctx)
 
     @property
     def fingerprint(self) -> bytes:
@@ -116,7 +124,7 @@ class KeyHolder:
 
     def public_context_bytes(self) -> bytes:
         """For clients: parameters + public key (no secret, relinearisation or Galois keys)."""
-        return pack_context(self.preset, 1, self._public_ts)
+        return pack_context(self.preset, ROLE_PUBLIC, self._public_ts)
 
     def server_context_bytes(self) -> bytes:
         """For the server: the same public material; the server refuses anything more."""
@@ -149,6 +157,10 @@ class KeyHolder:
             raise MalformedCiphertextError(f"aggregate at level {env.level}, expected {level}")
         if env.dimension > max_dimension:
             raise MalformedCiphertextError(f"dimension {env.dimension} exceeds {max_dimension}")
+        if env.contributions > self.preset.max_clients:
+            raise MalformedCiphertextError(
+                f"{env.contributions} contributions exceed the preset's {self.preset.max_clients}"
+            )
         _precheck_all(env, info, "aggregate")
         spec = _ops.ChunkSpec(level, info.parms_ids[level], self.preset.scale)
         parts = _pool.map_ranges(
@@ -158,6 +170,13 @@ class KeyHolder:
             lambda a, b: (_ops.task_decrypt, (self._secret_ts, env.chunks[a:b], spec, a)),
         )
         flat = np.concatenate(parts)
+        if not np.all(np.abs(flat) <= self.preset.max_abs_sum):
+            # admissible sums are < max |Σ|; beyond it a client ignored the limit or the
+            # ciphertext is corrupted (garbage decrypts to ~uniform mod q, i.e. huge values)
+            raise MalformedCiphertextError(
+                "decrypted aggregate exceeds the preset's max |sum|: out-of-range input or a "
+                "corrupted ciphertext; nothing released"
+            )
         server_weighted = bool(env.flags & wire.FLAG_SERVER_WEIGHTS)
         sums = (env.server_weight_sum, env.server_weight_sq_sum) if server_weighted else None
         # the floating-point term scales with the magnitude actually decrypted (+ the bound)
@@ -194,10 +213,9 @@ class HEClient:
         allow_insecure: bool = False,
         workers: int | None = None,
     ) -> None:
-        self._ctx, self.info = load_public_context(
+        self._ctx, self.info, self._ts_bytes = load_public_context(
             public_context_bytes, allow_insecure=allow_insecure
         )
-        self._ts_bytes = unpack_context(public_context_bytes, allow_insecure=allow_insecure)[2]
         self.preset = self.info.preset
         self.workers = _pool.resolve_workers(workers)
 
@@ -261,7 +279,7 @@ class HEServer:
         allow_insecure: bool = False,
         max_dimension: int = DEFAULT_MAX_DIMENSION,
     ) -> None:
-        self._ctx, self.info = load_public_context(
+        self._ctx, self.info, _ = load_public_context(
             server_context_bytes, allow_insecure=allow_insecure
         )
         self.preset = self.info.preset

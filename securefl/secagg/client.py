@@ -250,7 +250,7 @@ class ClientProtocol:
         seen: set[bytes] = set(own)
         for p in request.peers:
             keys.verify(
-                cfg.identity_key(p.client_id),
+                cfg.identity_public(p.client_id),
                 p.signature,
                 advertise_transcript(cfg, p.client_id, p.cipher_pk, p.mask_pk),
             )
@@ -387,7 +387,7 @@ class ClientProtocol:
             )
         for v, sig in request.signatures:
             keys.verify(
-                cfg.identity_key(v),
+                cfg.identity_public(v),
                 sig,
                 consistency_transcript(cfg, v, self._survivor_list, packed=self._survivors_packed),
             )

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from securefl.errors import ConfigurationError
+from securefl.crypto.keys import Ed25519PublicKey, load_ed25519_public
+from securefl.errors import ConfigurationError, SecureFLError
 
 PROTOCOL_NAME = b"securefl/secagg"
 PROTOCOL_VERSION = 1
@@ -89,6 +90,13 @@ class SecAggConfig:
         if len(self.nonce) > MAX_NONCE_BYTES:
             raise ConfigurationError(f"at most {MAX_NONCE_BYTES} bytes", parameter="nonce")
         self._index.update({cid: i for i, cid in enumerate(ids)})
+        for cid in ids:
+            try:
+                self.identity_public(cid)
+            except SecureFLError:
+                raise ConfigurationError(
+                    f"key of client {cid} is not an Ed25519 public key", parameter="identity_keys"
+                ) from None
 
     @classmethod
     def create(
@@ -127,8 +135,9 @@ class SecAggConfig:
 
     @property
     def is_complete(self) -> bool:
-        """True for classic SecAgg (every client is every other client's neighbour)."""
-        return self.degree is None or self.degree >= self.n - 1
+        """True for classic SecAgg: every client is every other client's neighbour (k = None,
+        or k rounded up to even reaches n − 1)."""
+        return self.degree is None or self.degree + (self.degree % 2) >= self.n - 1
 
     @property
     def neighbour_count(self) -> int:
@@ -154,6 +163,14 @@ class SecAggConfig:
 
     def has_client(self, client_id: int) -> bool:
         return client_id in self._index
+
+    def identity_public(self, client_id: int) -> Ed25519PublicKey:
+        """The registered verification key as a loaded object (cached: verified often)."""
+        cache: dict[int, Ed25519PublicKey] = self.__dict__.setdefault("_identity_objs", {})
+        key = cache.get(client_id)
+        if key is None:
+            key = cache[client_id] = load_ed25519_public(self.identity_key(client_id))
+        return key
 
     def identity_key(self, client_id: int) -> bytes:
         try:

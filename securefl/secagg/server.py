@@ -23,7 +23,12 @@ import numpy as np
 import numpy.typing as npt
 
 from securefl.crypto import keys, prg, shamir
-from securefl.errors import AbortError, MalformedMessageError, SecureFLError
+from securefl.errors import (
+    AbortError,
+    LocalProtocolError,
+    MalformedMessageError,
+    SecureFLError,
+)
 from securefl.secagg.client import mask_sign, pairwise_mask_key, self_mask_key
 from securefl.secagg.config import SecAggConfig
 from securefl.secagg.graph import neighbours
@@ -157,7 +162,7 @@ class ServerProtocol:
             if u in self._adverts:
                 raise _Reject("duplicate AdvertiseKeys")
             keys.verify(
-                cfg.identity_key(u),
+                cfg.identity_public(u),
                 m.signature,
                 advertise_transcript(cfg, u, m.cipher_pk, m.mask_pk),
             )
@@ -191,7 +196,7 @@ class ServerProtocol:
             if u in self._signatures:
                 raise _Reject("duplicate ConsistencyCheck")
             keys.verify(
-                cfg.identity_key(u),
+                cfg.identity_public(u),
                 m.signature,
                 consistency_transcript(cfg, u, self._u3_list, packed=self._u3_packed),
             )
@@ -324,7 +329,7 @@ class ServerProtocol:
             self.result = self._unmask()
             self.state = ServerState.DONE
             return {}
-        raise self._fail(f"close_stage called in state {self.state.value}")
+        raise LocalProtocolError(f"close_stage called in state {self.state.value}")
 
     # ------------------------------------------------------------------ unmasking
     def _recover(self, v: int, kind: ShareKind) -> bytes:

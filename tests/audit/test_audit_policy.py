@@ -209,5 +209,5 @@ def test_replace_one_adjacency_is_passed_to_the_accountant(make_ledger: MakeLedg
     ledger = make_ledger(5, dp_event=ev, adjacency="replace-one")
     add_remove = policy().check(ledger)
     assert not add_remove.ok  # fixed-size sampling is not accountable under add-remove
-    replace = policy(adjacency="replace-one").check(ledger)
+    replace = policy(adjacency="replace-one", accountant="rdp").check(ledger)
     assert replace.epsilon["ledger"] is not None and replace.ok, replace.violations

@@ -20,11 +20,13 @@ from securefl.he import (
     released_error_bound,
 )
 from securefl.he.context import load_public_context, pack_context, unpack_context
+from securefl.he.params import weight_sums
 
 
 @st.composite
-def cohorts(draw: st.DrawFn) -> tuple[list[dict[str, np.ndarray]], str]:
-    """1–50 clients, 1–3 named tensors of random shapes (one layout), values of any magnitude."""
+def cohorts(draw: st.DrawFn) -> tuple[list[dict[str, np.ndarray]], str, list[float], str]:
+    """1–50 clients, 1–3 named tensors of random shapes (one layout), values of any magnitude,
+    unit / client-side / (on `weighted`) server-side weights."""
     n_clients = draw(st.integers(1, 50))
     n_tensors = draw(st.integers(1, 3))
     shapes = [
@@ -37,7 +39,13 @@ def cohorts(draw: st.DrawFn) -> tuple[list[dict[str, np.ndarray]], str]:
         {f"layer{k}.w": rng.uniform(-magnitude, magnitude, size=s) for k, s in enumerate(shapes)}
         for _ in range(n_clients)
     ]
-    return cohort, draw(st.sampled_from(["fast", "weighted", "precise"]))
+    name = draw(st.sampled_from(["fast", "weighted", "precise"]))
+    modes = ["none", "client"] + (["server"] if name == "weighted" else [])
+    mode = draw(st.sampled_from(modes))
+    weights = [1.0] * n_clients
+    if mode != "none":
+        weights = draw(st.lists(st.floats(0.0, 2.0), min_size=n_clients, max_size=n_clients))
+    return cohort, name, weights, mode
 
 
 def _max_err(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> float:
@@ -47,22 +55,31 @@ def _max_err(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> float:
     return max(float(np.max(np.abs(got[k] - want[k]))) for k in want)
 
 
-@settings(max_examples=6)
+@settings(max_examples=20)
 @given(cohorts())
 def test_sum_within_stated_bound(holders: dict[str, KeyHolder], case: tuple) -> None:
-    cohort, name = case
+    cohort, name, weights, mode = case
     kh = holders[name]
     client = HEClient(kh.public_context_bytes(), workers=1)
     server = HEServer(kh.server_context_bytes())
-    aggregate = server.aggregate([client.encrypt(x) for x in cohort])
+    if mode == "server":
+        uploads = [client.encrypt(x) for x in cohort]
+        aggregate = server.aggregate(uploads, weights=weights)
+    else:
+        uploads = [client.encrypt(x, weight=w) for x, w in zip(cohort, weights, strict=True)]
+        aggregate = server.aggregate(uploads)
     result = kh.decrypt_result(aggregate)
-    want = {k: sum(x[k] for x in cohort) for k in cohort[0]}
+    want = {k: sum(w * x[k] for x, w in zip(cohort, weights, strict=True)) for k in cohort[0]}
     magnitude = max(float(np.max(np.abs(v))) for v in want.values())
-    stated = released_error_bound(get_preset(name), len(cohort), max_abs=magnitude + 1.0)
-    assert result.metadata["released_error_bound"] == pytest.approx(stated)
+    sums = weight_sums(weights) if mode == "server" else None
+    stated = released_error_bound(
+        get_preset(name), len(cohort), server_weight_sums=sums, max_abs=magnitude + 1.0
+    )
+    assert result.metadata["released_error_bound"] == pytest.approx(stated, rel=1e-6)
     assert _max_err(result.tensors, want) <= stated
     assert result.metadata["contributions"] == len(cohort)
-    assert result.metadata["weighting"] == "none"
+    expected_mode = mode if mode == "server" or any(w != 1.0 for w in weights) else "none"
+    assert result.metadata["weighting"] == expected_mode
 
 
 @pytest.mark.parametrize("name", ["fast", "weighted", "precise"])
@@ -161,7 +178,7 @@ def test_value_limit_and_bad_weight(holders: dict[str, KeyHolder]) -> None:
 
 def test_server_context_cannot_decrypt(holders: dict[str, KeyHolder]) -> None:
     kh = holders["fast"]
-    ctx, _ = load_public_context(kh.server_context_bytes())
+    ctx, _, _ = load_public_context(kh.server_context_bytes())
     assert not ctx.is_private()
     vec = ts.ckks_vector(ctx, [1.0, 2.0])
     with pytest.raises(ValueError, match="secret"):
@@ -214,8 +231,9 @@ def test_noise_flooding_release(holders: dict[str, KeyHolder]) -> None:
     from securefl.he import ReleasePolicy
 
     kh = holders["fast"]
-    flooding = KeyHolder.from_secret_context_bytes(kh.secret_context_bytes(), workers=1)
-    flooding.policy = ReleasePolicy(flood_sigma=1e-3)
+    flooding = KeyHolder.from_secret_context_bytes(
+        kh.secret_context_bytes(), workers=1, policy=ReleasePolicy(flood_sigma=1e-3)
+    )
     client = HEClient(kh.public_context_bytes(), workers=1)
     x = {"a": np.linspace(-1, 1, 8192)}
     result = flooding.decrypt_result(

@@ -215,3 +215,22 @@ def test_context_envelope_malformed(holders: dict[str, KeyHolder]) -> None:
     for bad in (b"", good[:3], b"XXXX" + good[4:], good[:-1], good[:4] + b"\x09" + good[5:]):
         with pytest.raises(MalformedCiphertextError):
             HEServer(bad)
+
+
+def test_corrupted_aggregate_not_released(setup: tuple) -> None:
+    """A payload flip that still parses decrypts to garbage (≈ uniform mod q): the key holder
+    refuses to release it rather than returning nonsense. Scans flips until one parses."""
+    kh, _, server, update = setup
+    agg = server.aggregate([update])
+    start = len(agg) - 40_000
+    for pos in range(start, start + 400, 8):
+        bad = bytearray(agg)
+        bad[pos] ^= 0x10
+        try:
+            kh.decrypt(bytes(bad))
+        except MalformedCiphertextError as exc:
+            if "max |sum|" in str(exc):
+                return
+        else:
+            raise AssertionError("a corrupted aggregate was released")
+    raise AssertionError("no flip parsed; the test did not exercise the magnitude check")

@@ -25,12 +25,8 @@ class Harness:
     def __init__(self, config: SecAggConfig, identities: dict[int, keys.Ed25519PrivateKey]):
         self.config = config
         self.server = ServerProtocol(config)
-        self.clients = {
-            u: ClientProtocol(config, u, identities[u]) for u in config.client_ids
-        }
-        self.inputs = {
-            u: np.full(config.dimension, u, dtype=np.uint32) for u in config.client_ids
-        }
+        self.clients = {u: ClientProtocol(config, u, identities[u]) for u in config.client_ids}
+        self.inputs = {u: np.full(config.dimension, u, dtype=np.uint32) for u in config.client_ids}
         self.outbox: dict[int, Message] = {}
         self.stage: Stage | None = None
 

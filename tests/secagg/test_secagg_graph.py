@@ -12,8 +12,9 @@ from securefl.secagg.graph import build_graph, permutation
 
 @given(st.integers(3, 60), st.integers(2, 70), st.integers(0, 3))
 def test_regular_symmetric(n: int, k: int, round_index: int) -> None:
-    cfg = simulation_config(range(1, n + 1), threshold=2, bits=8, dimension=1, degree=k,
-                            round_index=round_index)
+    cfg = simulation_config(
+        range(1, n + 1), threshold=2, bits=8, dimension=1, degree=k, round_index=round_index
+    )
     g = neighbours(cfg)
     assert set(g) == set(cfg.client_ids)
     expect = cfg.neighbour_count

@@ -30,7 +30,15 @@ def scenarios(draw: st.DrawFn) -> dict[str, object]:
     for u in range(1, n + 1):
         if rng.random() < drop_rate:
             stage_of[u] = STAGES[int(rng.integers(0, len(STAGES)))]
-    return {"n": n, "degree": degree, "t": t, "bits": bits, "d": d, "seed": seed, "stage_of": stage_of}
+    return {
+        "n": n,
+        "degree": degree,
+        "t": t,
+        "bits": bits,
+        "d": d,
+        "seed": seed,
+        "stage_of": stage_of,
+    }
 
 
 @given(scenarios())
@@ -42,9 +50,7 @@ def test_sum_exact_or_clean_abort(sc: dict[str, object]) -> None:
     cfg = simulation_config(ids, threshold=t, bits=bits, dimension=d, degree=degree)  # type: ignore[arg-type]
     rng = np.random.default_rng(int(sc["seed"]))  # type: ignore[call-overload]
     dtype = np.uint32 if bits <= 32 else np.uint64
-    inputs = {
-        u: rng.integers(0, 2**bits, size=d, dtype=np.uint64).astype(dtype) for u in ids
-    }
+    inputs = {u: rng.integers(0, 2**bits, size=d, dtype=np.uint64).astype(dtype) for u in ids}
     plan = DropoutPlan.from_mapping(
         {s: {u for u, su in stage_of.items() if su is s} for s in Stage}
     )
@@ -54,7 +60,9 @@ def test_sum_exact_or_clean_abort(sc: dict[str, object]) -> None:
         len(set(graph[u]) & final_live) >= t for u in ids
     )
     expected_survivors = {
-        u for u in ids if stage_of.get(u) not in (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT)
+        u
+        for u in ids
+        if stage_of.get(u) not in (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT)
     }
     try:
         result = run_round(inputs, cfg, dropouts=plan)
@@ -62,7 +70,9 @@ def test_sum_exact_or_clean_abort(sc: dict[str, object]) -> None:
         event("aborted")
         assert not sufficient, "a round with enough live neighbours everywhere aborted"
         return
-    event(f"completed ({'all' if sufficient else 'some'} neighbourhoods ≥ t, {len(stage_of)} drops)")
+    event(
+        f"completed ({'all' if sufficient else 'some'} neighbourhoods ≥ t, {len(stage_of)} drops)"
+    )
     assert len(final_live) >= t, "completed with fewer than t responders"
     if sufficient:
         assert result.survivors == expected_survivors
@@ -114,7 +124,11 @@ def test_secure_sum_named_decodes_floats() -> None:
     layout = TensorLayout.from_tensors(updates[1])
     plan = plan_ring(8, 10.0, 16)
     cfg = simulation_config(
-        updates, threshold=3, degree=4, bits=plan.bits, dimension=layout.size,
+        updates,
+        threshold=3,
+        degree=4,
+        bits=plan.bits,
+        dimension=layout.size,
         layout_digest=layout.digest(),
     )
     out = secure_sum_named(updates, cfg, plan, dropouts=DropoutPlan(unmask=frozenset({2})))
@@ -123,3 +137,68 @@ def test_secure_sum_named_decodes_floats() -> None:
         exact = sum(updates[u][name] for u in out.round.survivors)
         assert np.max(np.abs(out.sums[name] - exact)) <= error_bound(plan, 8)
     assert out.clipped == dict.fromkeys(range(1, 9), 0)
+
+
+def test_server_survives_byzantine_client_at_each_stage() -> None:
+    """A client sending garbage (or a duplicate) is dropped with a reason; the round still
+    gives the exact sum over the others."""
+    from securefl.secagg import ServerProtocol
+
+    from .conftest import make_harness
+
+    for bad_stage in Stage:
+        h = make_harness(n=7, t=3)
+        bad = 4
+        h.server = ServerProtocol(h.config)
+        for u, c in h.clients.items():
+            m = c.advertise_keys()
+            data = m.encode()
+            if bad_stage is Stage.ADVERTISE_KEYS and u == bad:
+                data = data[:-3]
+            h.server.receive_bytes(data, transport_sender=u)
+        h.outbox = h.server.close_stage()
+        stage = Stage.SHARE_KEYS
+        while True:
+            for u, m in h.outbox.items():
+                values = h.inputs[u] if stage is Stage.MASKED_INPUT else None
+                data = h.clients[u].handle(m, values).encode()
+                if stage is bad_stage and u == bad:
+                    data = data[:60] + bytes([data[60] ^ 0xFF]) + data[61:-1]
+                h.server.receive_bytes(data, transport_sender=u)
+                if stage is bad_stage and u == 1:
+                    # a duplicate from an honest client is ignored, never double counted
+                    assert not h.server.receive_bytes(data, transport_sender=u)
+            h.outbox = h.server.close_stage()
+            if stage is Stage.UNMASK:
+                break
+            stage = Stage(stage + 1)
+        assert bad in h.server.rejected, bad_stage
+        assert "malformed" in h.server.rejected[bad]
+        survivors = h.server.survivors
+        assert (bad in survivors) == (bad_stage > Stage.MASKED_INPUT)
+        expect = sum(h.inputs[u].astype(np.uint64) for u in survivors) % (1 << 16)
+        assert np.array_equal(h.server.result, expect)
+
+
+def test_secure_sum_named_torch_tensors() -> None:
+    torch = pytest.importorskip("torch")
+    from securefl.encoding import plan_ring
+    from securefl.secagg import secure_sum_named
+    from securefl.tensors import TensorLayout
+
+    updates = {
+        u: {"lora_A": torch.full((2, 3), 0.25 * u), "lora_B": torch.arange(4.0) * u}
+        for u in range(1, 6)
+    }
+    layout = TensorLayout.from_tensors(updates[1])
+    plan = plan_ring(5, 4.0, 12)
+    cfg = simulation_config(
+        updates, threshold=3, bits=plan.bits, dimension=layout.size, layout_digest=layout.digest()
+    )
+    out = secure_sum_named(updates, cfg, plan)
+    assert np.allclose(out.sums["lora_A"], np.full((2, 3), 0.25 * 15), atol=5 * 2**-12)
+    # lora_B: 3·u clipped to 4.0 for u ≥ 2 in the last coordinates → counted, not silent
+    assert sum(out.clipped.values()) > 0
+    with pytest.raises(Exception, match="layout"):
+        other = simulation_config(updates, threshold=3, bits=plan.bits, dimension=layout.size)
+        secure_sum_named(updates, other, plan)

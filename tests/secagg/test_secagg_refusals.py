@@ -6,13 +6,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-import numpy as np
 import pytest
 
 from securefl.crypto.errors import SignatureError
 from securefl.errors import (
     LocalProtocolError,
-    RemoteProtocolError,
     ReplayError,
     UnsafeRequestError,
 )
@@ -24,7 +22,6 @@ from securefl.secagg import (
     ShareKind,
     Stage,
     UnmaskRequest,
-    decode,
     simulation_config,
 )
 
@@ -49,9 +46,13 @@ def test_honest_unmask_reveals_one_share_per_peer(harness: Make) -> None:
     h, u, req = _unmask_setup(harness)
     resp = h.clients[u].unmask(req)
     kinds = {v: k for v, k, _ in resp.shares}
-    assert kinds == {2: ShareKind.SELF_MASK_SEED, 3: ShareKind.SELF_MASK_SEED,
-                     4: ShareKind.SELF_MASK_SEED, 5: ShareKind.SELF_MASK_SEED,
-                     6: ShareKind.MASK_KEY}
+    assert kinds == {
+        2: ShareKind.SELF_MASK_SEED,
+        3: ShareKind.SELF_MASK_SEED,
+        4: ShareKind.SELF_MASK_SEED,
+        5: ShareKind.SELF_MASK_SEED,
+        6: ShareKind.MASK_KEY,
+    }
 
 
 @pytest.mark.parametrize(
@@ -115,7 +116,9 @@ def test_refuses_survivor_list_omitting_self_or_too_small(harness: Make) -> None
     with pytest.raises(UnsafeRequestError, match="omits us"):
         h.clients[1].consistency_check(dataclasses.replace(req, survivors=(2, 3, 4, 5, 6)))
     with pytest.raises(UnsafeRequestError, match="minimum cohort"):
-        h.clients[2].consistency_check(dataclasses.replace(req, recipient=2, survivors=(1, 2, 3, 4)))
+        h.clients[2].consistency_check(
+            dataclasses.replace(req, recipient=2, survivors=(1, 2, 3, 4))
+        )
     with pytest.raises(UnsafeRequestError, match="duplicate"):
         h.clients[3].consistency_check(
             dataclasses.replace(req, recipient=3, survivors=(1, 2, 3, 3, 4, 5))
@@ -264,13 +267,10 @@ def test_model_inconsistency_breaks_the_sum() -> None:
     from securefl.secagg import SecAggConfig
 
     b = SecAggConfig.create(keys_, threshold=2, bits=16, dimension=3, model_digest=b"\x07" * 32)
-    from securefl.secagg.simulate import _SIM_IDENTITIES
     from securefl.secagg import ClientProtocol, ServerProtocol
+    from securefl.secagg.simulate import _SIM_IDENTITIES
 
     server = ServerProtocol(a)
     victim = ClientProtocol(b, 1, _SIM_IDENTITIES[keys_[1]])
     assert not server.receive(victim.advertise_keys())
     assert "another session" in server.rejected[1]
-    _ = np  # numpy imported for parity with other tests
-    _ = decode
-    _ = RemoteProtocolError

@@ -27,7 +27,9 @@ def _masked_uploads(value: int, bits: int, d: int) -> dict[int, np.ndarray]:
 
 
 def _chi2_uniform(values: np.ndarray, bins: int, modulus: int) -> float:
-    counts = np.bincount((values.astype(np.uint64) * bins // modulus).astype(np.int64), minlength=bins)
+    counts = np.bincount(
+        (values.astype(np.uint64) * bins // modulus).astype(np.int64), minlength=bins
+    )
     return float(stats.chisquare(counts).pvalue)
 
 

@@ -1,0 +1,61 @@
+"""The accounted sampling must be the performed one: mismatches are typed errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from securefl.dp.errors import InvalidParameterError, SamplingMismatchError
+from securefl.dp.events import GaussianEvent, PoissonSampledEvent, SampledWithoutReplacementEvent
+from securefl.dp.participation import (
+    FixedSizeSampling,
+    FullParticipation,
+    PoissonSampling,
+    assert_sampling_matches,
+    round_event,
+    scheme_of,
+)
+from securefl.errors import ConfigurationError
+
+G = GaussianEvent(1.0)
+
+
+def test_round_event_builds_distinct_events() -> None:
+    assert round_event(PoissonSampling(0.1), G) == PoissonSampledEvent(0.1, G)
+    assert round_event(FixedSizeSampling(100, 10), G) == SampledWithoutReplacementEvent(100, 10, G)
+    assert round_event(FullParticipation(100), G) == G
+    assert round_event(FixedSizeSampling(10, 10), G) == G
+    for s in (PoissonSampling(0.1), FixedSizeSampling(100, 10)):
+        assert scheme_of(round_event(s, G)) == s
+
+
+@pytest.mark.parametrize(
+    ("declared", "performed"),
+    [
+        (PoissonSampling(0.1), FixedSizeSampling(100, 10)),
+        (FixedSizeSampling(100, 10), PoissonSampling(0.1)),
+        (PoissonSampling(0.1), FullParticipation(100)),
+        (FullParticipation(100), PoissonSampling(1.0)),
+        (PoissonSampling(0.1), PoissonSampling(0.2)),
+        (FixedSizeSampling(100, 10), FixedSizeSampling(100, 11)),
+        (FullParticipation(100), FullParticipation(99)),
+        (PoissonSampledEvent(0.1, G), FixedSizeSampling(100, 10)),
+    ],
+)
+def test_mismatch_is_an_error(declared: object, performed: object) -> None:
+    with pytest.raises(SamplingMismatchError) as info:
+        assert_sampling_matches(declared, performed)  # type: ignore[arg-type]
+    assert isinstance(info.value, ConfigurationError)
+    assert info.value.parameter == "sampling"
+
+
+def test_matching_sampling_passes() -> None:
+    assert_sampling_matches(PoissonSampling(0.1), PoissonSampledEvent(0.1, G))
+    assert_sampling_matches(FixedSizeSampling(50, 5), FixedSizeSampling(50, 5))
+    assert_sampling_matches(G, FullParticipation(10))
+
+
+def test_scheme_validation() -> None:
+    with pytest.raises(InvalidParameterError):
+        FixedSizeSampling(10, 11)
+    with pytest.raises(InvalidParameterError):
+        PoissonSampling(0.0)
