@@ -63,9 +63,18 @@ def bench_appends(d: Path, n: int) -> tuple[float, float]:
 def big_ledger(d: Path, n: int) -> Path:
     key = generate_signing_key()
     with Ledger(d / "big.db", key, run_id="bench") as ledger:
-        ledger.append("run_started", {"privacy_unit": "client", "adjacency": "add-remove",
-                                      "delta": 1e-5, "clip": 1.0, "noise_multiplier": 1.0,
-                                      "aggregation": round_payload(0)["aggregation"]}, timestamp=TS)
+        ledger.append(
+            "run_started",
+            {
+                "privacy_unit": "client",
+                "adjacency": "add-remove",
+                "delta": 1e-5,
+                "clip": 1.0,
+                "noise_multiplier": 1.0,
+                "aggregation": round_payload(0)["aggregation"],
+            },
+            timestamp=TS,
+        )
         for start in range(0, n, 1000):
             ledger.append_many(
                 PendingEntry("round_completed", round_payload(i), round_id=i, timestamp=TS)

@@ -536,6 +536,20 @@ def _verify_conn(
     public_key: PublicKeySource | None,
     expected_head: str | tuple[int, str] | None,
 ) -> VerifyResult:
+    """Verify inside ONE read transaction: a concurrent append cannot make the head and the
+    entries come from different snapshots."""
+    conn.execute("BEGIN")
+    try:
+        return _verify_snapshot(conn, public_key, expected_head)
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def _verify_snapshot(
+    conn: sqlite3.Connection,
+    public_key: PublicKeySource | None,
+    expected_head: str | tuple[int, str] | None,
+) -> VerifyResult:
     errors: list[str] = []
     warnings: list[str] = []
 
@@ -546,8 +560,8 @@ def _verify_conn(
     pinned: Ed25519PublicKey | None = None if public_key is None else load_public_key(public_key)
     try:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        rows = conn.execute(_SELECT_ENTRIES + " ORDER BY seq").fetchall()
         head = _read_head(conn)
+        rows = conn.execute(_SELECT_ENTRIES + " ORDER BY seq")  # streamed, not loaded
     except sqlite3.DatabaseError as exc:
         return VerifyResult(False, 0, None, None, pinned is not None, [f"not a ledger: {exc}"])
     ledger_id = meta.get("ledger_id")
@@ -565,7 +579,9 @@ def _verify_conn(
     prev = genesis_hash(ledger_id)
     expected_seq = 1
     last_seq, last_hash = 0, prev
+    count = 0
     for row in rows:
+        count += 1
         e = _row_to_entry(row)
         if e.seq != expected_seq:
             err(f"entry seq {e.seq} where {expected_seq} was expected (deleted or reordered)")
@@ -643,7 +659,7 @@ def _verify_conn(
         )
     return VerifyResult(
         ok=not errors,
-        entries=len(rows),
+        entries=count,
         ledger_id=ledger_id,
         head=head,
         key_pinned=pinned is not None,

@@ -147,6 +147,33 @@ def _provenance(entries: Sequence[Entry]) -> list[dict[str, Any]]:
     return out
 
 
+def _merge_aggregations(aggs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per protocol; a parameter that varied is shown as ``lo–hi`` (numbers) and the
+    threshold used for the threat statement is the SMALLEST recorded (the weakest round)."""
+    by_proto: dict[str, dict[str, list[Any]]] = {}
+    for agg in aggs.values():
+        values = by_proto.setdefault(str(agg.get("protocol", "unknown")), {})
+        for k, v in agg.items():
+            if k != "protocol" and v is not None and v not in values.setdefault(k, []):
+                values[k].append(v)
+    out: list[dict[str, Any]] = []
+    for proto, values in sorted(by_proto.items()):
+        merged: dict[str, Any] = {"protocol": proto}
+        for k, vs in sorted(values.items()):
+            if len(vs) == 1:
+                merged[k] = vs[0]
+            elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in vs):
+                merged[k] = min(vs) if k == "threshold" else f"{min(vs)}–{max(vs)}"
+                if k == "threshold":
+                    merged["threshold_range"] = f"{min(vs)}–{max(vs)}"
+            else:
+                merged[k] = [
+                    json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for v in vs
+                ]
+        out.append(merged)
+    return out
+
+
 def _first(values: Iterable[Any]) -> Any:
     for v in values:
         if v is not None:
@@ -194,12 +221,14 @@ def build_report(
     max_curve_points: int = 40,
     generated_at: datetime | str | None = None,
     title: str | None = None,
+    source_label: str | None = None,
 ) -> dict[str, Any]:
     """The full report as plain data (validates against ``audits/report.schema.json``).
 
     ``metrics`` adds per-round figures (round id → {accuracy, loss, bytes_up, ...}) to what the
     ``round_completed`` entries carry. ``delta`` overrides the δ at which ε is reported (default:
-    the policy's, else the run's recorded ``delta``, else 1e-5 with a caveat).
+    the policy's, else the run's recorded ``delta``, else 1e-5 with a caveat). ``source_label``
+    replaces the ledger path shown in the report (e.g. a repository-relative path).
     """
     entries, verification, source = _entries_and_verification(ledger, public_key, expected_head)
     runs = {e.run_id: e for e in entries if e.kind == RUN_STARTED}
@@ -406,7 +435,7 @@ def build_report(
         "title": title or "Privacy report",
         "generated_at": format_timestamp(generated_at),
         "ledger": {
-            "source": source,
+            "source": source_label if source_label is not None else source,
             "entries": len(entries),
             "verification": verification.to_dict(),
         },
@@ -418,7 +447,7 @@ def build_report(
         "policy": policy_block,
         "recorded_policy_sha256": [s for s in recorded_policies if isinstance(s, str)],
         "threat_model": {
-            "aggregation": [aggregation_threat_model(a) for a in aggs.values()],
+            "aggregation": [aggregation_threat_model(a) for a in _merge_aggregations(aggs)],
             "dp": dp_threat_model(mechs, str(privacy_unit), adjacency),
         },
         "model_provenance": provenance,

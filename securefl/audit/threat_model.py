@@ -44,7 +44,11 @@ def aggregation_threat_model(agg: Mapping[str, Any]) -> dict[str, Any]:
             "parameters": params,
             "protects_against": [
                 f"an honest-but-curious server learning any individual update: it only obtains"
-                f" the modular sum over at least t = {t} surviving clients; {graph}",
+                f" the modular sum over at least t = {t} surviving clients (smallest threshold"
+                f" recorded); {graph}"
+                if t is not None
+                else f"an honest-but-curious server learning any individual update (threshold"
+                f" not recorded); {graph}",
                 "up to t − 1 colluding clients (together with the server) recovering a mask",
                 f"overflow silently corrupting the sum: modulus 2^{bits} planned for the cohort"
                 if bits is not None

@@ -502,10 +502,11 @@ class PrvAccountant:
         if not self.supports(event):
             self._history(event, 1, [])  # raises the precise error
         delta_error = delta * self.delta_error_ratio
-        dprv = self._dprv(event, delta_error)
-        if dprv is None:
-            return 0.0
-        _, _, eps_upper = dprv.compute_epsilon(delta, delta_error, self.eps_error)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            dprv = self._dprv(event, delta_error)
+            if dprv is None:
+                return 0.0
+            _, _, eps_upper = dprv.compute_epsilon(delta, delta_error, self.eps_error)
         return max(0.0, float(eps_upper))
 
     def delta(self, event: DpEvent, epsilon: float) -> float:
@@ -513,10 +514,11 @@ class PrvAccountant:
         if _walk_nonprivate(event):
             return 1.0
         delta_error = 1e-12
-        dprv = self._dprv(event, delta_error)
-        if dprv is None:
-            return 0.0
-        est = float(dprv.compute_delta_estimate(max(0.0, epsilon - self.eps_error)))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            dprv = self._dprv(event, delta_error)
+            if dprv is None:
+                return 0.0
+            est = float(dprv.compute_delta_estimate(max(0.0, epsilon - self.eps_error)))
         return min(1.0, max(0.0, est) + delta_error)
 
 

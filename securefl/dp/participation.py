@@ -54,6 +54,32 @@ class FullParticipation:
 SamplingScheme = PoissonSampling | FixedSizeSampling | FullParticipation
 
 
+def scheme_from_loop(
+    method: str,
+    population: int,
+    *,
+    probability: float | None = None,
+    cohort: int | None = None,
+) -> SamplingScheme:
+    """The scheme a loop performs: ``"poisson"`` (needs ``probability``), ``"fixed"`` (needs
+    ``cohort``) or ``"all"``; what the loop records so it can be checked against the
+    declared scheme."""
+    v.count("population", population, minimum=1)
+    if method == "poisson":
+        if probability is None:
+            raise InvalidParameterError("required for Poisson sampling", parameter="probability")
+        return PoissonSampling(probability)
+    if method == "fixed":
+        if cohort is None:
+            raise InvalidParameterError("required for fixed-size sampling", parameter="cohort")
+        return FixedSizeSampling(population, cohort)
+    if method == "all":
+        return FullParticipation(population)
+    raise InvalidParameterError(
+        f"must be 'poisson', 'fixed' or 'all', got {method!r}", parameter="method"
+    )
+
+
 def round_event(scheme: SamplingScheme | None, mechanism: DpEvent) -> DpEvent:
     """The event of one round: ``mechanism`` run on the units chosen by ``scheme``."""
     if scheme is None or isinstance(scheme, FullParticipation):

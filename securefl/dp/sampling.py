@@ -402,14 +402,15 @@ def _geometric_inversion(rng: CryptoRandom, n: int, t: int) -> tuple[IntArray, B
         f_lo = np.floor(l_lo)
         certain = f_lo == np.floor(l_hi)
         certain &= l_hi != f_lo
-    out = f_lo.astype(np.int64)
+        out = np.where(certain, f_lo, 0.0).astype(np.int64)
     coin = (r & np.uint64(1)).astype(np.bool_)
     unsure = np.nonzero(~certain)[0]
     if unsure.size:
         coin[unsure] = rng.bits(unsure.size)
     for i in unsure:
         u = _LazyUniform(int(r[i]), rng)
-        x = max(0, int(f_lo[i]))
+        start = float(f_lo[i])
+        x = int(start) if math.isfinite(start) and start > 0 else 0  # X ≥ ⌊L_lo⌋ holds
         while _lazy_less_than_exp(u, Fraction(x + 1, t)):
             x += 1
         out[i] = x

@@ -39,6 +39,7 @@ class Checkpoint:
     events: list[dict[str, Any]]
     last_round_entry: dict[str, Any] | None  # ledger payload of round rounds_done-1
     rng: dict[str, Any]
+    metrics: list[dict[str, Any]]
 
     def to_json(self) -> str:
         raw = np.ascontiguousarray(self.global_flat, dtype="<f8").tobytes()
@@ -55,6 +56,7 @@ class Checkpoint:
                 "events": self.events,
                 "last_round_entry": self.last_round_entry,
                 "rng": self.rng,
+                "metrics": self.metrics,
             },
             sort_keys=True,
         )
@@ -79,6 +81,7 @@ class Checkpoint:
                 events=list(d["events"]),
                 last_round_entry=d["last_round_entry"],
                 rng=dict(d["rng"]),
+                metrics=list(d["metrics"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ResumeError(f"damaged checkpoint ({exc})") from exc

@@ -192,7 +192,8 @@ def run_simulation(
         start = existing.rounds_done
         noise_multiplier = existing.noise_multiplier
         backend.noise_multiplier = noise_multiplier
-        metrics = _read_metrics(run_dir)[:start]
+        metrics = list(existing.metrics)
+        _write_metrics(run_dir, metrics)
     else:
         run_id = f"{cfg.name}-{secrets.token_hex(6)}"
         global_flat = model.get_flat()
@@ -267,6 +268,7 @@ def run_simulation(
                 config_digest=cfg.digest(), run_id=run_id, noise_multiplier=noise_multiplier,
                 events=account.to_list(), last_round_entry=entry,
                 rng={"scheme": "numpy.default_rng([seed, round, purpose])", "seed": cfg.seed},
+                metrics=ledger_mod.jsonable(metrics),
             ))
             ledger.append("round_completed", entry, round_id=r)
             _write_metrics(run_dir, metrics)
@@ -409,13 +411,6 @@ def _run_started_payload(
         "policy": None if policy is None else policy.name,
         "device": model.device,
     })
-
-
-def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / METRICS_NAME
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
 
 
 def _write_metrics(run_dir: Path, metrics: list[dict[str, Any]]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from securefl.errors import ConfigurationError
+from securefl.errors import ConfigurationError, LocalProtocolError
 from securefl.he import _ops, _pool, release, wire
 from securefl.he.context import (
     ROLE_PUBLIC,
@@ -54,9 +54,33 @@ def _precheck_all(env: wire.Envelope, info: ContextInfo, who: str) -> None:
             raise type(exc)(f"{who}: {exc}") from None
 
 
-def _max_bytes(info: ContextInfo, level: int, max_dimension: int) -> int:
+def _receive(
+    info: ContextInfo, data: bytes, *, kind: int, level: int, max_dimension: int, who: str
+) -> wire.Envelope:
+    """Every pre-TenSEAL check of §6 common to updates and aggregates, errors naming ``who``."""
     count = -(-max_dimension // info.preset.slot_count)
-    return 4096 + wire.MAX_LAYOUT_JSON + count * (4 + info.max_chunk_bytes(level))
+    try:
+        env = wire.unpack(
+            data,
+            kind=kind,
+            preset_name=info.preset.name,
+            context_fingerprint=info.fingerprint,
+            slot_count=info.preset.slot_count,
+            max_chunk_bytes=info.max_chunk_bytes(level),
+            max_bytes=4096 + wire.MAX_LAYOUT_JSON + count * (4 + info.max_chunk_bytes(level)),
+        )
+        if env.level != level:
+            raise MalformedCiphertextError(f"ciphertexts at level {env.level}, expected {level}")
+        if env.dimension > max_dimension:
+            raise MalformedCiphertextError(f"dimension {env.dimension} exceeds {max_dimension}")
+        if env.contributions > info.preset.max_clients:
+            raise MalformedCiphertextError(
+                f"{env.contributions} contributions exceed the preset's {info.preset.max_clients}"
+            )
+    except MalformedCiphertextError as exc:
+        raise type(exc)(f"{who}: {exc}") from None
+    _precheck_all(env, info, who)
+    return env
 
 
 @dataclass(frozen=True)
@@ -144,24 +168,14 @@ class KeyHolder:
         self, aggregate: bytes, *, max_dimension: int = DEFAULT_MAX_DIMENSION
     ) -> HEDecryption:
         info, level = self.info, self.preset.download_level
-        env = wire.unpack(
+        env = _receive(
+            info,
             aggregate,
             kind=wire.KIND_AGGREGATE,
-            preset_name=self.preset.name,
-            context_fingerprint=info.fingerprint,
-            slot_count=self.preset.slot_count,
-            max_chunk_bytes=info.max_chunk_bytes(level),
-            max_bytes=_max_bytes(info, level, max_dimension),
+            level=level,
+            max_dimension=max_dimension,
+            who="aggregate",
         )
-        if env.level != level:
-            raise MalformedCiphertextError(f"aggregate at level {env.level}, expected {level}")
-        if env.dimension > max_dimension:
-            raise MalformedCiphertextError(f"dimension {env.dimension} exceeds {max_dimension}")
-        if env.contributions > self.preset.max_clients:
-            raise MalformedCiphertextError(
-                f"{env.contributions} contributions exceed the preset's {self.preset.max_clients}"
-            )
-        _precheck_all(env, info, "aggregate")
         spec = _ops.ChunkSpec(level, info.parms_ids[level], self.preset.scale)
         parts = _pool.map_ranges(
             len(env.chunks),
@@ -286,87 +300,134 @@ class HEServer:
         self.max_dimension = max_dimension
 
     def _unpack_update(self, i: int, data: bytes) -> wire.Envelope:
-        info, level = self.info, self.preset.data_prime_count
-        try:
-            env = wire.unpack(
-                data,
-                kind=wire.KIND_UPDATE,
-                preset_name=self.preset.name,
-                context_fingerprint=info.fingerprint,
-                slot_count=self.preset.slot_count,
-                max_chunk_bytes=info.max_chunk_bytes(level),
-                max_bytes=_max_bytes(info, level, self.max_dimension),
-            )
-            if env.level != level or env.contributions != 1:
-                raise MalformedCiphertextError("not a fresh client update (level/contributions)")
-            client_weighted = env.flags == wire.FLAG_CLIENT_WEIGHTS
-            if (
-                env.flags not in (0, wire.FLAG_CLIENT_WEIGHTS)
-                or client_weighted == (env.client_weight_sum == 1.0)
-                or env.client_weight_sum < 0
-                or struct.pack(">dd", env.server_weight_sum, env.server_weight_sq_sum) != bytes(16)
-            ):
-                raise MalformedCiphertextError("update weighting fields are inconsistent")
-            if env.dimension > self.max_dimension:
-                raise MalformedCiphertextError(f"dimension exceeds {self.max_dimension}")
-        except MalformedCiphertextError as exc:
-            raise type(exc)(f"client {i}: {exc}") from None
-        _precheck_all(env, info, f"client {i}")
+        who = f"client {i}"
+        level = self.preset.data_prime_count
+        env = _receive(
+            self.info,
+            data,
+            kind=wire.KIND_UPDATE,
+            level=level,
+            max_dimension=self.max_dimension,
+            who=who,
+        )
+        client_weighted = env.flags == wire.FLAG_CLIENT_WEIGHTS
+        if (
+            env.contributions != 1
+            or env.flags not in (0, wire.FLAG_CLIENT_WEIGHTS)
+            or client_weighted == (env.client_weight_sum == 1.0)
+            or env.client_weight_sum < 0
+            or struct.pack(">dd", env.server_weight_sum, env.server_weight_sq_sum) != bytes(16)
+        ):
+            raise MalformedCiphertextError(f"{who}: not a fresh client update (count/weights)")
         return env
+
+    def session(self, *, server_weighting: bool = False) -> AggregationSession:
+        """Start a streaming aggregation: ``add`` updates as they arrive (O(d) memory)."""
+        return AggregationSession(self, server_weighting=server_weighting)
 
     def aggregate(self, updates: Sequence[bytes], weights: Sequence[float] | None = None) -> bytes:
         """Σ_i w_i·Enc(x_i) (w_i = 1 without ``weights``), reduced to the download level."""
-        n = len(updates)
-        if not 1 <= n <= self.preset.max_clients:
+        if weights is not None and len(weights) != len(updates):
+            raise ConfigurationError("one weight per update", parameter="weights")
+        if not updates:
+            raise ConfigurationError("no updates", parameter="updates")
+        agg = self.session(server_weighting=weights is not None)
+        for i, update in enumerate(updates):
+            agg.add(update, None if weights is None else weights[i])
+        return agg.finish()
+
+
+class AggregationSession:
+    """One round's running sum (sans-I/O): each ``add`` validates a whole update first, so a
+    malformed one is rejected without touching the sum, and the round can go on without it."""
+
+    def __init__(self, server: HEServer, *, server_weighting: bool) -> None:
+        preset = server.preset
+        if server_weighting and not preset.server_weighting:
             raise ConfigurationError(
-                f"{n} updates; this preset supports 1..{self.preset.max_clients}",
-                parameter="updates",
+                f"preset {preset.name!r} has no rescale prime: apply weights on the clients "
+                "(HEClient.encrypt(weight=…)) or use the 'weighted' preset",
+                parameter="weights",
             )
-        w: tuple[float, ...] | None = None
-        if weights is not None:
-            if not self.preset.server_weighting:
-                raise ConfigurationError(
-                    f"preset {self.preset.name!r} has no rescale prime: apply weights on the "
-                    "clients (HEClient.encrypt(weight=…)) or use the 'weighted' preset",
-                    parameter="weights",
-                )
-            w = tuple(float(x) for x in weights)
-            if len(w) != n or not all(math.isfinite(x) and x >= 0 for x in w):
-                raise ConfigurationError("one finite weight ≥ 0 per update", parameter="weights")
-            if sum(w) > self.preset.max_clients:
+        self._server = server
+        self._server_weighting = server_weighting
+        level = preset.data_prime_count
+        self._in_spec = _ops.ChunkSpec(level, server.info.parms_ids[level], preset.scale)
+        self._acc: list[Any] = []
+        self._first: wire.Envelope | None = None
+        self._flags = wire.FLAG_SERVER_WEIGHTS if server_weighting else 0
+        self._client_weight_sum = 0.0
+        self._weights: list[float] = []
+        self.count = 0
+        self._done = False
+
+    def add(self, update: bytes, weight: float | None = None) -> None:
+        """Validate one client's update and add it (times ``weight`` on the server)."""
+        if self._done:
+            raise LocalProtocolError("aggregation already finished")
+        preset = self._server.preset
+        if self.count >= preset.max_clients:
+            raise ConfigurationError(
+                f"this preset supports at most {preset.max_clients} updates", parameter="updates"
+            )
+        if self._server_weighting:
+            if weight is None or not math.isfinite(weight) or weight < 0:
+                raise ConfigurationError("a finite weight ≥ 0 per update", parameter="weights")
+            if sum(self._weights) + weight > preset.max_clients:
                 raise ConfigurationError(
                     "Σ weights exceeds max_clients: the sum could wrap", parameter="weights"
                 )
-        envs = [self._unpack_update(i, u) for i, u in enumerate(updates)]
-        first = envs[0]
-        for i, env in enumerate(envs[1:], start=1):
-            if env.layout_digest != first.layout_digest:
-                raise ContextMismatchError(f"client {i}: layout differs from client 0's")
-        out_level = self.preset.download_level
-        out_spec = _ops.ChunkSpec(out_level, self.info.parms_ids[out_level], self.preset.scale)
-        reduce = out_level < self.preset.data_prime_count
-        chunks = _ops.aggregate_range(
-            self._ctx, [e.chunks for e in envs], out_spec, w, reduce, first_chunk=0
-        )
-        flags = 0
-        for env in envs:
-            flags |= env.flags
-        w1, w2 = weight_sums(w) if w is not None else (0.0, 0.0)
+        elif weight is not None:
+            raise ConfigurationError(
+                "server weighting was not chosen for this session", parameter="weights"
+            )
+        who = f"client {self.count}"
+        env = self._server._unpack_update(self.count, update)
+        if self._first is not None and env.layout_digest != self._first.layout_digest:
+            raise ContextMismatchError(f"{who}: layout differs from client 0's")
+        vecs = _ops.load_update(self._server._ctx, env.chunks, self._in_spec, who)
+        try:
+            _ops.accumulate(self._acc, vecs, float(weight) if weight is not None else None)
+        except Exception as exc:  # cannot happen after the checks; if it does, fail closed
+            self._done = True
+            raise MalformedCiphertextError(f"{who}: TenSEAL rejects the sum ({exc})") from exc
+        if self._first is None:
+            self._first = env
+        self._flags |= env.flags
+        self._client_weight_sum += env.client_weight_sum
+        if weight is not None:
+            self._weights.append(float(weight))
+        self.count += 1
+
+    def finish(self) -> bytes:
+        """The aggregate envelope, reduced to the download level, for the key holder."""
+        if self._first is None:
+            raise ConfigurationError("no updates were added", parameter="updates")
+        if self._done:
+            raise LocalProtocolError("aggregation already finished or failed")
+        self._done = True
+        preset, info = self._server.preset, self._server.info
+        out_level = preset.download_level
+        out_spec = _ops.ChunkSpec(out_level, info.parms_ids[out_level], preset.scale)
+        reduce = not self._server_weighting and out_level < preset.data_prime_count
+        chunks = _ops.finish(self._acc, out_spec, reduce)
+        w1, w2 = weight_sums(self._weights) if self._server_weighting else (0.0, 0.0)
+        first = self._first
         return wire.Envelope(
             kind=wire.KIND_AGGREGATE,
-            preset_name=self.preset.name,
-            context_fingerprint=self.info.fingerprint,
+            preset_name=preset.name,
+            context_fingerprint=info.fingerprint,
             layout_digest=first.layout_digest,
-            flags=flags | (wire.FLAG_SERVER_WEIGHTS if w is not None else 0),
-            client_weight_sum=sum(e.client_weight_sum for e in envs),
+            flags=self._flags,
+            client_weight_sum=self._client_weight_sum,
             server_weight_sum=w1,
             server_weight_sq_sum=w2,
-            contributions=n,
-            level=self.preset.download_level,
+            contributions=self.count,
+            level=out_level,
             dimension=first.dimension,
             layout_json=first.layout_json,
             chunks=tuple(chunks),
         ).pack()
 
 
-__all__ = ["HEClient", "HEDecryption", "HEServer", "KeyHolder"]
+__all__ = ["AggregationSession", "HEClient", "HEDecryption", "HEServer", "KeyHolder"]

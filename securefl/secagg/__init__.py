@@ -8,8 +8,14 @@ Normative spec: ``protocols/secagg.md``.
 
 from __future__ import annotations
 
-from securefl.secagg.client import ClientProtocol, ClientState
-from securefl.secagg.config import PROTOCOL_VERSION, SecAggConfig
+from securefl.secagg.client import ClientPolicy, ClientProtocol, ClientState
+from securefl.secagg.config import (
+    PROTOCOL_VERSION,
+    THREAT_MODELS,
+    InsecureThresholdError,
+    SecAggConfig,
+    required_threshold,
+)
 from securefl.secagg.graph import neighbours
 from securefl.secagg.messages import (
     AdvertiseKeys,
@@ -40,13 +46,16 @@ from securefl.secagg.simulate import (
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "THREAT_MODELS",
     "AdvertiseKeys",
+    "ClientPolicy",
     "ClientProtocol",
     "ClientState",
     "ConsistencyCheck",
     "ConsistencyRequest",
     "DeterministicRandomness",
     "DropoutPlan",
+    "InsecureThresholdError",
     "MaskedInput",
     "MaskedInputRequest",
     "Message",
@@ -66,6 +75,7 @@ __all__ = [
     "UnmaskResponse",
     "decode",
     "neighbours",
+    "required_threshold",
     "run_round",
     "secure_sum_named",
     "simulation_config",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -28,7 +29,7 @@ from securefl.errors import (
     ReplayError,
     UnsafeRequestError,
 )
-from securefl.secagg.config import SecAggConfig
+from securefl.secagg.config import SecAggConfig, required_threshold
 from securefl.secagg.graph import neighbours
 from securefl.secagg.messages import (
     SERVER_ID,
@@ -67,6 +68,44 @@ class ClientState(Enum):
     SIGNED = "signed"  # sent ConsistencyCheck, awaits UnmaskRequest
     UNMASKED = "unmasked"  # answered ≥ 1 UnmaskRequest (further ones allowed, same rules)
     FAILED = "failed"  # refused a request; accepts nothing more
+
+
+@dataclass(frozen=True)
+class ClientPolicy:
+    """What this client demands of any round, whatever configuration the server hands it.
+
+    In a deployment the round configuration usually comes from the server, so an honest client
+    needs its own floor (spec §7, C0): it refuses a round whose threshold is below
+    ``min_threshold`` or below the bound of ``threat_model`` with ``corrupt_fraction`` γ
+    (params.min_threshold: t > (n + ⌊γn⌋)/2 on the complete graph against a malicious server),
+    and never signs or unmasks a survivor set smaller than ``min_cohort``.
+    """
+
+    threat_model: str = "malicious"
+    corrupt_fraction: float = 0.0
+    min_threshold: int = 2
+    min_cohort: int = 0
+    security_bits: float = 40.0
+
+    def __post_init__(self) -> None:
+        for name in ("min_threshold", "min_cohort"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise ConfigurationError("must be a non-negative int", parameter=name)
+        required_threshold(3, 2, self.threat_model, self.corrupt_fraction, self.security_bits)
+
+    def threshold_floor(self, config: SecAggConfig) -> int:
+        """Smallest t this client accepts in ``config``'s cohort and graph."""
+        return max(
+            self.min_threshold,
+            required_threshold(
+                config.n,
+                config.neighbour_count,
+                self.threat_model,
+                self.corrupt_fraction,
+                self.security_bits,
+            ),
+        )
 
 
 def share_associated_data(config: SecAggConfig, sender: int, recipient: int) -> bytes:
@@ -152,6 +191,7 @@ class ClientProtocol:
         identity_key: keys.Ed25519PrivateKey,
         *,
         randomness: RandomSource | None = None,
+        policy: ClientPolicy | None = None,
     ) -> None:
         if not config.has_client(client_id):
             raise ConfigurationError(f"{client_id} is not in the cohort", parameter="client_id")
@@ -161,6 +201,20 @@ class ClientProtocol:
             )
         self.config = config
         self.client_id = client_id
+        #: Smallest threshold / survivor set we accept: the config's, raised by our policy.
+        self.min_threshold = max(
+            config.threshold,
+            config.min_safe_threshold,
+            policy.threshold_floor(config) if policy is not None else 0,
+        )
+        self.min_cohort = max(
+            config.effective_min_cohort, policy.min_cohort if policy is not None else 0
+        )
+        if config.threshold < self.min_threshold:
+            raise UnsafeRequestError(
+                f"the round's threshold {config.threshold} is below this client's minimum "
+                f"{self.min_threshold} ({policy})"
+            )
         self._identity = identity_key
         self._rng: RandomSource = randomness if randomness is not None else SystemRandomness()
         self.neighbours: frozenset[int] = frozenset(neighbours(config)[client_id])
@@ -192,10 +246,10 @@ class ClientProtocol:
             raise UnsafeRequestError(
                 f"{what}: {live_neighbours} live neighbours, fewer than threshold {cfg.threshold}"
             )
-        if cfg.is_complete and live_neighbours + 1 < cfg.effective_min_cohort:
+        if cfg.is_complete and live_neighbours + 1 < self.min_cohort:
             raise UnsafeRequestError(
                 f"{what}: {live_neighbours + 1} live clients, fewer than the minimum cohort "
-                f"{cfg.effective_min_cohort}"
+                f"{self.min_cohort}"
             )
 
     # ------------------------------------------------------------------ stages
@@ -231,9 +285,10 @@ class ClientProtocol:
     def _share_keys(self, request: ShareKeysRequest) -> ShareKeys:
         cfg, u = self.config, self.client_id
         check_header(cfg, request, u)
-        if request.threshold < cfg.threshold:
+        if request.threshold < self.min_threshold:
             raise UnsafeRequestError(
-                f"threshold {request.threshold} is below the configured minimum {cfg.threshold}"
+                f"threshold {request.threshold} is below the configured minimum "
+                f"{self.min_threshold}"
             )
         if request.threshold != cfg.threshold:
             raise RemoteProtocolError(
@@ -340,10 +395,9 @@ class ClientProtocol:
             raise UnsafeRequestError("survivor list is not a sorted list of cohort ids")
         if u not in survivors:
             raise UnsafeRequestError("survivor list omits us although we sent a masked input")
-        if len(survivors) < cfg.effective_min_cohort:
+        if len(survivors) < self.min_cohort:
             raise UnsafeRequestError(
-                f"{len(survivors)} survivors, fewer than the minimum cohort "
-                f"{cfg.effective_min_cohort}"
+                f"{len(survivors)} survivors, fewer than the minimum cohort {self.min_cohort}"
             )
         live = self.neighbours.intersection(survivors)
         missing = live - self._received.keys()
@@ -355,8 +409,14 @@ class ClientProtocol:
         self._signed_survivors = frozenset(survivors)
         self._survivor_list = tuple(survivors)
         self._survivors_packed = pack_ids(self._survivor_list)
+        assert self._cipher_sk is not None and self._mask_sk is not None
         transcript = consistency_transcript(
-            cfg, u, self._survivor_list, packed=self._survivors_packed
+            cfg,
+            u,
+            keys.x25519_public_bytes(self._cipher_sk),
+            keys.x25519_public_bytes(self._mask_sk),
+            self._survivor_list,
+            packed=self._survivors_packed,
         )
         sig = keys.sign(self._identity, transcript)
         self.state = ClientState.SIGNED
@@ -376,6 +436,10 @@ class ClientProtocol:
         check_header(cfg, request, u)
         survivors = self._signed_survivors
         assert survivors is not None
+        if len(survivors) < self.min_cohort:  # C8 already refused to sign it; never unmask
+            raise UnsafeRequestError(
+                f"{len(survivors)} survivors, fewer than the minimum cohort {self.min_cohort}"
+            )
         signers = [v for v, _ in request.signatures]
         _distinct_sorted(signers, "signature list")
         if not set(signers) <= survivors & self.neighbours:
@@ -389,7 +453,14 @@ class ClientProtocol:
             keys.verify(
                 cfg.identity_public(v),
                 sig,
-                consistency_transcript(cfg, v, self._survivor_list, packed=self._survivors_packed),
+                consistency_transcript(
+                    cfg,
+                    v,
+                    self._peers[v].cipher_pk,
+                    self._peers[v].mask_pk,
+                    self._survivor_list,
+                    packed=self._survivors_packed,
+                ),
             )
         alive, dead = list(request.alive), list(request.dead)
         _distinct_sorted(alive, "alive list")

@@ -10,6 +10,7 @@ each client's long-term Ed25519 verification key is registered here out of band.
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from functools import cached_property
 
 from securefl.crypto.keys import Ed25519PublicKey, load_ed25519_public
 from securefl.errors import ConfigurationError, SecureFLError
+from securefl.secagg.params import min_threshold
 
 PROTOCOL_NAME = b"securefl/secagg"
 PROTOCOL_VERSION = 1
@@ -26,6 +28,42 @@ MAX_CLIENT_ID = (1 << 32) - 2  # Shamir x = id + 1 must fit in u32
 MAX_DIMENSION = 1 << 27
 MAX_NONCE_BYTES = 64
 _ZERO_DIGEST = bytes(DIGEST_BYTES)
+#: Threat models of spec §1 → the model name of the parameter solver (params.py).
+THREAT_MODELS: dict[str, str] = {"semi-honest": "semi-honest", "malicious": "semi-malicious"}
+
+
+class InsecureThresholdError(ConfigurationError):
+    """The threshold t is below what the threat model needs (spec §1, params.min_threshold)."""
+
+
+def required_threshold(
+    n: int, neighbour_count: int, threat_model: str, corrupt_fraction: float, security_bits: float
+) -> int:
+    """Smallest t private under ``threat_model`` with ``⌊γn⌋`` corrupt clients (params.py)."""
+    if not isinstance(threat_model, str) or threat_model not in THREAT_MODELS:
+        raise ConfigurationError(
+            f"must be one of {sorted(THREAT_MODELS)}", parameter="threat_model"
+        )
+    for name, value, lo, hi, top_open in (
+        ("corrupt_fraction", corrupt_fraction, 0.0, 1.0, True),
+        ("security_bits", security_bits, 1.0, 256.0, False),
+    ):
+        bad = isinstance(value, bool) or not isinstance(value, int | float)
+        if not bad:
+            x = float(value)
+            bad = not math.isfinite(x) or x < lo or x > hi or (top_open and x == hi)
+        if bad:
+            span = f"[{lo:g}, {hi:g}{')' if top_open else ']'}"
+            raise ConfigurationError(f"must be a finite number in {span}", parameter=name)
+    if n < 3:
+        return 2
+    return min_threshold(
+        n,
+        neighbour_count,
+        float(corrupt_fraction),
+        model=THREAT_MODELS[threat_model],
+        sigma=float(security_bits),
+    )
 
 
 @dataclass(frozen=True)
@@ -37,6 +75,13 @@ class SecAggConfig:
     client's neighbourhood (shares go to the k neighbours, not to the client itself).
     ``min_cohort`` is the fewest responders an honest client lets the server aggregate over —
     it counts responders, not honest ones (Sybils have no cryptographic fix).
+
+    ``threat_model`` ("semi-honest" or "malicious" server), ``corrupt_fraction`` γ (clients
+    that may collude with the server) and ``security_bits`` σ (SecAgg+ privacy failure
+    ≤ 2^−σ) fix the smallest admissible threshold (:func:`required_threshold`): a config
+    with a lower t raises :class:`InsecureThresholdError`. Against a malicious server the
+    complete graph needs t > (n + ⌊γn⌋)/2 (Bell et al. 2020 §4). All three are bound into
+    the session id.
     """
 
     client_ids: tuple[int, ...]
@@ -50,6 +95,9 @@ class SecAggConfig:
     layout_digest: bytes = _ZERO_DIGEST
     model_digest: bytes = _ZERO_DIGEST
     nonce: bytes = b""
+    threat_model: str = "semi-honest"
+    corrupt_fraction: float = 0.0
+    security_bits: float = 40.0
     _index: dict[int, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -85,10 +133,21 @@ class SecAggConfig:
         if type(self.round_index) is not int or not 0 <= self.round_index < (1 << 32):
             raise ConfigurationError("must lie in 0..2^32-1", parameter="round_index")
         for name in ("layout_digest", "model_digest"):
-            if len(getattr(self, name)) != DIGEST_BYTES:
+            value = getattr(self, name)
+            if not isinstance(value, bytes) or len(value) != DIGEST_BYTES:
                 raise ConfigurationError(f"must be {DIGEST_BYTES} bytes", parameter=name)
-        if len(self.nonce) > MAX_NONCE_BYTES:
+        if not isinstance(self.nonce, bytes) or len(self.nonce) > MAX_NONCE_BYTES:
             raise ConfigurationError(f"at most {MAX_NONCE_BYTES} bytes", parameter="nonce")
+        need = required_threshold(
+            n, k, self.threat_model, self.corrupt_fraction, self.security_bits
+        )
+        if self.threshold < need:
+            raise InsecureThresholdError(
+                f"t = {self.threshold} < {need}, the smallest threshold private against a "
+                f"{self.threat_model} server with {math.floor(self.corrupt_fraction * n + 1e-12)} "
+                f"corrupt clients (n = {n}, {k} neighbours)",
+                parameter="threshold",
+            )
         self._index.update({cid: i for i, cid in enumerate(ids)})
         for cid in ids:
             try:
@@ -112,6 +171,9 @@ class SecAggConfig:
         layout_digest: bytes = _ZERO_DIGEST,
         model_digest: bytes = _ZERO_DIGEST,
         nonce: bytes = b"",
+        threat_model: str = "semi-honest",
+        corrupt_fraction: float = 0.0,
+        security_bits: float = 40.0,
     ) -> SecAggConfig:
         """Build a config from ``{client id: Ed25519 public key}`` (ids sorted for you)."""
         ids = tuple(sorted(identity_keys))
@@ -127,6 +189,9 @@ class SecAggConfig:
             layout_digest=layout_digest,
             model_digest=model_digest,
             nonce=nonce,
+            threat_model=threat_model,
+            corrupt_fraction=corrupt_fraction,
+            security_bits=security_bits,
         )
 
     @property
@@ -151,6 +216,17 @@ class SecAggConfig:
     def effective_min_cohort(self) -> int:
         """Fewest responders accepted at any stage: max(min_cohort, t)."""
         return max(self.min_cohort, self.threshold)
+
+    @property
+    def min_safe_threshold(self) -> int:
+        """The smallest t this config's threat model admits (``t ≥`` it is enforced)."""
+        return required_threshold(
+            self.n,
+            self.neighbour_count,
+            self.threat_model,
+            self.corrupt_fraction,
+            self.security_bits,
+        )
 
     @property
     def word_bytes(self) -> int:
@@ -200,4 +276,12 @@ class SecAggConfig:
         h.update(b"".join(self.identity_keys))
         h.update(self.layout_digest + self.model_digest)
         h.update(struct.pack("<B", len(self.nonce)) + self.nonce)
+        h.update(
+            struct.pack(
+                "<Bdd",
+                list(THREAT_MODELS).index(self.threat_model),
+                float(self.corrupt_fraction),
+                float(self.security_bits),
+            )
+        )
         return h.digest()

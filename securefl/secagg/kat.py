@@ -51,6 +51,8 @@ def compute_round_vector() -> dict[str, Any]:
         model_digest=hashlib.sha256(b"kat global model").digest(),
         layout_digest=hashlib.sha256(b"kat layout").digest(),
         identities=identities,
+        threat_model="malicious",
+        corrupt_fraction=0.0,
     )
     graph = neighbours(config)
     # first pair (a, b), a < b, whose loss leaves every client ≥ t live neighbours: a drops
@@ -98,6 +100,9 @@ def compute_round_vector() -> dict[str, Any]:
             "model_digest": config.model_digest.hex(),
             "layout_digest": config.layout_digest.hex(),
             "nonce": config.nonce.hex(),
+            "threat_model": config.threat_model,
+            "corrupt_fraction": config.corrupt_fraction,
+            "security_bits": config.security_bits,
             "identity_public_keys": {
                 str(u): k.hex() for u, k in zip(ids, config.identity_keys, strict=True)
             },

@@ -394,12 +394,24 @@ def decode(data: bytes, *, config: SecAggConfig | None = None) -> Message:
     With ``config`` the ids must belong to the cohort, counts are limited by n, and a masked
     input must have exactly ``config.dimension`` values of ``config.bits`` bits.
     """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise MalformedMessageError(f"a message must be bytes, not {type(data).__name__}")
+    size = data.nbytes if isinstance(data, memoryview) else len(data)
+    limit = MAX_MESSAGE_BYTES if config is None else max_message_bytes(config)
+    if size > limit:  # before copying anything
+        raise MalformedMessageError(f"message of {size} bytes exceeds {limit}")
     try:
         return _decode(bytes(data), _Ctx(config))
     except MalformedMessageError:
         raise
-    except (ValueError, TypeError, IndexError, struct.error, OverflowError) as exc:
+    except (ValueError, TypeError, IndexError, KeyError, struct.error, OverflowError) as exc:
         raise MalformedMessageError(f"unparseable message ({type(exc).__name__})") from exc
+
+
+def max_message_bytes(config: SecAggConfig) -> int:
+    """Largest valid message of a round: the masked input or an n-entry list (spec §10)."""
+    per_entry = 4 + 2 + MAX_CIPHERTEXT_BYTES + 2 * KEY_BYTES + SIGNATURE_BYTES
+    return HEADER_BYTES + 16 + max(config.dimension * config.word_bytes, config.n * per_entry)
 
 
 def _decode(data: bytes, ctx: _Ctx) -> Message:
@@ -571,16 +583,28 @@ def advertise_transcript(
 
 
 def consistency_transcript(
-    config: SecAggConfig, client_id: int, survivors: Ids, *, packed: bytes | None = None
+    config: SecAggConfig,
+    client_id: int,
+    cipher_pk: bytes,
+    mask_pk: bytes,
+    survivors: Ids,
+    *,
+    packed: bytes | None = None,
 ) -> bytes:
-    """Bytes signed in round 3: label, session id, round, signer id, then U3.
+    """Bytes signed in round 3: label, session id, round, signer id, the signer's *ephemeral*
+    public keys of this attempt, then U3.
 
-    ``packed`` may carry ``LE32(|U3|) || LE32(ids)`` already computed for ``survivors``.
+    The ephemeral keys make a signature unusable in any other run, even one that reuses the
+    session id (a server re-running a round with the same config cannot replay last attempt's
+    confirmations of a survivor set). ``packed`` may carry ``LE32(|U3|) || LE32(ids)``
+    already computed for ``survivors``.
     """
     return (
         b"securefl/secagg/v1/consistency\x00"
         + config.session_id
         + struct.pack("<II", config.round_index, client_id)
+        + cipher_pk
+        + mask_pk
         + (_pack_ids(survivors) if packed is None else packed)
     )
 

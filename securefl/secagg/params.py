@@ -46,6 +46,7 @@ __all__ = [
     "SecAggParams",
     "bounds",
     "complete_graph_parameters",
+    "min_threshold",
     "solve_parameters",
 ]
 
@@ -144,19 +145,63 @@ def bounds(n: int, k: int, t: int, gamma: float, delta: float, model: str) -> tu
     return sec / _LN2, min(corr / _LN2, 0.0)
 
 
-def _validate(n: int, gamma: float, delta: float, sigma: float, eta: float, model: str) -> None:
+def min_threshold(
+    n: int, k: int, gamma: float, *, model: str = "semi-honest", sigma: float = 40.0
+) -> int:
+    """Smallest Shamir threshold t that keeps every honest client private (may exceed k).
+
+    The privacy half of the rules above, for a graph that is already fixed: complete graph
+    (k ≥ n − 1): t > A (semi-honest) or t > (n + A)/2 (semi-malicious: a malicious server
+    collects self-mask shares and mask-key shares from *disjoint* honest neighbours, Bell et al.
+    2020 §4 / Bonawitz et al. 2017 §6.2); random Harary graph: the smallest t with
+    n·P[X ≥ t] ≤ 2^−(σ+1), resp. t = ⌈(t_priv + k)/2⌉ so that n·P[X ≥ 2t − k] ≤ 2^−(σ+1).
+    Never below 2. A result > k means no threshold is private for this (n, k, γ).
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigurationError("must be a positive integer", parameter="k")
+    _validate(n, gamma, 0.0, sigma, 20.0, model, check_load=False)
+    corrupt, _ = _counts(n, gamma, 0.0)
+    if k >= n - 1:
+        if model == "semi-honest":
+            return max(corrupt + 1, 2)
+        return max((n + corrupt) // 2 + 1, 2)
+    upper = _log_upper_tails(_log_hyp_pmf(n - 1, corrupt, k))
+    ok = np.flatnonzero(upper <= -(sigma + 1) * _LN2 - math.log(n))
+    t_priv = int(ok[0]) if ok.size else k + 1
+    t = t_priv if model == "semi-honest" else math.ceil((t_priv + k) / 2)
+    return max(t, 2)
+
+
+def _validate(
+    n: int,
+    gamma: float,
+    delta: float,
+    sigma: float,
+    eta: float,
+    model: str,
+    *,
+    check_load: bool = True,
+) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or not 3 <= n <= MAX_CLIENTS:
         raise ConfigurationError(f"must be an integer in [3, {MAX_CLIENTS}]", parameter="n")
     for name, value in (("gamma", gamma), ("delta", delta)):
-        if not isinstance(value, int | float) or not (0.0 <= float(value) < 1.0):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (0.0 <= float(value) < 1.0)
+        ):
             raise ConfigurationError("must be a fraction in [0, 1)", parameter=name)
     for name, value in (("sigma", sigma), ("eta", eta)):
-        if not isinstance(value, int | float) or not (1.0 <= float(value) <= 256.0):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (1.0 <= float(value) <= 256.0)
+        ):
             raise ConfigurationError("must be a number of bits in [1, 256]", parameter=name)
     if model not in MODELS:
         raise ConfigurationError(f"must be one of {MODELS}", parameter="model")
     load = gamma + delta if model == "semi-honest" else gamma + 2 * delta
-    if load > MAX_BAD_FRACTION + _EPS:
+    if check_load and load > MAX_BAD_FRACTION + _EPS:
         what = "γ + δ" if model == "semi-honest" else "γ + 2δ"
         raise InfeasibleParametersError(
             f"{what} = {load:.3g} > {MAX_BAD_FRACTION}: in the {model} model too few honest "

@@ -75,6 +75,13 @@ _STAGE_OF = {
 }
 
 
+#: Public probe scalar: X25519 with any clamped scalar maps exactly the low-order points to the
+#: all-zero output, which ``keys.exchange`` rejects (RFC 7748 §6.1). Not a secret.
+_LOW_ORDER_PROBE = keys.x25519_private_from_bytes(
+    b"securefl/secagg/low-order-probe\x00".ljust(32, b"\x00")
+)
+
+
 class _Reject(Exception):
     """Internal: the current client message is dropped with this reason."""
 
@@ -92,6 +99,7 @@ class ServerProtocol:
         self.dropped: dict[Stage, frozenset[int]] = {}
         self._expected: set[int] = set(config.client_ids)
         self._adverts: dict[int, AdvertiseKeys] = {}
+        self._advertised_keys: set[bytes] = set()
         self._ciphertexts: dict[int, dict[int, bytes]] = {}  # recipient -> sender -> ct
         self._shared: set[int] = set()
         self._masked: set[int] = set()
@@ -166,6 +174,12 @@ class ServerProtocol:
                 m.signature,
                 advertise_transcript(cfg, u, m.cipher_pk, m.mask_pk),
             )
+            # a low-order or reused key would make every honest neighbour refuse the round
+            if m.cipher_pk == m.mask_pk or {m.cipher_pk, m.mask_pk} & self._advertised_keys:
+                raise _Reject("advertised public keys are reused")
+            keys.exchange(_LOW_ORDER_PROBE, m.cipher_pk)
+            keys.exchange(_LOW_ORDER_PROBE, m.mask_pk)
+            self._advertised_keys.update((m.cipher_pk, m.mask_pk))
             self._adverts[u] = m
         elif isinstance(m, ShareKeys):
             if u in self._shared:
@@ -198,7 +212,14 @@ class ServerProtocol:
             keys.verify(
                 cfg.identity_public(u),
                 m.signature,
-                consistency_transcript(cfg, u, self._u3_list, packed=self._u3_packed),
+                consistency_transcript(
+                    cfg,
+                    u,
+                    self._adverts[u].cipher_pk,
+                    self._adverts[u].mask_pk,
+                    self._u3_list,
+                    packed=self._u3_packed,
+                ),
             )
             self._signatures[u] = m.signature
         elif isinstance(m, UnmaskResponse):

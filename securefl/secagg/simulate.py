@@ -21,7 +21,7 @@ import numpy.typing as npt
 from securefl.crypto import keys
 from securefl.encoding import RingPlan, decode_sum, encode
 from securefl.errors import ConfigurationError, RemoteProtocolError
-from securefl.secagg.client import ClientProtocol
+from securefl.secagg.client import ClientPolicy, ClientProtocol
 from securefl.secagg.config import DIGEST_BYTES, SecAggConfig
 from securefl.secagg.messages import SERVER_ID, Stage
 from securefl.secagg.randomness import RandomSource
@@ -89,6 +89,9 @@ def simulation_config(
     model_digest: bytes = bytes(DIGEST_BYTES),
     nonce: bytes = b"",
     identities: Mapping[int, keys.Ed25519PrivateKey] | None = None,
+    threat_model: str = "semi-honest",
+    corrupt_fraction: float = 0.0,
+    security_bits: float = 40.0,
 ) -> SecAggConfig:
     """A config whose identity keys are generated (or given) and remembered for simulation."""
     ids = sorted(set(client_ids))
@@ -110,6 +113,9 @@ def simulation_config(
         layout_digest=layout_digest,
         model_digest=model_digest,
         nonce=nonce,
+        threat_model=threat_model,
+        corrupt_fraction=corrupt_fraction,
+        security_bits=security_bits,
     )
 
 
@@ -136,6 +142,7 @@ def run_round(
     identities: Mapping[int, keys.Ed25519PrivateKey] | None = None,
     randomness: Mapping[int, RandomSource] | None = None,
     transcript: list[tuple[str, int, int, bytes]] | None = None,
+    policy: ClientPolicy | None = None,
 ) -> RoundResult:
     """Run one full round in-process; raises :class:`AbortError` if it cannot complete.
 
@@ -143,6 +150,8 @@ def run_round(
     [0, 2^b), length ``config.dimension``). ``randomness`` injects per-client random sources
     (known-answer vectors only; default: the OS CSPRNG). ``transcript``, if given, receives
     every wire message as ``(stage, sender, recipient, bytes)`` in delivery order.
+    ``policy`` is every client's own :class:`ClientPolicy` (a client whose policy rejects the
+    config raises :class:`UnsafeRequestError` before the round starts).
     """
     if set(inputs.keys()) != set(config.client_ids):
         raise ConfigurationError(
@@ -153,7 +162,8 @@ def run_round(
     rng = randomness or {}
     server = ServerProtocol(config)
     clients = {
-        u: ClientProtocol(config, u, ids[u], randomness=rng.get(u)) for u in config.client_ids
+        u: ClientProtocol(config, u, ids[u], randomness=rng.get(u), policy=policy)
+        for u in config.client_ids
     }
     up = dict.fromkeys(config.client_ids, 0)
     down = dict.fromkeys(config.client_ids, 0)
@@ -253,10 +263,16 @@ def secure_sum_named(
         )
     if plan.n_clients < config.n:
         raise ConfigurationError(f"plan is for {plan.n_clients} clients", parameter="plan")
+    if set(updates) != set(config.client_ids):
+        raise ConfigurationError(
+            "must have one update per client of the config", parameter="updates"
+        )
+    if weights is not None and set(weights) != set(updates):
+        raise ConfigurationError("must have one weight per client update", parameter="weights")
     encoded: dict[int, npt.NDArray[Any]] = {}
     clipped: dict[int, int] = {}
     for u, named in updates.items():
-        weight = 1.0 if weights is None else float(weights[u])
+        weight = 1.0 if weights is None else weights[u]  # encode() validates it
         enc = encode(layout.flatten(named), plan, weight=weight)
         encoded[u] = enc.values
         clipped[u] = enc.clipped

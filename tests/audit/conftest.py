@@ -84,7 +84,7 @@ def chromium() -> Iterator[str]:
                     ["apt-get", "update"], check=True, env=env, capture_output=True, timeout=900
                 )
                 subprocess.run(
-                    ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+                    ["apt-get", "install", "-y", "chromium"],
                     check=True,
                     env=env,
                     capture_output=True,

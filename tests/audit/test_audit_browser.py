@@ -30,7 +30,10 @@ FLAGS = [
 def _chromium(binary: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [binary, *FLAGS, f"--user-data-dir={tmp / 'profile'}", *args],
-        capture_output=True, text=True, timeout=180, check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
 
 
@@ -40,14 +43,22 @@ def test_html_report_renders_in_chromium(
 ) -> None:
     ledger = make_ledger(30)
     ledger.append("model_provenance", {"base_model": "<b>not bold</b>"}, timestamp=TS)
-    html = write_html(build_report(ledger, generated_at=TS, accountants=("rdp", "pld")),
-                      tmp_path / "report.html")
+    html = write_html(
+        build_report(ledger, generated_at=TS, accountants=("rdp", "pld")), tmp_path / "report.html"
+    )
     url = html.resolve().as_uri()
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "audit_report.png"
     shot.unlink(missing_ok=True)
-    done = _chromium(chromium, tmp_path, f"--screenshot={shot}", "--window-size=1200,2200",
-                     "--enable-logging=stderr", "--v=0", url)
+    done = _chromium(
+        chromium,
+        tmp_path,
+        f"--screenshot={shot}",
+        "--window-size=1200,2200",
+        "--enable-logging=stderr",
+        "--v=0",
+        url,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert shot.is_file() and shot.stat().st_size > 20_000  # a real page, not a blank image
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

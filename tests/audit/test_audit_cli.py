@@ -27,8 +27,9 @@ def signed(tmp_path: Path, make_ledger: Callable[..., Ledger]) -> tuple[Path, Pa
     ledger = Ledger(tmp_path / "cli.db", key, run_id="run-1")
     src = make_ledger(5)
     for e in src.entries():
-        ledger.append(e.kind, e.payload, run_id=e.run_id, round_id=e.round_id,
-                      timestamp=e.timestamp)
+        ledger.append(
+            e.kind, e.payload, run_id=e.run_id, round_id=e.round_id, timestamp=e.timestamp
+        )
     ledger.close()
     return ledger.path, pub
 
@@ -91,7 +92,9 @@ def test_report_and_account(signed: tuple[Path, Path], tmp_path: Path) -> None:
     code, out = run("report", str(db), "-o", str(out_dir), "-k", str(pub), "-p", str(POLICY))
     assert code == 0, out
     assert {p.name for p in out_dir.iterdir()} == {
-        "privacy_report.json", "privacy_report.md", "privacy_report.html"
+        "privacy_report.json",
+        "privacy_report.md",
+        "privacy_report.html",
     }
     assert run("report", str(db), "-o", str(out_dir), "-k", str(pub), "--formats", "pdf")[0] == 2
     code, out = run("account", str(db), "-k", str(pub), "--json")

@@ -60,6 +60,9 @@ def test_sigkill_during_concurrent_appends(tmp_path: Path) -> None:
     while time.monotonic() < deadline and min(len(o) for o in outputs) < MIN_COMMITS_EACH:
         assert all(p.poll() is None for p in procs), [p.stderr.read() for p in procs if p.stderr]
         time.sleep(0.05)
+    for _ in range(5):  # verification reads one snapshot while writers keep committing
+        live = verify_ledger(db, load_public_key(pub))
+        assert live.ok, live.errors
     for p in procs:  # kill -9, mid-stream, one after another
         os.kill(p.pid, signal.SIGKILL)
     for p, t in zip(procs, threads, strict=True):

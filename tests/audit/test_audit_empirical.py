@@ -42,9 +42,7 @@ def test_p_value_delta_term_matches_definition() -> None:
     m, r, v, eps, delta = 200, 60, 45, 1.0, 1e-4
     q = 1 / (1 + math.exp(-eps))
     tail = stats.binom.sf(v - 1, r, q)
-    alpha = max(
-        sum(stats.binom.pmf(j, r, q) for j in range(v - i, v)) / i for i in range(1, v + 1)
-    )
+    alpha = max(sum(stats.binom.pmf(j, r, q) for j in range(v - i, v)) / i for i in range(1, v + 1))
     assert p_value(m, r, v, eps, delta) == pytest.approx(tail + 2 * m * delta * alpha, rel=1e-9)
     assert p_value(m, r, v, eps, delta) >= p_value(m, r, v, eps, 0.0)
 
@@ -84,8 +82,9 @@ def test_non_private_run_has_high_lower_bound() -> None:
 
 
 def test_dp_run_lower_bound_below_theory() -> None:
-    cfg = DemoConfig(private=True, noise_multiplier=1.5, sampling_rate=0.1, steps=100,
-                     confidence=0.99)
+    cfg = DemoConfig(
+        private=True, noise_multiplier=1.5, sampling_rate=0.1, steps=100, confidence=0.99
+    )
     result, details = run_demo(cfg)
     assert result.epsilon_theoretical is not None and 2.0 < result.epsilon_theoretical < 6.0
     assert result.epsilon_lower_bound <= result.epsilon_theoretical
@@ -115,7 +114,13 @@ def test_false_claim_is_flagged(tmp_path: Path) -> None:
 
 
 def test_audit_result_roundtrip() -> None:
-    r = audit([3.0, 2.0, 1.0, 0.0], [True, True, False, False], k_pos=1, k_neg=1, delta=0.0,
-              epsilon_theoretical=math.inf)
+    r = audit(
+        [3.0, 2.0, 1.0, 0.0],
+        [True, True, False, False],
+        k_pos=1,
+        k_neg=1,
+        delta=0.0,
+        epsilon_theoretical=math.inf,
+    )
     assert isinstance(r, AuditResult) and r.epsilon_theoretical is None
     assert r.to_dict()["correct"] == 2

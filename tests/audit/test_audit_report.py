@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -75,7 +76,7 @@ def test_report_content_and_schema(make_ledger: MakeLedger) -> None:
     curve = rep["epsilon_curve"]
     assert curve["rounds"][-1] == 13
     rdp = curve["rdp"]
-    assert all(a <= b for a, b in zip(rdp, rdp[1:], strict=False))  # ε grows with rounds
+    assert all(a <= b for a, b in itertools.pairwise(rdp))  # ε grows with rounds
     assert curve["pld"][-1] == pytest.approx(g["epsilon"]["pld"])
     assert len(rep["rounds"]) == 13 and rep["rounds"][0]["accuracy"] == 0.5
     assert rep["refusals"] and "minimum cohort" in " ".join(rep["refusals"][0]["reasons"])

@@ -160,9 +160,7 @@ def test_ddgauss_formula() -> None:
         sigma=2.0, min_contributors=4, l2_sensitivity=10.0, l1_sensitivity=40.0, dimension=64
     )
     tau = 10 * sum(math.exp(-2 * math.pi**2 * 4.0 * k / (k + 1)) for k in range(1, 4))
-    expect = min(
-        math.sqrt(100 / (4 * 4.0) + 0.5 * tau * 64), 40 / (2 * 2.0) + tau * math.sqrt(64)
-    )
+    expect = min(math.sqrt(100 / (4 * 4.0) + 0.5 * tau * 64), 40 / (2 * 2.0) + tau * math.sqrt(64))
     assert ddgauss_concentrated_epsilon(e) == pytest.approx(expect)
     fewer = DistributedDiscreteGaussianEvent(2.0, 2, 10.0, 40.0, 64)
     rdp = get_accountant("rdp")

@@ -59,3 +59,19 @@ def test_scheme_validation() -> None:
         FixedSizeSampling(10, 11)
     with pytest.raises(InvalidParameterError):
         PoissonSampling(0.0)
+
+
+def test_scheme_from_loop() -> None:
+    from securefl.dp.participation import scheme_from_loop
+
+    assert scheme_from_loop("poisson", 100, probability=0.1) == PoissonSampling(0.1)
+    assert scheme_from_loop("fixed", 100, cohort=10) == FixedSizeSampling(100, 10)
+    assert scheme_from_loop("all", 100) == FullParticipation(100)
+    for kwargs, parameter in (
+        ({"method": "poisson"}, "probability"),
+        ({"method": "fixed"}, "cohort"),
+        ({"method": "random"}, "method"),
+    ):
+        with pytest.raises(InvalidParameterError) as info:
+            scheme_from_loop(kwargs["method"], 100)
+        assert info.value.parameter == parameter

@@ -37,8 +37,16 @@ def _exact_moments(sigma: float) -> tuple[float, float, float]:
 
 @pytest.mark.parametrize(
     ("sigma", "n", "method"),
-    [(1, 200_000, "fast"), (3, 200_000, "fast"), (100, 400_000, "fast"), (70_000, 100_000, "fast"),
-     (3, 40_000, "integer"), (100, 40_000, "integer"), (1.5, 4_000, "fast")],
+    [
+        (1, 200_000, "fast"),
+        (3, 200_000, "fast"),
+        (100, 400_000, "fast"),
+        (70_000, 100_000, "fast"),
+        (300_000, 50_000, "fast"),
+        (3, 40_000, "integer"),
+        (100, 40_000, "integer"),
+        (1.5, 4_000, "fast"),
+    ],
 )
 def test_discrete_gaussian_moments_and_tails(sigma: float, n: int, method: str) -> None:
     """Mean, second moment, tail mass and P(0) within 5 standard errors (rate ≤ 2.3e-6)."""
@@ -180,3 +188,34 @@ def test_sampler_parameters_are_validated(call: object, parameter: str) -> None:
     with pytest.raises(InvalidParameterError) as info:
         call()  # type: ignore[operator]
     assert info.value.parameter == parameter
+
+
+class _RiggedRandom(CryptoRandom):
+    """First uint64 draw forced to given words (edge cases of the lazy uniform); the rest of
+    the stream is the real keystream."""
+
+    def __init__(self, first: list[int]) -> None:
+        super().__init__(b"rigged".ljust(32, b"\0"))
+        self._first: list[int] | None = first
+
+    def uint64(self, n: int) -> np.ndarray:
+        if self._first is not None and n == len(self._first):
+            out = np.array(self._first, dtype=np.uint64)
+            self._first = None
+            return out
+        return super().uint64(n)
+
+
+def test_geometric_inversion_exact_fallback_on_edge_words() -> None:
+    """u with top word 0 (u < 2^−64: X is huge) and words at the boundaries e^{−x/t}·2^64
+    go through the exact path and still give the exact X = #{x ≥ 1 : u < e^{−x/t}}."""
+    t = 3
+    with localcontext() as ctx:
+        ctx.prec = 60
+        edge2 = int((-(Decimal(2) / Decimal(t))).exp() * Decimal(2**64))
+    words = [0, edge2 - 1, edge2 + 1, 2**64 - 1]
+    x, _ = S._geometric_inversion(_RiggedRandom(words), len(words), t)
+    assert x[0] >= 44 * t - 1  # u < 2^−64 = e^{−44.36}
+    assert x[1] == 2  # u just below e^{−2/3}: exactly 2 thresholds above u
+    assert x[2] == 1
+    assert x[3] == 0

@@ -172,7 +172,7 @@ def test_cli_simulate_writes_the_run_directory(tmp_path: Path) -> None:
          "--set", "synthetic_examples=96", "--set", "sampling_rate=1.0", "-q"],
     )
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output.strip().splitlines()[-1])
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["rounds_completed"] == 2 and summary["epsilon"] > 0
     for name in ("metrics.jsonl", "checkpoint.json", "ledger.sqlite", "summary.json"):
         assert (out / name).is_file()

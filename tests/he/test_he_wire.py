@@ -10,7 +10,12 @@ import tenseal as ts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from securefl.errors import ConfigurationError, MalformedMessageError, SecureFLError
+from securefl.errors import (
+    ConfigurationError,
+    LocalProtocolError,
+    MalformedMessageError,
+    SecureFLError,
+)
 from securefl.he import (
     ContextMismatchError,
     HEClient,
@@ -31,6 +36,19 @@ def setup(holders: dict[str, KeyHolder]) -> tuple[KeyHolder, HEClient, HEServer,
     server = HEServer(kh.server_context_bytes(), max_dimension=2**16)
     update = client.encrypt({"a": np.linspace(-1, 1, 5000), "b": np.ones((2, 3))})
     return kh, client, server, update
+
+
+def _parse(kh: KeyHolder, data: bytes, kind: int) -> wire.Envelope:
+    """Parse an envelope the way the receiving role does (no size limits: test helper)."""
+    return wire.unpack(
+        data,
+        kind=kind,
+        preset_name=kh.preset.name,
+        context_fingerprint=kh.fingerprint,
+        slot_count=kh.preset.slot_count,
+        max_chunk_bytes=10**7,
+        max_bytes=10**9,
+    )
 
 
 def _header_len(update: bytes) -> int:
@@ -135,27 +153,11 @@ def test_wrong_level_chunk_caught_after_parsing(setup: tuple) -> None:
     """A valid one-prime aggregate chunk spliced into a two-prime update: SEAL accepts it (it
     is valid for the context), our post-parse level check does not."""
     kh, _, server, update = setup
-    env = wire.unpack(
-        update,
-        kind=wire.KIND_UPDATE,
-        preset_name="weighted",
-        context_fingerprint=kh.fingerprint,
-        slot_count=4096,
-        max_chunk_bytes=10**7,
-        max_bytes=10**9,
-    )
-    agg = wire.unpack(
-        server.aggregate([update]),
-        kind=wire.KIND_AGGREGATE,
-        preset_name="weighted",
-        context_fingerprint=kh.fingerprint,
-        slot_count=4096,
-        max_chunk_bytes=10**7,
-        max_bytes=10**9,
-    )
+    env = _parse(kh, update, wire.KIND_UPDATE)
+    agg = _parse(kh, server.aggregate([update]), wire.KIND_AGGREGATE)
     spliced = wire.Envelope(**{**env.__dict__, "chunks": (agg.chunks[0], *env.chunks[1:])})
-    with pytest.raises(MalformedCiphertextError, match="rejects the sum"):
-        server.aggregate([spliced.pack()])  # the mod-switch (×1, rescale) cannot go lower
+    with pytest.raises(MalformedCiphertextError, match="client 0, chunk 0: 1 primes, expected 2"):
+        server.aggregate([spliced.pack()])
 
 
 def test_lower_level_chunk_caught_by_level_check(holders: dict[str, KeyHolder]) -> None:
@@ -166,21 +168,34 @@ def test_lower_level_chunk_caught_by_level_check(holders: dict[str, KeyHolder]) 
     update = client.encrypt({"a": np.zeros(4096)})
     vec = ts.ckks_vector(kh._ctx, [0.0] * 4096)
     vec.mul_(1.0)  # rescale: 2 primes → 1
-    env = wire.unpack(
-        update,
-        kind=wire.KIND_UPDATE,
-        preset_name="precise",
-        context_fingerprint=kh.fingerprint,
-        slot_count=4096,
-        max_chunk_bytes=10**7,
-        max_bytes=10**9,
-    )
+    env = _parse(kh, update, wire.KIND_UPDATE)
     spliced = wire.Envelope(**{**env.__dict__, "chunks": (vec.serialize(),)})
     server = HEServer(kh.server_context_bytes())
     with pytest.raises(MalformedCiphertextError, match="1 primes, expected 2"):
         server.aggregate([spliced.pack()])
     with pytest.raises(MalformedCiphertextError, match="1 primes, expected 2"):
-        server.aggregate([update, spliced.pack()])  # the sum is dragged down a level
+        server.aggregate([update, spliced.pack()])
+
+
+def test_session_rejects_bad_update_and_continues(setup: tuple) -> None:
+    """Streaming aggregation: an update whose *last* chunk is bad (after earlier chunks parsed)
+    is rejected whole; the running sum is intact and the round goes on without it."""
+    kh, _, server, update = setup
+    env = _parse(kh, update, wire.KIND_UPDATE)
+    one_prime = _parse(kh, server.aggregate([update]), wire.KIND_AGGREGATE).chunks[-1]
+    bad = wire.Envelope(**{**env.__dict__, "chunks": (*env.chunks[:-1], one_prime)}).pack()
+    session = server.session()
+    session.add(update)
+    with pytest.raises(MalformedCiphertextError, match="chunk 1: 1 primes"):
+        session.add(bad)
+    with pytest.raises(MalformedCiphertextError):
+        session.add(update[:-1000])
+    session.add(update)
+    assert session.count == 2
+    out = kh.decrypt(session.finish())
+    np.testing.assert_allclose(out["b"], 2 * np.ones((2, 3)), atol=1e-5)
+    with pytest.raises(LocalProtocolError):
+        session.add(update)
 
 
 def test_insecure_parameters_refused_unless_overridden(holders: dict[str, KeyHolder]) -> None:

@@ -24,6 +24,7 @@ class Harness:
 
     def __init__(self, config: SecAggConfig, identities: dict[int, keys.Ed25519PrivateKey]):
         self.config = config
+        self.identities = identities
         self.server = ServerProtocol(config)
         self.clients = {u: ClientProtocol(config, u, identities[u]) for u in config.client_ids}
         self.inputs = {u: np.full(config.dimension, u, dtype=np.uint32) for u in config.client_ids}
