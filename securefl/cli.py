@@ -20,6 +20,7 @@ app = typer.Typer(
 # Layers that contribute commands, lowest first.
 _COMMAND_MODULES = (
     "securefl.secagg.cli",
+    "securefl.he.cli",
     "securefl.dp.cli",
     "securefl.audit.cli",
     "securefl.fl.cli",

@@ -34,7 +34,7 @@ class AggregateOutcome:
     dropped: dict[str, list[int]]
     bytes_up: int
     bytes_down: int
-    timings: dict[str, float]
+    timings: dict[str, Any]
     protocol: dict[str, Any] = field(default_factory=dict)
     clipped_coordinates: int = 0
 

@@ -10,7 +10,7 @@ McMahan et al. 2018 §3 — the estimator must not depend on the realised cohort
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from securefl.dp.events import DpEvent, NonPrivateEvent
@@ -18,7 +18,6 @@ from securefl.errors import ConfigurationError
 from securefl.fl import privacy
 from securefl.fl.aggregation import STAGES, AggregateOutcome, Aggregator, PlainAggregator
 from securefl.fl.config import RunConfig
-from securefl.fl.noise import gaussian
 from securefl.tensors import FloatVector
 
 
@@ -32,16 +31,36 @@ class Backend:
         self.stages: tuple[str, ...] = getattr(aggregator, "stages", STAGES)
         self.trainer: Any = None
         self.noise_multiplier: float | None = None
+        self.event_for: Callable[[float], DpEvent] | None = None
         if cfg.dp == "central":
+            self.event_for = self._central_event
             self.noise_multiplier = (
-                cfg.noise_multiplier if cfg.noise_multiplier is not None else privacy.calibrate(cfg)
+                cfg.noise_multiplier
+                if cfg.noise_multiplier is not None
+                else privacy.calibrate(cfg, self._central_event)
             )
+
+    def fedavg_config(self, noise_multiplier: float) -> Any:
+        """DP-FedAvg with exact discrete Gaussian noise on the 2^-f grid (securefl.dp.fedavg)."""
+        from securefl.dp.fedavg import DpFedAvgConfig
+
+        return DpFedAvgConfig(
+            clip=self.cfg.clip,
+            noise_multiplier=noise_multiplier,
+            expected_cohort=self.denominator(),
+            max_weight=1.0,
+            frac_bits=self.cfg.frac_bits,
+            neighboring=privacy.neighboring(self.cfg),  # type: ignore[arg-type]
+        )
+
+    def _central_event(self, z: float) -> DpEvent:
+        return privacy.sample(self.cfg, self.fedavg_config(z).round_event(self.dimension))
 
     # -- accounting --------------------------------------------------------------------------
     def round_event(self) -> DpEvent:
-        if self.cfg.dp == "central":
-            assert self.noise_multiplier is not None
-            return privacy.central_round_event(self.cfg, self.noise_multiplier)
+        """The event of the next round exactly as the accountant and ledger are told."""
+        if self.event_for is not None and self.noise_multiplier is not None:
+            return self.event_for(self.noise_multiplier)
         return NonPrivateEvent()
 
     def protocol_info(self) -> dict[str, Any]:
@@ -52,18 +71,31 @@ class Backend:
         return info
 
     def dp_info(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"mode": self.cfg.dp, "delta": self.cfg.delta,
-                               "accountant": self.cfg.accountant}
+        out: dict[str, Any] = {
+            "mode": self.cfg.dp,
+            "delta": self.cfg.delta,
+            "accountant": self.cfg.accountant,
+        }
         if self.cfg.dp in ("central", "distributed"):
             out.update(
                 clip=self.cfg.clip,
                 noise_multiplier=self.noise_multiplier,
                 l2_sensitivity=privacy.l2_sensitivity(self.cfg),
+                mechanism=self.mechanism_info(),
                 target_epsilon=self.cfg.target_epsilon,
                 denominator=self.denominator(),
                 server_sees_individual_updates=self.cfg.aggregation == "plain",
             )
         return out
+
+    def mechanism_info(self) -> dict[str, Any] | None:
+        """Public parameters of the noise mechanism (recorded in run_started)."""
+        if self.cfg.dp == "central" and self.noise_multiplier:
+            info: dict[str, Any] = self.fedavg_config(self.noise_multiplier).to_dict(self.dimension)
+            return info
+        encoder = getattr(self.aggregator, "ring_encoder", None)
+        config = getattr(encoder, "config", None)
+        return None if config is None else dict(config.to_dict())
 
     # -- aggregation and server step ------------------------------------------------------
     def aggregate(
@@ -94,11 +126,14 @@ class Backend:
         total = outcome.total
         noise_s = 0.0
         if cfg.dp == "central":
+            from securefl.dp.fedavg import add_grid_noise, release, to_grid
+
             assert self.noise_multiplier is not None
             t0 = time.perf_counter()
-            sigma = self.noise_multiplier * privacy.l2_sensitivity(cfg)
-            total = total + gaussian(total.shape[0], sigma)
+            fed = self.fedavg_config(self.noise_multiplier)
+            mean = release(add_grid_noise(to_grid(total, cfg.frac_bits), fed), fed)
             noise_s = time.perf_counter() - t0
+            return global_flat + cfg.server_lr * mean, noise_s
         if cfg.client_level_dp:
             mean = total / self.denominator()
         elif outcome.weight_total > 0:
@@ -126,7 +161,9 @@ def make_backend(cfg: RunConfig, *, dimension: int) -> Backend:
 
         aggregator = HEAggregator(cfg, dimension=dimension)
     else:  # pragma: no cover - validated in config
-        raise ConfigurationError(f"unknown aggregation {cfg.aggregation!r}", parameter="aggregation")
+        raise ConfigurationError(
+            f"unknown aggregation {cfg.aggregation!r}", parameter="aggregation"
+        )
     if cfg.dp in ("distributed", "local"):
         from securefl.fl.secure import attach_dp
 

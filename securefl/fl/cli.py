@@ -33,9 +33,7 @@ def simulate(
     out: Annotated[str | None, typer.Option(help="run directory (default runs/<name>)")] = None,
     rounds: Annotated[int | None, typer.Option(help="federated rounds")] = None,
     clients: Annotated[int | None, typer.Option("--clients", help="number of clients")] = None,
-    aggregation: Annotated[
-        str | None, typer.Option(help="plain | secagg | secagg+ | he")
-    ] = None,
+    aggregation: Annotated[str | None, typer.Option(help="plain | secagg | secagg+ | he")] = None,
     dp: Annotated[str | None, typer.Option(help="none | central | distributed | local")] = None,
     epsilon: Annotated[float | None, typer.Option(help="target ε (calibrates the noise)")] = None,
     model: Annotated[str | None, typer.Option(help="minilm | tiny | <HF model dir>")] = None,
@@ -63,9 +61,17 @@ def simulate(
 
     console = Console(stderr=True, quiet=quiet)
     overrides: dict[str, Any] = {
-        "out": out, "rounds": rounds, "n_clients": clients, "aggregation": aggregation,
-        "dp": dp, "target_epsilon": epsilon, "model": model, "data": data, "device": device,
-        "seed": seed, "policy": policy,
+        "out": out,
+        "rounds": rounds,
+        "n_clients": clients,
+        "aggregation": aggregation,
+        "dp": dp,
+        "target_epsilon": epsilon,
+        "model": model,
+        "data": data,
+        "device": device,
+        "seed": seed,
+        "policy": policy,
     }
     overrides.update(_parse_set(set_ or []))
     overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -83,8 +89,12 @@ def simulate(
 
     t_start = time.perf_counter()
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=console, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     )
     rounds_task = progress.add_task("rounds", total=cfg.rounds, visible=False)
     clients_task = progress.add_task("clients", total=1, visible=False)
@@ -96,7 +106,9 @@ def simulate(
         if kind == "loading_model":
             console.print(f"loading model [bold]{info['model']}[/] …")
         elif kind == "started":
-            progress.update(rounds_task, visible=True, completed=info["start"], total=info["rounds"])
+            progress.update(
+                rounds_task, visible=True, completed=info["start"], total=info["rounds"]
+            )
             z = info.get("noise_multiplier")
             console.print(
                 f"run {info['run_id']}: {info['parameters']:,} LoRA parameters on the wire"
@@ -104,8 +116,13 @@ def simulate(
                 + (f", resuming at round {info['start']}" if info["start"] else "")
             )
         elif kind == "round_started":
-            progress.update(clients_task, visible=True, completed=0, total=max(info["cohort"], 1),
-                            description=f"round {info['round']} clients")
+            progress.update(
+                clients_task,
+                visible=True,
+                completed=0,
+                total=max(info["cohort"], 1),
+                description=f"round {info['round']} clients",
+            )
         elif kind == "client_done":
             progress.advance(clients_task)
         elif kind == "round":
@@ -113,10 +130,15 @@ def simulate(
             t = info["timings"]
             secure = t.get("encode", 0) + t.get("aggregate", 0) + t.get("unmask", 0)
             table.add_row(
-                str(info["round"]), f"{info['accuracy']:.3f}", f"{info['loss']:.3f}",
+                str(info["round"]),
+                f"{info['accuracy']:.3f}",
+                f"{info['loss']:.3f}",
                 "∞" if math.isinf(info["epsilon"]) else f"{info['epsilon']:.2f}",
-                str(info["n_participants"]), str(info["n_dropped"]),
-                f"{info['bytes_up'] / 1024:.0f}", f"{t['local_training']:.2f}", f"{secure:.3f}",
+                str(info["n_participants"]),
+                str(info["n_dropped"]),
+                f"{info['bytes_up'] / 1024:.0f}",
+                f"{t['local_training']:.2f}",
+                f"{secure:.3f}",
             )
         elif kind == "refused":
             console.print(f"[yellow]round {info['round']} refused:[/] {'; '.join(info['reasons'])}")

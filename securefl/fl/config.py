@@ -73,7 +73,7 @@ class RunConfig:
     frac_bits: int = 16
     corrupt_fraction: float = 0.05  # γ for the SecAgg+ graph solver
     dropout_fraction: float = 0.33  # δ the SecAgg(+) threshold must tolerate
-    he_preset: str = "default"
+    he_preset: str = "fast"  # securefl.he preset: fast | weighted | precise
     # --- differential privacy --------------------------------------------------------------
     dp: DpMode = "central"
     clip: float = 0.5  # client-level L2 clip C (or per-example clip for local DP-SGD)
@@ -162,8 +162,7 @@ def validate(cfg: RunConfig) -> None:
     ):
         value = getattr(cfg, name)
         if not (
-            (isinstance(value, int | float)
-            and lo < value < hi)
+            (isinstance(value, int | float) and lo < value < hi)
             or (name == "sampling_rate" and value == 1.0)
         ):
             raise ConfigurationError(f"must lie in ({lo}, {hi}), got {value!r}", parameter=name)

@@ -66,7 +66,9 @@ def entries_of(ledger: Ledger, run_id: str) -> list[Entry]:
 
 
 def completed_rounds(entries: list[Entry]) -> dict[int, Entry]:
-    return {e.round_id: e for e in entries if e.kind == "round_completed" and e.round_id is not None}
+    return {
+        e.round_id: e for e in entries if e.kind == "round_completed" and e.round_id is not None
+    }
 
 
 def open_projections(entries: list[Entry]) -> list[int]:
@@ -82,14 +84,20 @@ def open_projections(entries: list[Entry]) -> list[int]:
     return sorted(r for r, n in state.items() if n > 0)
 
 
-def jsonable(value: Any) -> Any:
+def jsonable(value: dict[str, Any]) -> dict[str, Any]:
     """Replace non-finite floats (ε = ∞) by strings so the ledger accepts them."""
+    out = _jsonable(value)
+    assert isinstance(out, dict)
+    return out
+
+
+def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and value != value:  # NaN
         return "nan"
     if isinstance(value, float) and value in (float("inf"), float("-inf")):
         return "inf" if value > 0 else "-inf"
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
+        return [_jsonable(v) for v in value]
     return value

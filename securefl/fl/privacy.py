@@ -11,7 +11,7 @@ deviation σ = z·Δ₂ with Δ₂ = C (add/remove) or 2C (replace-one). Account
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,6 @@ from securefl.dp.accounting import get_accountant
 from securefl.dp.events import (
     ComposedEvent,
     DpEvent,
-    GaussianEvent,
     NonPrivateEvent,
     NoOpEvent,
     PoissonSampledEvent,
@@ -50,13 +49,6 @@ def sample(cfg: RunConfig, mechanism: DpEvent) -> DpEvent:
     if cfg.clients_per_round == cfg.n_clients:
         return mechanism
     return SampledWithoutReplacementEvent(cfg.n_clients, cfg.clients_per_round, mechanism)
-
-
-def central_round_event(cfg: RunConfig, noise_multiplier: float) -> DpEvent:
-    """One round of client-level DP with continuous Gaussian noise on the sum."""
-    if noise_multiplier <= 0:
-        return NonPrivateEvent()
-    return sample(cfg, GaussianEvent(noise_multiplier))
 
 
 def compose(events: Sequence[DpEvent]) -> DpEvent:
@@ -92,10 +84,17 @@ def epsilon_of(cfg: RunConfig, events: Sequence[DpEvent]) -> float:
 
 
 def calibrate(
-    cfg: RunConfig, build: Any = None, *, tolerance: float = 1e-3, max_z: float = 1e4
+    cfg: RunConfig,
+    build: Callable[[float], DpEvent],
+    *,
+    tolerance: float = 1e-3,
+    max_z: float = 1e4,
 ) -> float:
-    """Smallest noise multiplier z with ε(cfg.rounds rounds) ≤ target_epsilon (bisection)."""
-    make = build if build is not None else (lambda z: central_round_event(cfg, z))
+    """Smallest noise multiplier z with ε(cfg.rounds rounds) ≤ target_epsilon (bisection).
+
+    ``build(z)`` is the round event for z: calibration uses the very event the loop records.
+    """
+    make = build
 
     def eps(z: float) -> float:
         return epsilon_of(cfg, [make(z)] * cfg.rounds)

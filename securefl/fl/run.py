@@ -113,9 +113,7 @@ def _run_dir(cfg: RunConfig) -> Path:
     return Path(cfg.out) if cfg.out else Path("runs") / cfg.name
 
 
-def _reconcile(
-    ledger: Ledger, run_id: str, ck: ckpt_mod.Checkpoint | None
-) -> list[dict[str, Any]]:
+def _reconcile(ledger: Ledger, run_id: str, ck: ckpt_mod.Checkpoint | None) -> list[dict[str, Any]]:
     """Make the ledger agree with the checkpoint after a crash; returns what was done.
 
     - the checkpoint's last round but no ``round_completed`` (killed between the two writes):
@@ -144,12 +142,6 @@ def _reconcile(
         )
         actions.append({"aborted_in_flight_round": r})
     return actions
-
-
-def _central_noise(d: int, sigma: float) -> FloatVector:
-    from securefl.fl.noise import gaussian
-
-    return gaussian(d, sigma)
 
 
 def run_simulation(
@@ -212,26 +204,41 @@ def run_simulation(
         else:
             actions = _reconcile(ledger, run_id, existing)
             ledger.append("run_resumed", {"from_round": start, "reconciled": actions})
-        _emit(callback, "started", run_id=run_id, start=start, rounds=cfg.rounds,
-              setup_s=time.perf_counter() - t_setup, parameters=d,
-              noise_multiplier=noise_multiplier)
+        _emit(
+            callback,
+            "started",
+            run_id=run_id,
+            start=start,
+            rounds=cfg.rounds,
+            setup_s=time.perf_counter() - t_setup,
+            parameters=d,
+            noise_multiplier=noise_multiplier,
+        )
         refused: list[dict[str, Any]] = []
-        spec = TrainSpec(cfg.local_epochs, cfg.batch_size, cfg.local_lr,
-                         clip=cfg.clip if cfg.client_level_dp else None)
-        acc, loss = (metrics[-1]["accuracy"], metrics[-1]["loss"]) if metrics else (math.nan, math.nan)
+        spec = TrainSpec(
+            cfg.local_epochs,
+            cfg.batch_size,
+            cfg.local_lr,
+            clip=cfg.clip if cfg.client_level_dp else None,
+        )
+        acc, loss = (
+            (metrics[-1]["accuracy"], metrics[-1]["loss"]) if metrics else (math.nan, math.nan)
+        )
         for r in range(start, cfg.rounds):
             event = backend.round_event()
             round_info = _round_info(cfg, backend, run_id, r)
             if policy is not None:
                 decision = policy.check_round(ledger, event, round_info)
                 if not decision.allowed:
-                    payload = ledger_mod.jsonable({
-                        "reasons": decision.reasons,
-                        "projected_epsilon": decision.projected_epsilon,
-                        "dp_event": event.to_dict(),
-                        "policy": policy.name,
-                        **round_info,
-                    })
+                    payload = ledger_mod.jsonable(
+                        {
+                            "reasons": decision.reasons,
+                            "projected_epsilon": decision.projected_epsilon,
+                            "dp_event": event.to_dict(),
+                            "policy": policy.name,
+                            **round_info,
+                        }
+                    )
                     ledger.append("round_refused", payload, round_id=r)
                     refused.append({"round": r, "reasons": decision.reasons})
                     _emit(callback, "refused", round=r, reasons=decision.reasons)
@@ -239,8 +246,9 @@ def run_simulation(
             projected = account.epsilon([event])
             ledger.append(
                 "round_projected",
-                ledger_mod.jsonable({"dp_event": event.to_dict(), "projected_epsilon": projected,
-                                     **round_info}),
+                ledger_mod.jsonable(
+                    {"dp_event": event.to_dict(), "projected_epsilon": projected, **round_info}
+                ),
                 round_id=r,
             )
             record, global_flat = _one_round(
@@ -250,42 +258,72 @@ def run_simulation(
             record["epsilon"] = account.epsilon()
             acc, loss = record.get("accuracy", acc), record.get("loss", loss)
             record["accuracy"], record["loss"] = acc, loss
-            entry = ledger_mod.jsonable({
-                "dp_event": event.to_dict(),
-                "epsilon": record["epsilon"],
-                "delta": cfg.delta,
-                "participants": record["participants"],
-                "cohort_size": record["cohort_size"],
-                "dropped": record["dropped"],
-                "metrics": {k: record[k] for k in ("accuracy", "loss", "bytes_up", "bytes_down")},
-                "timings": record["timings"],
-                **round_info,
-                "aggregation": {**round_info["aggregation"], **record.pop("protocol")},
-            })
+            entry = ledger_mod.jsonable(
+                {
+                    "dp_event": event.to_dict(),
+                    "epsilon": record["epsilon"],
+                    "delta": cfg.delta,
+                    "participants": record["participants"],
+                    "cohort_size": record["cohort_size"],
+                    "dropped": record["dropped"],
+                    "metrics": {
+                        k: record[k] for k in ("accuracy", "loss", "bytes_up", "bytes_down")
+                    },
+                    "timings": record["timings"],
+                    **round_info,
+                    "aggregation": {**round_info["aggregation"], **record.pop("protocol")},
+                }
+            )
             metrics.append(record)
-            ckpt_mod.save(run_dir, ckpt_mod.Checkpoint(
-                rounds_done=r + 1, global_flat=global_flat, layout_digest=layout_digest,
-                config_digest=cfg.digest(), run_id=run_id, noise_multiplier=noise_multiplier,
-                events=account.to_list(), last_round_entry=entry,
-                rng={"scheme": "numpy.default_rng([seed, round, purpose])", "seed": cfg.seed},
-                metrics=ledger_mod.jsonable(metrics),
-            ))
+            ckpt_mod.save(
+                run_dir,
+                ckpt_mod.Checkpoint(
+                    rounds_done=r + 1,
+                    global_flat=global_flat,
+                    layout_digest=layout_digest,
+                    config_digest=cfg.digest(),
+                    run_id=run_id,
+                    noise_multiplier=noise_multiplier,
+                    events=account.to_list(),
+                    last_round_entry=entry,
+                    rng={"scheme": "numpy.default_rng([seed, round, purpose])", "seed": cfg.seed},
+                    metrics=[ledger_mod.jsonable(m) for m in metrics],
+                ),
+            )
             ledger.append("round_completed", entry, round_id=r)
             _write_metrics(run_dir, metrics)
             _emit(callback, "round", **record)
         eps = account.epsilon()
         result = RunResult(
-            run_dir=run_dir, run_id=run_id, rounds_completed=len(metrics), resumed_from=start,
-            refused=refused, epsilon=eps, delta=cfg.delta, noise_multiplier=noise_multiplier,
-            accuracy=float(acc), loss=float(loss), metrics=metrics, global_flat=global_flat,
+            run_dir=run_dir,
+            run_id=run_id,
+            rounds_completed=len(metrics),
+            resumed_from=start,
+            refused=refused,
+            epsilon=eps,
+            delta=cfg.delta,
+            noise_multiplier=noise_multiplier,
+            accuracy=float(acc),
+            loss=float(loss),
+            metrics=metrics,
+            global_flat=global_flat,
             provenance=model.provenance.to_dict(),
             bytes_per_round_up=float(np.mean([m["bytes_up"] for m in metrics])) if metrics else 0.0,
         )
-        ledger.append("run_finished", ledger_mod.jsonable({
-            "rounds_completed": result.rounds_completed, "epsilon": eps, "delta": cfg.delta,
-            "accuracy": result.accuracy, "loss": result.loss, "refused": refused,
-            "global_adapter_sha256": _sha256(global_flat),
-        }))
+        ledger.append(
+            "run_finished",
+            ledger_mod.jsonable(
+                {
+                    "rounds_completed": result.rounds_completed,
+                    "epsilon": eps,
+                    "delta": cfg.delta,
+                    "accuracy": result.accuracy,
+                    "loss": result.loss,
+                    "refused": refused,
+                    "global_adapter_sha256": _sha256(global_flat),
+                }
+            ),
+        )
         result.report_paths = _write_reports(run_dir, ledger, policy, metrics, cfg.delta)
     finally:
         ledger.close()
@@ -321,7 +359,13 @@ def _one_round(
     t0 = time.perf_counter()
     for cid in cohort:
         updates[cid] = client_step(
-            model, global_flat, clients[cid], spec, client_id=cid, round_index=r, seed=cfg.seed,
+            model,
+            global_flat,
+            clients[cid],
+            spec,
+            client_id=cid,
+            round_index=r,
+            seed=cfg.seed,
             trainer=backend.trainer,
         )
         _emit(callback, "client_done", round=r, client=cid)
@@ -335,8 +379,11 @@ def _one_round(
     context = digest + bytes.fromhex(_sha256(global_flat))  # layout ‖ model digests
     try:
         outcome: AggregateOutcome | None = backend.aggregate(
-            {c: u.delta for c, u in updates.items()}, weights, dropouts=dropouts,
-            round_index=r, context=context,
+            {c: u.delta for c, u in updates.items()},
+            weights,
+            dropouts=dropouts,
+            round_index=r,
+            context=context,
         )
     except AbortError as exc:
         outcome = None
@@ -353,19 +400,32 @@ def _one_round(
     t_eval = time.perf_counter() - t2
     down = len(cohort) * (4 * model.layout.size)
     if outcome is None:
-        record.update(participants=[], dropped={"aborted": cohort}, bytes_up=0,
-                      bytes_down=down, protocol={"aborted": abort_reason},
-                      clipped_coordinates=0)
+        record.update(
+            participants=[],
+            dropped={"aborted": cohort},
+            bytes_up=0,
+            bytes_down=down,
+            protocol={"aborted": abort_reason},
+            clipped_coordinates=0,
+        )
         timings = {"encode": 0.0, "aggregate": 0.0, "unmask": 0.0}
     else:
         record.update(
-            participants=sorted(outcome.survivors), dropped=outcome.dropped,
-            bytes_up=outcome.bytes_up, bytes_down=down + outcome.bytes_down,
-            protocol=outcome.protocol, clipped_coordinates=outcome.clipped_coordinates,
+            participants=sorted(outcome.survivors),
+            dropped=outcome.dropped,
+            bytes_up=outcome.bytes_up,
+            bytes_down=down + outcome.bytes_down,
+            protocol=outcome.protocol,
+            clipped_coordinates=outcome.clipped_coordinates,
         )
         timings = dict(outcome.timings)
-    timings.update(local_training=t_train, server_update=t_server, central_noise=noise_s,
-                   evaluate=t_eval, round=time.perf_counter() - t_round)
+    timings.update(
+        local_training=t_train,
+        server_update=t_server,
+        central_noise=noise_s,
+        evaluate=t_eval,
+        round=time.perf_counter() - t_round,
+    )
     record.update(
         cohort_size=len(cohort),
         n_participants=len(record["participants"]),
@@ -389,28 +449,34 @@ def _round_info(cfg: RunConfig, backend: Backend, run_id: str, r: int) -> dict[s
 def _run_started_payload(
     cfg: RunConfig, model: AdapterModel, backend: Backend, policy: Any
 ) -> dict[str, Any]:
-    return ledger_mod.jsonable({
-        "config": cfg.to_dict(),
-        "config_sha256": cfg.digest(),
-        "model": model.provenance.to_dict(),
-        "adapter": {
-            "parameters": model.layout.size,
-            "layout_sha256": model.layout.digest().hex(),
-            "lora_r": cfg.lora_r,
-            "lora_alpha": cfg.lora_alpha,
-            "targets": list(cfg.lora_targets),
-            "bytes_per_update_fp32": 4 * model.layout.size,
-        },
-        "privacy_unit": ledger_mod.privacy_unit(cfg),
-        "adjacency": ledger_mod.adjacency(cfg),
-        "aggregation": backend.protocol_info(),
-        "dp": backend.dp_info(),
-        "sampling": {"scheme": cfg.sampling, "q": cfg.sampling_rate,
-                     "m": cfg.clients_per_round, "n": cfg.n_clients,
-                     "source": "HMAC-SHA256 keyed with a per-run secret"},
-        "policy": None if policy is None else policy.name,
-        "device": model.device,
-    })
+    return ledger_mod.jsonable(
+        {
+            "config": cfg.to_dict(),
+            "config_sha256": cfg.digest(),
+            "model": model.provenance.to_dict(),
+            "adapter": {
+                "parameters": model.layout.size,
+                "layout_sha256": model.layout.digest().hex(),
+                "lora_r": cfg.lora_r,
+                "lora_alpha": cfg.lora_alpha,
+                "targets": list(cfg.lora_targets),
+                "bytes_per_update_fp32": 4 * model.layout.size,
+            },
+            "privacy_unit": ledger_mod.privacy_unit(cfg),
+            "adjacency": ledger_mod.adjacency(cfg),
+            "aggregation": backend.protocol_info(),
+            "dp": backend.dp_info(),
+            "sampling": {
+                "scheme": cfg.sampling,
+                "q": cfg.sampling_rate,
+                "m": cfg.clients_per_round,
+                "n": cfg.n_clients,
+                "source": "HMAC-SHA256 keyed with a per-run secret",
+            },
+            "policy": None if policy is None else policy.name,
+            "device": model.device,
+        }
+    )
 
 
 def _write_metrics(run_dir: Path, metrics: list[dict[str, Any]]) -> None:
@@ -434,8 +500,11 @@ def _write_reports(
         public_key=run_dir / (ledger_mod.KEY_NAME + ".pub"),
         delta=delta,
     )
-    for fmt, writer_name in (("json", "write_json"), ("md", "write_markdown"),
-                             ("html", "write_html")):
+    for fmt, writer_name in (
+        ("json", "write_json"),
+        ("md", "write_markdown"),
+        ("html", "write_html"),
+    ):
         writer = getattr(report_mod, writer_name, None)
         if writer is None:
             continue

@@ -21,7 +21,7 @@ from securefl.errors import ConfigurationError
 from securefl.fl.aggregation import STAGES
 from securefl.fl.config import RunConfig
 
-SECRET_NAME = "sampling.key"
+SECRET_NAME = "sampling.key"  # noqa: S105 (a file name, not a secret)
 _LABEL = b"securefl/fl/client-sampling/v1"
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
@@ -49,11 +50,11 @@ class SecAggAggregator:
         from securefl.secagg import simulate  # noqa: F401  (fail early if missing)
 
         self.cfg = cfg
-        self.name = cfg.aggregation
+        self.name: str = cfg.aggregation
         self.dimension = dimension
         self.coord_clip = max(cfg.clip, 1.0)  # the weight coordinate holds 1
         self.last: dict[str, Any] = {}
-        self.ring_noise: Any = None  # set by distributed DP: (plan, values) -> values
+        self.ring_encoder: Any = None  # replaced by distributed DP (DDGauss encoding)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -82,8 +83,16 @@ class SecAggAggregator:
             complete_graph=self.cfg.aggregation == "secagg",
         )
         degree = None if params.complete_graph else params.k
-        return degree, params.t, {"n": n, "degree": params.k, "threshold": params.t,
-                                  "complete_graph": params.complete_graph}
+        return (
+            degree,
+            params.t,
+            {
+                "n": n,
+                "degree": params.k,
+                "threshold": params.t,
+                "complete_graph": params.complete_graph,
+            },
+        )
 
     def aggregate(
         self,
@@ -94,33 +103,25 @@ class SecAggAggregator:
         round_index: int,
         context: bytes,
     ) -> AggregateOutcome:
-        from securefl.encoding import decode_sum, encode
         from securefl.secagg.simulate import DropoutPlan, run_round, simulation_config
 
-        d = _check_inputs(inputs, weights)
+        _check_inputs(inputs, weights)
         ids = sorted(inputs)
         n = len(ids)
         degree, threshold, info = self.parameters(n)
-        plan = self.plan(n)
         t0 = time.perf_counter()
-        encoded: dict[int, np.ndarray] = {}
-        clipped = 0
-        for cid in ids:
-            ext = np.concatenate([inputs[cid], [1.0]])
-            enc = encode(ext, plan, weight=float(weights[cid]))
-            values = enc.values
-            if self.ring_noise is not None:
-                values = self.ring_noise(plan, values)
-            encoded[cid + 1] = values  # SecAgg ids start at 1
-            clipped += enc.clipped
+        encoder = self.ring_encoder if self.ring_encoder is not None else self.fixed_point
+        ring = encoder(inputs, weights, n, context, round_index)
+        encoded = {cid + 1: ring.values[cid] for cid in ids}  # SecAgg ids start at 1
         t_encode = time.perf_counter() - t0
         layout_digest, model_digest = _digests(context)
         config = simulation_config(
             [c + 1 for c in ids],
             threshold=threshold,
-            bits=plan.bits,
-            dimension=d + 1,
+            bits=ring.bits,
+            dimension=ring.dimension,
             degree=degree,
+            min_cohort=min(ring.min_cohort, n),
             round_index=round_index,
             layout_digest=layout_digest,
             model_digest=model_digest,
@@ -132,14 +133,14 @@ class SecAggAggregator:
         plan_drop = DropoutPlan(**{s: frozenset(v) for s, v in by_stage.items()})
         result = run_round(encoded, config, dropouts=plan_drop)
         t1 = time.perf_counter()
-        total = decode_sum(result.total, plan)
+        total, weight_total = ring.decode(result.total)
         t_decode = time.perf_counter() - t1
         timings = dict(result.timings)
         unmask = timings.get("unmask", 0.0)
-        self.last = {**info, "bits": plan.bits, "refused": len(result.refused)}
+        self.last = {**info, "bits": ring.bits, "refused": len(result.refused), **ring.info}
         return AggregateOutcome(
-            total=total[:-1],
-            weight_total=float(total[-1]),
+            total=total,
+            weight_total=weight_total,
             survivors=frozenset(u - 1 for u in result.survivors),
             dropped={k: sorted(u - 1 for u in v) for k, v in result.dropped.items() if v},
             bytes_up=result.total_bytes_up,
@@ -150,9 +151,55 @@ class SecAggAggregator:
                 "unmask": unmask + t_decode,
                 "secagg": timings,
             },
-            protocol={**self.info(), "encoding_error_bound": _error_bound(plan, n)},
-            clipped_coordinates=clipped,
+            protocol=self.info(),
+            clipped_coordinates=ring.clipped,
         )
+
+    def fixed_point(
+        self,
+        inputs: Mapping[int, FloatVector],
+        weights: Mapping[int, float],
+        n: int,
+        context: bytes,
+        round_index: int,
+    ) -> RingInputs:
+        """Default encoding: w·[x, 1] in fixed point (securefl.encoding), no wrap for n."""
+        from securefl.encoding import decode_sum, encode
+
+        plan = self.plan(n)
+        values: dict[int, np.ndarray] = {}
+        clipped = 0
+        for cid, x in inputs.items():
+            enc = encode(np.concatenate([x, [1.0]]), plan, weight=float(weights[cid]))
+            values[cid] = enc.values
+            clipped += enc.clipped
+
+        def decode(total: np.ndarray) -> tuple[FloatVector, float]:
+            flat = decode_sum(total, plan)
+            return flat[:-1], float(flat[-1])
+
+        return RingInputs(
+            values=values,
+            bits=plan.bits,
+            dimension=self.dimension + 1,
+            decode=decode,
+            clipped=clipped,
+            min_cohort=0,
+            info={"encoding": "fixed_point", "encoding_error_bound": _error_bound(plan, n)},
+        )
+
+
+@dataclass(frozen=True)
+class RingInputs:
+    """Clients' ring vectors for one round and how to read the server's sum back."""
+
+    values: dict[int, np.ndarray]
+    bits: int
+    dimension: int
+    decode: Callable[[np.ndarray], tuple[FloatVector, float]]
+    clipped: int
+    min_cohort: int
+    info: dict[str, Any]
 
 
 def _error_bound(plan: Any, n: int) -> float:
@@ -162,16 +209,161 @@ def _error_bound(plan: Any, n: int) -> float:
 
 
 class HEAggregator:
-    """CKKS aggregation (securefl.he): the server adds ciphertexts it cannot decrypt."""
+    """CKKS aggregation (securefl.he): clients encrypt w·[x, 1] under the key holder's public
+    key, the server adds ciphertexts it cannot read, the key holder releases only the sum.
+
+    One key holder per run (TenSEAL has no threshold decryption: it must not be the server).
+    """
 
     stages: tuple[str, ...] = ("upload",)
 
     def __init__(self, cfg: RunConfig, *, dimension: int) -> None:
-        raise ConfigurationError("CKKS aggregation is not available yet", parameter="aggregation")
+        from securefl.he import KeyHolder, get_preset
+
+        self.cfg = cfg
+        self.name: str = "he"
+        self.dimension = dimension
+        self.preset = get_preset(cfg.he_preset)
+        self.key_holder = KeyHolder(self.preset)
+
+    def info(self) -> dict[str, Any]:
+        return {"preset": self.preset.name, "scheme": "ckks", **self.preset.to_dict()}
+
+    def aggregate(
+        self,
+        inputs: Mapping[int, FloatVector],
+        weights: Mapping[int, float],
+        *,
+        dropouts: Mapping[int, str],
+        round_index: int,
+        context: bytes,
+    ) -> AggregateOutcome:
+        from securefl.he.simulate import run_round
+
+        _check_inputs(inputs, weights)
+        ext = {c: np.concatenate([x, [1.0]]) for c, x in inputs.items()}
+        dropped = frozenset(c for c in inputs if c in dropouts)
+        result = run_round(ext, self.key_holder, weights=dict(weights), dropouts=dropped)
+        total = np.asarray(result.total, dtype=np.float64)
+        t = result.timings
+        return AggregateOutcome(
+            total=total[:-1],
+            weight_total=float(total[-1]),
+            survivors=frozenset(result.survivors),
+            dropped={"upload": sorted(result.dropped)} if result.dropped else {},
+            bytes_up=sum(result.bytes_up.values()),
+            bytes_down=result.bytes_down * len(result.survivors) + result.context_bytes,
+            timings={
+                "encode": t.get("encrypt", 0.0) + t.get("setup", 0.0),
+                "aggregate": t.get("aggregate", 0.0),
+                "unmask": t.get("decrypt", 0.0),
+                "he": dict(t),
+            },
+            protocol={**self.info(), "release": {str(k): str(v) for k, v in result.metadata.items()}},
+        )
+
+
+def min_contributors(cfg: RunConfig) -> int:
+    """Fewest clients whose noise DDGauss counts on: half the expected cohort, at least 3.
+
+    Secure aggregation enforces it (``min_cohort``): a round with fewer survivors aborts, so
+    the recorded event's noise is always present (dropouts remove noise, Kairouz et al. §5).
+    """
+    expected = (
+        cfg.sampling_rate * cfg.n_clients
+        if cfg.sampling == "poisson"
+        else float(cfg.clients_per_round)
+    )
+    return max(3, int(expected // 2))
+
+
+def ddgauss_config(cfg: RunConfig, dimension: int, noise_multiplier: float) -> Any:
+    """DDGauss parameters: granularity c·2^-f, ring wide enough for all N clients."""
+    from securefl.dp.distributed import DDGaussConfig, suggest_bits
+
+    expected = (
+        cfg.sampling_rate * cfg.n_clients
+        if cfg.sampling == "poisson"
+        else float(cfg.clients_per_round)
+    )
+    neighboring: Literal["add_remove", "replace_one"] = (
+        "add_remove" if cfg.sampling == "poisson" else "replace_one"
+    )
+
+    def build(bits: int) -> Any:
+        return DDGaussConfig.for_noise_multiplier(
+            noise_multiplier,
+            dimension=dimension,
+            clip=cfg.clip,
+            granularity=cfg.clip * 2.0**-cfg.frac_bits,
+            bits=bits,
+            min_contributors=min_contributors(cfg),
+            expected_cohort=expected,
+            neighboring=neighboring,
+        )
+
+    return build(min(64, suggest_bits(build(64), cfg.n_clients)))
+
+
+class DDGaussEncoder:
+    """Distributed discrete Gaussian (Kairouz, Liu, Steinke 2021) as the SecAgg ring encoding."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    @staticmethod
+    def rotation_seed(context: bytes, round_index: int) -> bytes:
+        """Public per-round seed of the randomized Hadamard rotation (bound to the session)."""
+        return hashlib.sha256(
+            b"securefl/fl/ddgauss-rotation/v1\x00" + context + round_index.to_bytes(8, "big")
+        ).digest()
+
+    def __call__(
+        self,
+        inputs: Mapping[int, FloatVector],
+        weights: Mapping[int, float],
+        n: int,
+        context: bytes,
+        round_index: int,
+    ) -> RingInputs:
+        from securefl.dp.distributed import client_encode, server_decode
+
+        cfg = self.config
+        if n < cfg.min_contributors:
+            raise AbortError(
+                f"cohort of {n} < min_contributors = {cfg.min_contributors} of the DP event"
+            )
+        seed = self.rotation_seed(context, round_index)
+        values = {cid: client_encode(x, cfg, rotation_seed=seed) for cid, x in inputs.items()}
+
+        def decode(total: np.ndarray) -> tuple[FloatVector, float]:
+            return server_decode(total, cfg, rotation_seed=seed, denominator=1.0), float("nan")
+
+        return RingInputs(
+            values=values,
+            bits=cfg.bits,
+            dimension=cfg.padded_dimension,
+            decode=decode,
+            clipped=0,
+            min_cohort=cfg.min_contributors,
+            info={"encoding": "ddgauss", "ddgauss": cfg.to_dict()},
+        )
 
 
 def attach_dp(backend: Any) -> None:
-    """Distributed DP (DDGauss in the ring) or local DP-SGD, from securefl.dp."""
-    raise ConfigurationError(
-        f"dp = {backend.cfg.dp!r} is not available yet", parameter="dp"
-    )
+    """Wire distributed DP (DDGauss in the SecAgg ring) or local DP-SGD into a backend."""
+    cfg: RunConfig = backend.cfg
+    if cfg.dp == "distributed":
+        from securefl.fl import privacy
+
+        def event_for(z: float) -> Any:
+            return privacy.sample(cfg, ddgauss_config(cfg, backend.dimension, z).event())
+
+        z = cfg.noise_multiplier
+        if z is None:
+            z = privacy.calibrate(cfg, event_for)
+        backend.noise_multiplier = z
+        backend.event_for = event_for
+        backend.aggregator.ring_encoder = DDGaussEncoder(ddgauss_config(cfg, backend.dimension, z))
+        return
+    raise ConfigurationError(f"dp = {cfg.dp!r} is not available yet", parameter="dp")

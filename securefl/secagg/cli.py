@@ -8,20 +8,34 @@ from typing import Any
 import typer
 
 
-def _demo(clients: int, dim: int, dropout: float, k: int | None, threshold: int | None) -> None:
+def _demo(
+    clients: int,
+    dim: int,
+    dropout: float,
+    k: int | None,
+    threshold: int | None,
+    threat_model: str = "malicious",
+    gamma: float = 0.05,
+) -> None:
     import numpy as np
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     from securefl.encoding import error_bound, plan_ring
+    from securefl.errors import ConfigurationError
+    from securefl.secagg.config import THREAT_MODELS
     from securefl.secagg.params import solve_parameters
     from securefl.secagg.simulate import DropoutPlan, secure_sum_named, simulation_config
     from securefl.tensors import TensorLayout
 
     console = Console()
     if k is None and threshold is None:
-        params = solve_parameters(clients, 0.05, max(dropout, 0.01))
+        if threat_model not in THREAT_MODELS:
+            raise typer.BadParameter(f"must be one of {sorted(THREAT_MODELS)}")
+        params = solve_parameters(
+            clients, gamma, max(dropout, 0.01), model=THREAT_MODELS[threat_model]
+        )
         degree: int | None = None if params.complete_graph else params.k
         t = params.t
         why = params.rationale
@@ -41,19 +55,26 @@ def _demo(clients: int, dim: int, dropout: float, k: int | None, threshold: int 
     }
     layout = TensorLayout.from_tensors(updates[1])
     plan = plan_ring(clients, 1.0, 16)
-    config = simulation_config(
-        ids,
-        threshold=t,
-        bits=plan.bits,
-        dimension=layout.size,
-        degree=degree,
-        layout_digest=layout.digest(),
-    )
+    try:
+        config = simulation_config(
+            ids,
+            threshold=t,
+            bits=plan.bits,
+            dimension=layout.size,
+            degree=degree,
+            layout_digest=layout.digest(),
+            threat_model=threat_model,
+            corrupt_fraction=gamma,
+        )
+    except ConfigurationError as exc:
+        console.print(f"[red]refused[/]: {escape(str(exc))}")
+        raise typer.Exit(code=2) from None
     n_drop = round(dropout * clients)
     dropped = frozenset(sorted(ids, key=lambda _: secrets.randbits(32))[:n_drop])
     console.print(
         f"[bold]SecAgg{'+' if not config.is_complete else ''} round[/]: n={clients}, "
-        f"d={layout.size}, k={config.neighbour_count}, t={t}, b={plan.bits} "
+        f"d={layout.size}, k={config.neighbour_count}, t={t}, b={plan.bits}, "
+        f"{threat_model} server, γ={gamma:g} "
         f"({escape(why)}); {n_drop} clients drop before their masked input"
     )
     out = secure_sum_named(updates, config, plan, dropouts=DropoutPlan(masked_input=dropped))
@@ -93,9 +114,15 @@ def secagg_demo(
         None, "--k", min=2, help="SecAgg+ degree (default: parameter solver)"
     ),
     threshold: int | None = typer.Option(None, "--threshold", min=2, help="Shamir t"),
+    threat_model: str = typer.Option(
+        "malicious", "--threat-model", help="semi-honest | malicious (server)"
+    ),
+    gamma: float = typer.Option(
+        0.05, "--corrupt-fraction", min=0.0, max=0.5, help="fraction of corrupt clients γ"
+    ),
 ) -> None:
     """Run one in-process secure aggregation round and print a summary."""
-    _demo(clients, dim, dropout, k, threshold)
+    _demo(clients, dim, dropout, k, threshold, threat_model, gamma)
 
 
 def register(app: typer.Typer) -> None:

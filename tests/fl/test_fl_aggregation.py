@@ -42,12 +42,19 @@ def named_updates(draw: st.DrawFn) -> tuple[TensorLayout, dict[int, np.ndarray],
 @pytest.mark.parametrize("aggregation", ["secagg", "secagg+"])
 @given(case=named_updates(), drop_stage=st.sampled_from([None, "share_keys", "masked_input"]))
 def test_secure_sum_equals_plaintext_sum(
-    aggregation: str, case: tuple[TensorLayout, dict[int, np.ndarray], dict[int, float]],
+    aggregation: str,
+    case: tuple[TensorLayout, dict[int, np.ndarray], dict[int, float]],
     drop_stage: str | None,
 ) -> None:
     layout, inputs, weights = case
-    cfg = RunConfig(model="tiny", aggregation=aggregation, dp="none", clip=1.0,  # type: ignore[arg-type]
-                    frac_bits=20, n_clients=64)
+    cfg = RunConfig(
+        model="tiny",
+        aggregation=aggregation,
+        dp="none",
+        clip=1.0,  # type: ignore[arg-type]
+        frac_bits=20,
+        n_clients=64,
+    )
     dropouts = {min(inputs): drop_stage} if drop_stage else {}
     secure = SecAggAggregator(cfg, dimension=layout.size).aggregate(
         inputs, weights, dropouts=dropouts, round_index=3, context=CONTEXT
@@ -55,8 +62,11 @@ def test_secure_sum_equals_plaintext_sum(
     survivors = set(inputs) - set(dropouts)
     assert secure.survivors == survivors
     plain = PlainAggregator().aggregate(
-        {c: inputs[c] for c in survivors}, {c: weights[c] for c in survivors},
-        dropouts={}, round_index=3, context=CONTEXT,
+        {c: inputs[c] for c in survivors},
+        {c: weights[c] for c in survivors},
+        dropouts={},
+        round_index=3,
+        context=CONTEXT,
     )
     bound = secure.protocol["encoding_error_bound"]
     # float32 wire rounding of the plaintext baseline adds < 2^-24 relative per value
@@ -71,15 +81,26 @@ def test_too_small_cohort_aborts() -> None:
     cfg = RunConfig(model="tiny", aggregation="secagg+", dp="none", n_clients=8)
     agg = SecAggAggregator(cfg, dimension=4)
     with pytest.raises(AbortError):
-        agg.aggregate({1: np.zeros(4), 2: np.zeros(4)}, {1: 1.0, 2: 1.0}, dropouts={},
-                      round_index=0, context=CONTEXT)
+        agg.aggregate(
+            {1: np.zeros(4), 2: np.zeros(4)},
+            {1: 1.0, 2: 1.0},
+            dropouts={},
+            round_index=0,
+            context=CONTEXT,
+        )
 
 
 def test_plain_rejects_bad_inputs() -> None:
     agg = PlainAggregator()
     with pytest.raises(ConfigurationError, match="non-finite"):
-        agg.aggregate({1: np.array([np.nan])}, {1: 1.0}, dropouts={}, round_index=0,
-                      context=CONTEXT)
+        agg.aggregate(
+            {1: np.array([np.nan])}, {1: 1.0}, dropouts={}, round_index=0, context=CONTEXT
+        )
     with pytest.raises(ConfigurationError, match="shapes"):
-        agg.aggregate({1: np.zeros(2), 2: np.zeros(3)}, {1: 1.0, 2: 1.0}, dropouts={},
-                      round_index=0, context=CONTEXT)
+        agg.aggregate(
+            {1: np.zeros(2), 2: np.zeros(3)},
+            {1: 1.0, 2: 1.0},
+            dropouts={},
+            round_index=0,
+            context=CONTEXT,
+        )

@@ -32,7 +32,11 @@ def test_toml_load_with_sections_and_overrides(tmp_path: Path) -> None:
     )
     cfg = load(path, rounds=5, aggregation="plain")
     assert (cfg.name, cfg.rounds, cfg.model, cfg.dp, cfg.aggregation) == (
-        "x", 5, "tiny", "none", "plain"
+        "x",
+        5,
+        "tiny",
+        "none",
+        "plain",
     )
     assert cfg.lora_targets == ("query",)
     assert cfg.effective_budget is None

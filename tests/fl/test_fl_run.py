@@ -63,8 +63,15 @@ def test_secagg_plus_matches_plain_fedavg_end_to_end(tmp_path: Path) -> None:
 
 def test_budget_exhausted_round_is_refused_and_recorded(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cfg = _cfg(out, aggregation="plain", dp="central", noise_multiplier=1.0, epsilon_budget=8.0,
-               rounds=50, sampling_rate=0.5)
+    cfg = _cfg(
+        out,
+        aggregation="plain",
+        dp="central",
+        noise_multiplier=1.0,
+        epsilon_budget=8.0,
+        rounds=50,
+        sampling_rate=0.5,
+    )
     res = run_simulation(cfg)
     assert 0 < res.rounds_completed < 50
     assert res.epsilon <= 8.0
@@ -128,12 +135,22 @@ run_simulation(RunConfig(**json.loads(sys.argv[1])))
 
 def test_killed_process_resumes_to_the_same_model(tmp_path: Path) -> None:
     kw = {**TINY, "aggregation": "plain", "dp": "none", "rounds": 6, "synthetic_examples": 240}
-    ref = run_simulation(_cfg(tmp_path / "ref", **{k: v for k, v in kw.items() if k in ("rounds", "synthetic_examples", "aggregation", "dp")}))
+    ref = run_simulation(
+        _cfg(
+            tmp_path / "ref",
+            **{
+                k: v
+                for k, v in kw.items()
+                if k in ("rounds", "synthetic_examples", "aggregation", "dp")
+            },
+        )
+    )
     out = tmp_path / "killed"
     _cfg(out)
     proc = subprocess.Popen(
         [sys.executable, "-c", _CHILD, json.dumps({**kw, "out": str(out)})],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
     ckpt = out / "checkpoint.json"
@@ -168,8 +185,22 @@ def test_cli_simulate_writes_the_run_directory(tmp_path: Path) -> None:
     out = tmp_path / "cli"
     result = CliRunner().invoke(
         app,
-        ["simulate", "--model", "tiny", "--rounds", "2", "--clients", "6", "--out", str(out),
-         "--set", "synthetic_examples=96", "--set", "sampling_rate=1.0", "-q"],
+        [
+            "simulate",
+            "--model",
+            "tiny",
+            "--rounds",
+            "2",
+            "--clients",
+            "6",
+            "--out",
+            str(out),
+            "--set",
+            "synthetic_examples=96",
+            "--set",
+            "sampling_rate=1.0",
+            "-q",
+        ],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])

@@ -268,3 +268,20 @@ def test_size_limit_checked_before_parsing() -> None:
 
 def test_harness_is_callable(harness: Callable[..., Harness]) -> None:
     assert harness(n=3, t=2).config.n == 3
+
+
+def test_confirmations_cannot_be_replayed_into_a_rerun_of_the_same_session() -> None:
+    """A server re-runs a round with the same config (same session id, same U3). Last run's
+    consistency signatures over that U3 must not verify now: they bind the signer's ephemeral
+    keys of that run (spec §7 stage 3)."""
+    first = make_harness(n=5, t=3)
+    first.run_to(Stage.UNMASK)
+    old = first.outbox[1]
+    assert isinstance(old, UnmaskRequest)
+    rerun = Harness(first.config, first.identities)
+    rerun.run_to(Stage.UNMASK)
+    new = rerun.outbox[1]
+    assert isinstance(new, UnmaskRequest) and new.session_id == old.session_id
+    with pytest.raises(SignatureError):
+        rerun.clients[1].unmask(dataclasses.replace(new, signatures=old.signatures))
+    assert len(rerun.clients[2].unmask(rerun.outbox[2]).shares) == 4  # type: ignore[arg-type]
