@@ -166,7 +166,7 @@ class RdpAccountant:
     name = "rdp"
 
     def __init__(
-        self, *, neighboring: Neighboring = "add_remove", orders: Sequence[float] = RDP_ORDERS
+        self, *, neighboring: str = "add_remove", orders: Sequence[float] = RDP_ORDERS
     ) -> None:
         self.neighboring: Neighboring = _check_neighboring(neighboring)
         if not orders or any(not (float(a) > 1.0) for a in orders):
@@ -205,10 +205,10 @@ class RdpAccountant:
         if isinstance(event, ZCDPEvent):
             return event.rho * orders
         if isinstance(event, PoissonSampledEvent):
-            self._require("add_remove", event)
             q = event.sampling_probability
-            if q == 1.0:
+            if q == 1.0:  # everyone participates: no sampling, any adjacency
                 return self._rdp(event.event, orders)
+            self._require("add_remove", event)
             z = _effective_gaussian(event.event)
             if z is not None:
                 return np.asarray(
@@ -307,7 +307,7 @@ class PldAccountant:
     def __init__(
         self,
         *,
-        neighboring: Neighboring = "add_remove",
+        neighboring: str = "add_remove",
         value_discretization_interval: float = 1e-3,
     ) -> None:
         self.neighboring: Neighboring = _check_neighboring(neighboring)
@@ -427,7 +427,7 @@ class PrvAccountant:
     def __init__(
         self,
         *,
-        neighboring: Neighboring = "add_remove",
+        neighboring: str = "add_remove",
         eps_error: float = 0.01,
         delta_error_ratio: float = 1e-3,
     ) -> None:
@@ -538,9 +538,7 @@ def _check_neighboring(value: str) -> Neighboring:
 ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv", "pld")
 
 
-def get_accountant(
-    name: str, *, neighboring: Neighboring = "add_remove", **options: Any
-) -> Accountant:
+def get_accountant(name: str, *, neighboring: str = "add_remove", **options: Any) -> Accountant:
     """The accountant called ``name`` ("rdp" | "prv" | "pld"); options go to its constructor."""
     if name == "rdp":
         return RdpAccountant(neighboring=neighboring, **options)
@@ -565,7 +563,7 @@ def calibrate_noise_multiplier(
     accountant: str = "pld",
     tolerance: float = 1e-3,
     event_for: Callable[[float], DpEvent] | None = None,
-    neighboring: Neighboring = "add_remove",
+    neighboring: str = "add_remove",
     max_noise_multiplier: float = 1e4,
 ) -> float:
     """Smallest z (to ``tolerance``, absolute) with ε(z) ≤ ``target_epsilon`` at ``delta``.

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from securefl.dp import _validate as v
-from securefl.dp.accounting import Neighboring, _check_neighboring
+from securefl.dp.accounting import _check_neighboring
 from securefl.dp.clipping import clip_l2
 from securefl.dp.errors import InvalidParameterError
 from securefl.dp.events import DistributedDiscreteGaussianEvent
@@ -96,7 +96,7 @@ class DDGaussConfig:
     min_contributors: int
     expected_cohort: float
     beta: float = DEFAULT_BETA
-    neighboring: Neighboring = "add_remove"
+    neighboring: str = "add_remove"
 
     def __post_init__(self) -> None:
         v.count("dimension", self.dimension, minimum=1)
@@ -186,7 +186,7 @@ class DDGaussConfig:
         bits: int,
         min_contributors: int,
         expected_cohort: float,
-        neighboring: Neighboring = "add_remove",
+        neighboring: str = "add_remove",
     ) -> DDGaussConfig:
         """σ per client so that n_min clients together give noise z·Δ₂: σ = ⌈z·Δ₂/√n_min⌉."""
         z = v.positive("noise_multiplier", noise_multiplier)

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from securefl.dp import _validate as v
-from securefl.dp.accounting import Neighboring, _check_neighboring
+from securefl.dp.accounting import _check_neighboring
 from securefl.dp.clipping import clip_l2
 from securefl.dp.errors import InvalidParameterError
 from securefl.dp.events import DiscreteGaussianEvent
@@ -60,7 +60,7 @@ class DpFedAvgConfig:
     expected_cohort: float
     max_weight: float = 1.0
     frac_bits: int = 16
-    neighboring: Neighboring = "add_remove"
+    neighboring: str = "add_remove"
 
     def __post_init__(self) -> None:
         v.positive("clip", self.clip)

@@ -210,6 +210,15 @@ class ClientProtocol:
         self.min_cohort = max(
             config.effective_min_cohort, policy.min_cohort if policy is not None else 0
         )
+        if (
+            policy is not None
+            and policy.threat_model == "malicious"
+            and config.model_digest == bytes(len(config.model_digest))
+        ):
+            raise UnsafeRequestError(
+                "the round does not bind a global-model hash (model inconsistency, Pasquini "
+                "et al. 2022): refused under a malicious-server policy"
+            )
         if config.threshold < self.min_threshold:
             raise UnsafeRequestError(
                 f"the round's threshold {config.threshold} is below this client's minimum "
@@ -352,9 +361,7 @@ class ClientProtocol:
         except RemoteProtocolError as exc:
             raise self._refuse(exc) from None
         acc = np.array(values, dtype=word, copy=True)
-        prg.add_masks(acc, pairs)
-        if cfg.bits < 8 * word.itemsize:
-            np.bitwise_and(acc, word.type((1 << cfg.bits) - 1), out=acc)
+        prg.add_masks(acc, pairs, bits=cfg.bits)  # reduces mod 2^b chunk by chunk, in cache
         self.state = ClientState.MASKED
         return MaskedInput(
             cfg.session_id, cfg.round_index, self.client_id, SERVER_ID, bits=cfg.bits, values=acc

@@ -136,6 +136,12 @@ class SecAggConfig:
             value = getattr(self, name)
             if not isinstance(value, bytes) or len(value) != DIGEST_BYTES:
                 raise ConfigurationError(f"must be {DIGEST_BYTES} bytes", parameter=name)
+        if self.threat_model == "malicious" and self.model_digest == _ZERO_DIGEST:
+            raise ConfigurationError(
+                "a malicious-server round must bind the hash of the global model and round "
+                "configuration (Pasquini et al. 2022); all zeros means 'no model'",
+                parameter="model_digest",
+            )
         if not isinstance(self.nonce, bytes) or len(self.nonce) > MAX_NONCE_BYTES:
             raise ConfigurationError(f"at most {MAX_NONCE_BYTES} bytes", parameter="nonce")
         need = required_threshold(

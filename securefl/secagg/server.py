@@ -379,9 +379,7 @@ class ServerProtocol:
                     secret = keys.exchange(sk, self._adverts[w].mask_pk)
                     pairs.append((pairwise_mask_key(cfg, secret, w, v), -mask_sign(w, v)))
         total = self._sum
-        prg.add_masks(total, pairs)
-        if cfg.bits < 8 * self.word.itemsize:
-            np.bitwise_and(total, self.word.type((1 << cfg.bits) - 1), out=total)
+        prg.add_masks(total, pairs, bits=cfg.bits)  # also reduces mod 2^b
         return total
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -64,6 +65,7 @@ def make_harness(n: int = 6, t: int = 3, degree: int | None = None, **kw: Any) -
     identities = {u: keys.generate_ed25519() for u in ids}
     kw.setdefault("bits", 16)
     kw.setdefault("dimension", 8)
+    kw.setdefault("model_digest", hashlib.sha256(b"test global model").digest())
     cfg = simulation_config(ids, threshold=t, degree=degree, identities=identities, **kw)
     return Harness(cfg, identities)
 

@@ -13,6 +13,7 @@ from securefl.secagg.params import (
     InfeasibleParametersError,
     bounds,
     complete_graph_parameters,
+    min_threshold,
     solve_parameters,
 )
 
@@ -60,6 +61,9 @@ def test_choice_is_minimal_and_satisfies_its_bounds(
     except InfeasibleParametersError as exc:
         assert str(exc)
         return
+    # the config's threshold floor (spec §1) is exactly the solver's privacy rule
+    floor = min_threshold(n, p.k, gamma, model=model)
+    assert floor == p.t
     if p.complete_graph:
         assert p.k == n - 1
         return
@@ -126,3 +130,16 @@ def test_to_dict_is_json_ready() -> None:
     assert (
         d["k"] == 30 and d["model"] == "semi-honest" and math.isfinite(d["log2_security_failure"])
     )
+
+
+def test_min_threshold_rules() -> None:
+    assert min_threshold(10, 9, 0.2, model="semi-malicious") == 7  # t > (10 + 2)/2
+    assert min_threshold(11, 10, 0.2, model="semi-malicious") == 7  # t > 6.5
+    assert min_threshold(10, 9, 0.2, model="semi-honest") == 3  # t > 2
+    assert min_threshold(10, 9, 0.0, model="semi-honest") == 2  # never below 2
+    # a Harary graph where every neighbour could be corrupt: no threshold is private
+    assert min_threshold(20, 4, 0.5, model="semi-honest") == 5
+    for bad in ({"k": 0}, {"gamma": float("nan")}, {"gamma": True}, {"model": "evil"}):
+        kw: dict[str, object] = {"n": 10, "k": 9, "gamma": 0.1, "model": "semi-honest", **bad}
+        with pytest.raises(ConfigurationError):
+            min_threshold(**kw)  # type: ignore[arg-type]

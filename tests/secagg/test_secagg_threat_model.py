@@ -38,11 +38,13 @@ from securefl.secagg.params import solve_parameters
 
 from .conftest import make_harness
 
+MODEL = b"\x01" * 32
 KEYS = {u: keys.ed25519_public_bytes(keys.generate_ed25519()) for u in range(1, 41)}
 
 
 def _cfg(n: int, t: int, **kw: Any) -> SecAggConfig:
     ids = {u: KEYS[u] for u in range(1, n + 1)}
+    kw.setdefault("model_digest", MODEL)
     return SecAggConfig.create(ids, threshold=t, bits=16, dimension=4, **kw)
 
 
@@ -114,7 +116,9 @@ def test_client_policy_refuses_a_weak_server_config() -> None:
     """The server hands out a semi-honest config with t = 3 of n = 6; a client that assumes a
     malicious server needs t ≥ 4 and refuses before sending anything."""
     ident = {u: keys.generate_ed25519() for u in range(1, 7)}
-    weak = simulation_config(range(1, 7), threshold=3, bits=16, dimension=4, identities=ident)
+    weak = simulation_config(
+        range(1, 7), threshold=3, bits=16, dimension=4, identities=ident, model_digest=MODEL
+    )
     with pytest.raises(UnsafeRequestError, match="below this client's minimum 4"):
         ClientProtocol(weak, 1, ident[1], policy=ClientPolicy())
     with pytest.raises(UnsafeRequestError, match="minimum 5"):
@@ -161,7 +165,13 @@ def test_policy_min_cohort_blocks_signing_and_unmasking() -> None:
 def test_rounds_with_policies() -> None:
     ids = range(1, 9)
     cfg = simulation_config(
-        ids, threshold=5, bits=16, dimension=3, threat_model="malicious", corrupt_fraction=0.15
+        ids,
+        threshold=5,
+        bits=16,
+        dimension=3,
+        threat_model="malicious",
+        corrupt_fraction=0.15,
+        model_digest=MODEL,
     )
     assert cfg.min_safe_threshold == 5  # A = 1: t > 4.5
     inputs = {u: np.full(3, u, dtype=np.uint32) for u in ids}
@@ -173,6 +183,17 @@ def test_rounds_with_policies() -> None:
     # policy refuses to sign a survivor set below 7: the round aborts, nothing is unmasked
     with pytest.raises(AbortError, match="consistency check"):
         run_round(inputs, cfg, dropouts=DropoutPlan(masked_input=frozenset({7, 8})), policy=policy)
+
+
+def test_malicious_rounds_must_bind_a_model_digest() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        _cfg(6, 4, threat_model="malicious", model_digest=bytes(32))
+    assert info.value.parameter == "model_digest"
+    ident = {u: keys.generate_ed25519() for u in range(1, 7)}
+    cfg = simulation_config(range(1, 7), threshold=4, bits=16, dimension=4, identities=ident)
+    ClientProtocol(cfg, 1, ident[1])  # semi-honest, no policy: the caller's choice
+    with pytest.raises(UnsafeRequestError, match="global-model hash"):
+        ClientProtocol(cfg, 1, ident[1], policy=ClientPolicy())
 
 
 def test_required_threshold_small_cohorts() -> None:
