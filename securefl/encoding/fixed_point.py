@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,10 +34,13 @@ _CHUNK_WORDS = 16384
 
 @dataclass(frozen=True)
 class EncodedVector:
-    """An encoded update: ``values`` (plan dtype, each < 2^b) and how many were clipped."""
+    """An encoded update: ``values`` (plan dtype, each < 2^b) and how many were clipped.
 
-    values: npt.NDArray[Any]
-    clipped: int
+    ``values`` is a plaintext update: it is left out of ``repr`` so it never reaches a log.
+    """
+
+    values: npt.NDArray[Any] = field(repr=False)
+    clipped: int = 0
 
 
 def _as_flat(flat: object) -> npt.NDArray[np.float64]:

@@ -24,8 +24,16 @@ from securefl.tensors import FloatVector
 class Backend:
     """Aggregation protocol + DP mode for one run."""
 
-    def __init__(self, cfg: RunConfig, aggregator: Aggregator, *, dimension: int) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        aggregator: Aggregator,
+        *,
+        dimension: int,
+        client_sizes: tuple[int, ...] = (),
+    ) -> None:
         self.cfg = cfg
+        self.client_sizes = client_sizes
         self.aggregator = aggregator
         self.dimension = dimension
         self.stages: tuple[str, ...] = getattr(aggregator, "stages", STAGES)
@@ -147,7 +155,9 @@ def _protocol_name(aggregation: str) -> str:
     return {"plain": "plaintext", "he": "he-ckks"}.get(aggregation, aggregation)
 
 
-def make_backend(cfg: RunConfig, *, dimension: int) -> Backend:
+def make_backend(
+    cfg: RunConfig, *, dimension: int, client_sizes: tuple[int, ...] = ()
+) -> Backend:
     """Build the backend for ``cfg`` (combination already validated by the config)."""
     aggregator: Aggregator
     if cfg.aggregation == "plain":
@@ -167,7 +177,7 @@ def make_backend(cfg: RunConfig, *, dimension: int) -> Backend:
     if cfg.dp in ("distributed", "local"):
         from securefl.fl.secure import attach_dp
 
-        backend = Backend(cfg, aggregator, dimension=dimension)
+        backend = Backend(cfg, aggregator, dimension=dimension, client_sizes=client_sizes)
         attach_dp(backend)
         return backend
     return Backend(cfg, aggregator, dimension=dimension)

@@ -366,4 +366,9 @@ def attach_dp(backend: Any) -> None:
         backend.event_for = event_for
         backend.aggregator.ring_encoder = DDGaussEncoder(ddgauss_config(cfg, backend.dimension, z))
         return
-    raise ConfigurationError(f"dp = {cfg.dp!r} is not available yet", parameter="dp")
+    if cfg.dp == "local":
+        from securefl.fl.local_dp import attach_local_dp
+
+        attach_local_dp(backend)
+        return
+    raise ConfigurationError(f"unknown dp mode {cfg.dp!r}", parameter="dp")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from typing import Any
 
@@ -23,7 +24,7 @@ def _demo(
     from rich.table import Table
 
     from securefl.encoding import error_bound, plan_ring
-    from securefl.errors import ConfigurationError
+    from securefl.errors import AbortError, ConfigurationError
     from securefl.secagg.config import THREAT_MODELS
     from securefl.secagg.params import solve_parameters
     from securefl.secagg.simulate import DropoutPlan, secure_sum_named, simulation_config
@@ -34,7 +35,11 @@ def _demo(
         if threat_model not in THREAT_MODELS:
             raise typer.BadParameter(f"must be one of {sorted(THREAT_MODELS)}")
         params = solve_parameters(
-            clients, gamma, max(dropout, 0.01), model=THREAT_MODELS[threat_model]
+            clients,
+            gamma,
+            # the solver must expect at least the n_drop clients the demo drops below
+            max(dropout, round(dropout * clients) / clients, 0.01),
+            model=THREAT_MODELS[threat_model],
         )
         degree: int | None = None if params.complete_graph else params.k
         t = params.t
@@ -63,6 +68,8 @@ def _demo(
             dimension=layout.size,
             degree=degree,
             layout_digest=layout.digest(),
+            # no global model in this demo: bind a hash of what stands in for it
+            model_digest=hashlib.sha256(b"securefl secagg-demo model" + layout.digest()).digest(),
             threat_model=threat_model,
             corrupt_fraction=gamma,
         )
@@ -77,7 +84,11 @@ def _demo(
         f"{threat_model} server, γ={gamma:g} "
         f"({escape(why)}); {n_drop} clients drop before their masked input"
     )
-    out = secure_sum_named(updates, config, plan, dropouts=DropoutPlan(masked_input=dropped))
+    try:
+        out = secure_sum_named(updates, config, plan, dropouts=DropoutPlan(masked_input=dropped))
+    except AbortError as exc:
+        console.print(f"[red]round aborted[/]: {escape(str(exc))}")
+        raise typer.Exit(code=1) from None
     r = out.round
     err = max(
         float(np.max(np.abs(out.sums[name] - sum(updates[u][name] for u in r.survivors))))

@@ -162,3 +162,10 @@ def test_uint64_ring_roundtrip() -> None:
     x = np.array([0.123456789, -0.987654321, 1.0, -1.0, 0.0])
     enc = encode(x, plan)
     assert np.all(np.abs(decode_sum(enc.values, plan) - x) < error_bound(plan, 1))
+
+
+def test_encoded_values_stay_out_of_repr() -> None:
+    """A plaintext update must not reach a log through repr()."""
+    plan = plan_ring(2, 1.0, 8)
+    enc = encode(np.full(3, 0.123456), plan, rng_key=bytes(16))
+    assert "values" not in repr(enc) and str(int(enc.values[0])) not in repr(enc)

@@ -5,7 +5,6 @@ point that takes bytes from the network."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -264,10 +263,6 @@ def test_size_limit_checked_before_parsing() -> None:
     with pytest.raises(MalformedMessageError, match="exceeds"):
         decode(memoryview(bytearray(limit + 1)), config=cfg)
     assert len(advert) == HEADER_BYTES + 128
-
-
-def test_harness_is_callable(harness: Callable[..., Harness]) -> None:
-    assert harness(n=3, t=2).config.n == 3
 
 
 def test_confirmations_cannot_be_replayed_into_a_rerun_of_the_same_session() -> None:

@@ -1,0 +1,115 @@
+"""Local (example-level) DP-SGD inside each client's training, through Opacus.
+
+Privacy unit: one training example, add/remove adjacency (Abadi et al. 2016). Each client runs
+DP-SGD with Poisson sampling of its own examples at rate q_k = 1/⌈n_k/B⌉ for E·⌈n_k/B⌉ steps
+per round (``securefl.dp.local.make_private``). The accountant is told, per round, the event
+of the *worst* client (largest per-round ε) and — conservatively — that every client takes
+part in every round: amplification by client sampling is not claimed. The event each client
+actually performed (from Opacus's history) is checked against the declared one.
+
+Opacus draws its noise with ``torch.normal`` unless ``secure_mode`` with torchcsprng is
+available; the ledger records ``secure_mode: false`` when it is not (dp.md "local DP-SGD").
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from securefl.dp.events import DpEvent, GaussianEvent, PoissonSampledEvent, SelfComposedEvent
+from securefl.errors import ConfigurationError
+from securefl.fl import privacy
+from securefl.fl.client import TrainSpec
+from securefl.fl.data import TextDataset
+from securefl.fl.model import AdapterModel
+
+
+def client_event(n_examples: int, spec_epochs: int, batch_size: int, z: float) -> DpEvent:
+    """One round of DP-SGD on a client with n examples (Opacus Poisson sampling)."""
+    batches = max(1, math.ceil(n_examples / batch_size))
+    return SelfComposedEvent(PoissonSampledEvent(1.0 / batches, GaussianEvent(z)),
+                             spec_epochs * batches)
+
+
+def attach_local_dp(backend: Any) -> None:
+    cfg = backend.cfg
+    sizes = sorted(set(backend.client_sizes))
+    if not sizes:
+        raise ConfigurationError("local DP needs the client dataset sizes", parameter="dp")
+
+    def per_client(z: float) -> dict[int, DpEvent]:
+        return {n: client_event(n, cfg.local_epochs, cfg.batch_size, z) for n in sizes}
+
+    def worst(z: float) -> DpEvent:
+        events = per_client(z)
+        eps = {n: privacy.epsilon_of(cfg, [e]) for n, e in events.items()}
+        return events[max(eps, key=lambda n: eps[n])]
+
+    z = cfg.noise_multiplier
+    if z is None:
+        z = privacy.calibrate(cfg, worst)
+    backend.noise_multiplier = z
+    backend.event_for = worst
+    backend.trainer = DpSgdTrainer(z, cfg.clip, lambda n: client_event(
+        n, cfg.local_epochs, cfg.batch_size, z))
+
+
+class DpSgdTrainer:
+    """A ``local_train`` replacement running Opacus DP-SGD on the LoRA parameters."""
+
+    def __init__(self, noise_multiplier: float, max_grad_norm: float, expected: Any) -> None:
+        self.noise_multiplier = noise_multiplier
+        self.max_grad_norm = max_grad_norm
+        self.expected = expected
+
+    def __call__(
+        self, model: AdapterModel, data: TextDataset, spec: TrainSpec, *, seed: int
+    ) -> tuple[float, int]:
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+
+        from securefl.dp.local import make_private
+
+        torch.manual_seed(seed)
+        enc = model.tokenizer(
+            list(data.texts), padding="max_length", truncation=True,
+            max_length=model.max_length, return_tensors="pt",
+        )
+        labels = torch.as_tensor(data.labels, dtype=torch.long)
+        dataset = TensorDataset(enc["input_ids"], enc["attention_mask"], labels)
+        gen = torch.Generator().manual_seed(seed)
+        loader = DataLoader(dataset, batch_size=spec.batch_size, shuffle=True, generator=gen)
+        net = model.model
+        net.train()
+        opt = torch.optim.SGD(model.trainable_parameters, lr=spec.lr * 10)
+        session = make_private(
+            net, opt, loader, noise_multiplier=self.noise_multiplier,
+            max_grad_norm=self.max_grad_norm,
+        )
+        losses: list[float] = []
+        try:
+            for _ in range(spec.epochs):
+                for ids, mask, y in session.data_loader:
+                    if ids.shape[0] == 0:  # Poisson sampling can draw an empty batch
+                        session.optimizer.zero_grad(set_to_none=True)
+                        continue
+                    out = session.module(
+                        input_ids=ids.to(model.device), attention_mask=mask.to(model.device)
+                    )
+                    loss = torch.nn.functional.cross_entropy(out.logits, y.to(model.device))
+                    session.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    session.optimizer.step()
+                    losses.append(float(loss.detach()))
+            performed = session.event()
+        finally:
+            session.module._close()
+        declared = self.expected(len(data))
+        if performed != declared:
+            raise ConfigurationError(
+                f"DP-SGD performed {performed.to_dict()} but declared {declared.to_dict()}",
+                parameter="dp",
+            )
+        return (float(np.mean(losses)) if losses else math.nan), len(losses)
