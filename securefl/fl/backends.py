@@ -155,9 +155,7 @@ def _protocol_name(aggregation: str) -> str:
     return {"plain": "plaintext", "he": "he-ckks"}.get(aggregation, aggregation)
 
 
-def make_backend(
-    cfg: RunConfig, *, dimension: int, client_sizes: tuple[int, ...] = ()
-) -> Backend:
+def make_backend(cfg: RunConfig, *, dimension: int, client_sizes: tuple[int, ...] = ()) -> Backend:
     """Build the backend for ``cfg`` (combination already validated by the config)."""
     aggregator: Aggregator
     if cfg.aggregation == "plain":

@@ -49,7 +49,7 @@ def simulate(
 ) -> None:
     """Federated LoRA fine-tuning of all-MiniLM-L6-v2 with secure aggregation and DP.
 
-    The bare command runs the default job (32 clients, 10 rounds, SecAgg+, client-level DP at
+    The bare command runs the default job (160 clients, 10 rounds, SecAgg+, client-level DP at
     ε = 8) and writes metrics, checkpoint, ledger and audit report to the run directory.
     """
     from rich.console import Console

@@ -29,8 +29,9 @@ from securefl.fl.model import AdapterModel
 def client_event(n_examples: int, spec_epochs: int, batch_size: int, z: float) -> DpEvent:
     """One round of DP-SGD on a client with n examples (Opacus Poisson sampling)."""
     batches = max(1, math.ceil(n_examples / batch_size))
-    return SelfComposedEvent(PoissonSampledEvent(1.0 / batches, GaussianEvent(z)),
-                             spec_epochs * batches)
+    return SelfComposedEvent(
+        PoissonSampledEvent(1.0 / batches, GaussianEvent(z)), spec_epochs * batches
+    )
 
 
 def attach_local_dp(backend: Any) -> None:
@@ -52,8 +53,9 @@ def attach_local_dp(backend: Any) -> None:
         z = privacy.calibrate(cfg, worst)
     backend.noise_multiplier = z
     backend.event_for = worst
-    backend.trainer = DpSgdTrainer(z, cfg.clip, lambda n: client_event(
-        n, cfg.local_epochs, cfg.batch_size, z))
+    backend.trainer = DpSgdTrainer(
+        z, cfg.clip, lambda n: client_event(n, cfg.local_epochs, cfg.batch_size, z)
+    )
 
 
 class DpSgdTrainer:
@@ -74,8 +76,11 @@ class DpSgdTrainer:
 
         torch.manual_seed(seed)
         enc = model.tokenizer(
-            list(data.texts), padding="max_length", truncation=True,
-            max_length=model.max_length, return_tensors="pt",
+            list(data.texts),
+            padding="max_length",
+            truncation=True,
+            max_length=model.max_length,
+            return_tensors="pt",
         )
         labels = torch.as_tensor(data.labels, dtype=torch.long)
         dataset = TensorDataset(enc["input_ids"], enc["attention_mask"], labels)
@@ -83,9 +88,12 @@ class DpSgdTrainer:
         loader = DataLoader(dataset, batch_size=spec.batch_size, shuffle=True, generator=gen)
         net = model.model
         net.train()
-        opt = torch.optim.SGD(model.trainable_parameters, lr=spec.lr * 10)
+        opt = torch.optim.AdamW(model.trainable_parameters, lr=spec.lr, weight_decay=0.0)
         session = make_private(
-            net, opt, loader, noise_multiplier=self.noise_multiplier,
+            net,
+            opt,
+            loader,
+            noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.max_grad_norm,
         )
         losses: list[float] = []

@@ -166,9 +166,7 @@ def run_simulation(
     d = model.layout.size
     layout_digest = model.layout.digest().hex()
     max_n = max(len(c) for c in clients)
-    backend: Backend = make_backend(
-        cfg, dimension=d, client_sizes=tuple(len(c) for c in clients)
-    )
+    backend: Backend = make_backend(cfg, dimension=d, client_sizes=tuple(len(c) for c in clients))
     noise_multiplier = backend.noise_multiplier
     policy = ledger_mod.load_policy(cfg)
 

@@ -259,7 +259,10 @@ class HEAggregator:
                 "unmask": t.get("decrypt", 0.0),
                 "he": dict(t),
             },
-            protocol={**self.info(), "release": {str(k): str(v) for k, v in result.metadata.items()}},
+            protocol={
+                **self.info(),
+                "release": {str(k): str(v) for k, v in result.metadata.items()},
+            },
         )
 
 
