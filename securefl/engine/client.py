@@ -136,7 +136,9 @@ class SecAggNode:
         if self.registry is not None:
             for u, pk in zip(config.client_ids, config.identity_keys, strict=True):
                 if self.registry.get(u) != pk:
-                    raise UnsafeRequestError(f"identity key of client {u} is not the registered one")
+                    raise UnsafeRequestError(
+                        f"identity key of client {u} is not the registered one"
+                    )
         if plan.bits != config.bits or plan.n_clients < config.n:
             raise UnsafeRequestError("ring plan does not match the round configuration")
         digest = model_digest(global_state, plan_text, config.round_index, self.task_name)

@@ -155,7 +155,9 @@ def _round_summary(result: EngineRoundResult) -> dict[str, Any]:
         "bits": result.plan.bits,
         "frac_bits": result.plan.frac_bits,
         "dtype": result.total.dtype.name,
-        "total_b64": base64.b64encode(result.total.astype(result.total.dtype.newbyteorder("<")).tobytes()).decode(),
+        "total_b64": base64.b64encode(
+            result.total.astype(result.total.dtype.newbyteorder("<")).tobytes()
+        ).decode(),
         "bytes_up": result.bytes_up,
         "bytes_down": result.bytes_down,
         "timings": result.timings,
@@ -225,7 +227,6 @@ def run_server(grid: Grid, run_config: Mapping[str, Scalar]) -> dict[str, Any]:
     return summary
 
 
-@server_app.main()
 def _server_main(grid: Grid, context: Context) -> None:
     run_server(grid, context.run_config)
 
@@ -250,7 +251,6 @@ def node_from_context(context: Context) -> SecAggNode:
     )
 
 
-@client_app.train("secagg")
 def _client_secagg(msg: Message, context: Context) -> Message:
     store: dict[str, Any] = {}
     if STATE_RECORD in context.state.config_records:
@@ -261,12 +261,20 @@ def _client_secagg(msg: Message, context: Context) -> Message:
         if request is None:
             raise ConfigurationError("message has no securefl record", parameter="content")
         reply = node.handle(dict(request), store)
-    except SecureFLError as exc:  # refuse: the server sees an error reply and drops us
-        store.clear()
+    except Exception as exc:  # refuse: the server sees an error reply and drops us
+        store.clear()  # no round secret outlives a refusal or a crash of the client step
         _save_state(context, store)
-        return Message(Error(REFUSED, f"{type(exc).__name__}: {exc}"), reply_to=msg)
+        # protocol errors say what was wrong; anything else only its type (could hold data)
+        why = (
+            f"{type(exc).__name__}: {exc}" if isinstance(exc, SecureFLError) else type(exc).__name__
+        )
+        return Message(Error(REFUSED, why), reply_to=msg)
     _save_state(context, store)
     return Message(RecordDict({RECORD: ConfigRecord(reply)}), reply_to=msg)
+
+
+server_app.main()(_server_main)
+client_app.train("secagg")(_client_secagg)
 
 
 def _save_state(context: Context, store: Mapping[str, Any]) -> None:

@@ -81,7 +81,7 @@ def save_registry(path: str | Path, public_keys: Mapping[int, bytes]) -> None:
     Path(path).write_text(json.dumps({"format": "securefl-registry-v1", "keys": doc}, indent=1))
 
 
-def load_registry(path: str | Path) -> dict[int, bytes]:
+def load_registry(path: str | Path, *, minimum: int = 2) -> dict[int, bytes]:
     """Read a registry; every key must be a valid Ed25519 public key and ids in range."""
     try:
         doc = json.loads(Path(path).read_text())
@@ -94,6 +94,6 @@ def load_registry(path: str | Path) -> dict[int, bytes]:
         raise ConfigurationError(
             f"cannot load registry {path}: {type(exc).__name__}: {exc}", parameter="registry"
         ) from None
-    if len(out) < 2:
-        raise ConfigurationError("needs at least two clients", parameter="registry")
+    if len(out) < minimum:
+        raise ConfigurationError(f"needs at least {minimum} clients", parameter="registry")
     return out

@@ -25,11 +25,13 @@ Aggregation = Literal["plain", "secagg", "secagg+", "he"]
 DpMode = Literal["none", "central", "distributed", "local"]
 Sampling = Literal["poisson", "fixed"]
 AccountantName = Literal["rdp", "pld", "prv"]
+SecAggModel = Literal["semi-honest", "semi-malicious"]
 
 AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 DP_MODES: tuple[str, ...] = get_args(DpMode)
 SAMPLINGS: tuple[str, ...] = get_args(Sampling)
 ACCOUNTANTS: tuple[str, ...] = get_args(AccountantName)
+SECAGG_MODELS: tuple[str, ...] = get_args(SecAggModel)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class RunConfig:
     frac_bits: int = 16
     corrupt_fraction: float = 0.05  # γ for the SecAgg+ graph solver
     dropout_fraction: float = 0.33  # δ the SecAgg(+) threshold must tolerate
+    secagg_model: SecAggModel = "semi-malicious"  # threat model the (k, t) solver targets
     he_preset: str = "fast"  # securefl.he preset: fast | weighted | precise
     # --- differential privacy --------------------------------------------------------------
     dp: DpMode = "central"
@@ -177,6 +180,7 @@ def validate(cfg: RunConfig) -> None:
         ("dp", DP_MODES),
         ("sampling", SAMPLINGS),
         ("accountant", ACCOUNTANTS),
+        ("secagg_model", SECAGG_MODELS),
     ):
         if getattr(cfg, name) not in allowed:
             raise ConfigurationError(

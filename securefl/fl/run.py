@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from securefl.audit.ledger import Ledger
-from securefl.dp.events import DpEvent, NonPrivateEvent
-from securefl.errors import AbortError, ConfigurationError
+from securefl.dp.events import DpEvent
+from securefl.errors import AbortError
 from securefl.fl import checkpoint as ckpt_mod
 from securefl.fl import ledger as ledger_mod
 from securefl.fl.aggregation import AggregateOutcome
@@ -166,24 +166,28 @@ def run_simulation(
     d = model.layout.size
     layout_digest = model.layout.digest().hex()
     max_n = max(len(c) for c in clients)
-    backend: Backend = make_backend(cfg, dimension=d, client_sizes=tuple(len(c) for c in clients))
-    noise_multiplier = backend.noise_multiplier
-    policy = ledger_mod.load_policy(cfg)
-
     existing = ckpt_mod.load(run_dir) if resume else None
     if existing is None and (run_dir / ckpt_mod.CHECKPOINT_NAME).exists():
         raise ResumeError(f"{run_dir} holds a checkpoint; pass resume=True or use a new --out")
+    sizes = tuple(len(c) for c in clients)
     if existing is not None:
         if existing.config_digest != cfg.digest():
             raise ResumeError("the run directory was written with a different configuration")
         if existing.layout_digest != layout_digest:
             raise ResumeError("the adapter layout differs from the checkpoint's")
+    # A resumed run keeps the noise multiplier it started with, even if `rounds` grew: the
+    # budget check (not a silent recalibration) decides whether more rounds may run.
+    backend_cfg = cfg
+    if existing is not None and existing.noise_multiplier is not None:
+        backend_cfg = cfg.replace(noise_multiplier=existing.noise_multiplier)
+    backend: Backend = make_backend(backend_cfg, dimension=d, client_sizes=sizes)
+    noise_multiplier = backend.noise_multiplier
+    policy = ledger_mod.load_policy(cfg)
+    if existing is not None:
         run_id = existing.run_id
         global_flat = existing.global_flat.copy()
         account = PrivacyAccount.from_list(cfg, existing.events)
         start = existing.rounds_done
-        noise_multiplier = existing.noise_multiplier
-        backend.noise_multiplier = noise_multiplier
         metrics = list(existing.metrics)
         _write_metrics(run_dir, metrics)
     else:
@@ -252,7 +256,18 @@ def run_simulation(
                 round_id=r,
             )
             record, global_flat = _one_round(
-                cfg, r, model, backend, clients, test, global_flat, spec, key, max_n, callback
+                cfg,
+                r,
+                model,
+                backend,
+                clients,
+                test,
+                global_flat,
+                spec,
+                key,
+                max_n,
+                callback,
+                declared=event,
             )
             account.events.append(event)
             record["epsilon"] = account.epsilon()
@@ -350,9 +365,15 @@ def _one_round(
     key: bytes,
     max_n: int,
     callback: Callback | None,
+    *,
+    declared: DpEvent | None = None,
 ) -> tuple[dict[str, Any], FloatVector]:
     t_round = time.perf_counter()
-    cohort = sample_clients(cfg, key, r)
+    cohort, performed = sample_clients(cfg, key, r)
+    if cfg.client_level_dp and declared is not None:  # local DP-SGD: no client sampling claimed
+        from securefl.dp.participation import assert_sampling_matches
+
+        assert_sampling_matches(declared, performed)
     dropouts = simulate_dropouts(cfg, cohort, r, backend.stages)
     _emit(callback, "round_started", round=r, cohort=len(cohort))
     updates: dict[int, ClientUpdate] = {}
@@ -518,4 +539,3 @@ def _write_reports(
 
 
 __all__ = ["RunResult", "load_data", "run_simulation"]
-_ = (DpEvent, NonPrivateEvent, ConfigurationError)

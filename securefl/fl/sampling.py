@@ -14,6 +14,7 @@ import hmac
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,12 +51,21 @@ def _uniforms(key: bytes, round_index: int, n: int) -> np.ndarray:
     return out
 
 
-def sample_clients(cfg: RunConfig, key: bytes, round_index: int) -> list[int]:
-    """The cohort of a round, exactly as the accountant is told (Poisson q or m of N)."""
+def sample_clients(cfg: RunConfig, key: bytes, round_index: int) -> tuple[list[int], Any]:
+    """The cohort of a round and the scheme this draw performed (securefl.dp.participation),
+    which the loop checks against the sampling declared to the accountant."""
+    from securefl.dp.participation import FixedSizeSampling, FullParticipation, PoissonSampling
+
     u = _uniforms(key, round_index, cfg.n_clients)
     if cfg.sampling == "poisson":
-        return [int(i) for i in np.flatnonzero(u < cfg.sampling_rate)]
-    return sorted(int(i) for i in np.argsort(u, kind="stable")[: cfg.clients_per_round])
+        cohort = [int(i) for i in np.flatnonzero(u < cfg.sampling_rate)]
+        if cfg.sampling_rate >= 1.0:
+            return cohort, FullParticipation(cfg.n_clients)
+        return cohort, PoissonSampling(cfg.sampling_rate)
+    cohort = sorted(int(i) for i in np.argsort(u, kind="stable")[: cfg.clients_per_round])
+    if cfg.clients_per_round == cfg.n_clients:
+        return cohort, FullParticipation(cfg.n_clients)
+    return cohort, FixedSizeSampling(cfg.n_clients, cfg.clients_per_round)
 
 
 def simulate_dropouts(

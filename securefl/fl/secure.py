@@ -58,6 +58,7 @@ class SecAggAggregator:
 
     def info(self) -> dict[str, Any]:
         return {
+            "model": self.cfg.secagg_model,
             "gamma": self.cfg.corrupt_fraction,
             "delta": self.cfg.dropout_fraction,
             "frac_bits": self.cfg.frac_bits,
@@ -80,6 +81,7 @@ class SecAggAggregator:
             n,
             self.cfg.corrupt_fraction,
             self.cfg.dropout_fraction,
+            model=self.cfg.secagg_model,
             complete_graph=self.cfg.aggregation == "secagg",
         )
         degree = None if params.complete_graph else params.k
@@ -91,6 +93,7 @@ class SecAggAggregator:
                 "degree": params.k,
                 "threshold": params.t,
                 "complete_graph": params.complete_graph,
+                "threat_model": params.model,
             },
         )
 

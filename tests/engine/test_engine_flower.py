@@ -10,12 +10,14 @@ started in its own session and killed in ``finally``; only 127.0.0.1 is used.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +34,9 @@ from securefl.engine.task import SyntheticTask
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(shutil.which("flower-superlink") or "flower-superlink").parent
+BIN = Path(sys.executable).parent  # the virtualenv's bin: flwr's console scripts live there
+if not (BIN / "flower-superlink").exists():
+    BIN = Path(shutil.which("flower-superlink") or "flower-superlink").parent
 CLIENT_IDS = (11, 22, 33, 44)
 KILLED = 2  # index of the SuperNode killed in round 1 (client 33)
 RUN_CONFIG: dict[str, Any] = {"synthetic-rows": 4, "clip": 1.0, "frac-bits": 16}
@@ -55,11 +59,17 @@ def _wait_port(port: int, deadline: float) -> None:
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the SuperNode, its SuperExec and ClientApps
-    except ProcessLookupError:
-        pass
+    """SIGKILL the whole session (SuperNode/SuperLink, its SuperExec and app processes)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # until no member of the group is left
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

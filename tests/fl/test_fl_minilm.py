@@ -14,8 +14,15 @@ from securefl.fl.run import run_simulation
 @pytest.mark.slow
 def test_minilm_lora_secagg_plus_learns(tmp_path: Path) -> None:
     cfg = RunConfig(
-        out=str(tmp_path / "run"), aggregation="secagg+", dp="none", n_clients=4,
-        synthetic_examples=200, rounds=2, sampling_rate=1.0, dropout_rate=0.0, local_lr=1e-2,
+        out=str(tmp_path / "run"),
+        aggregation="secagg+",
+        dp="none",
+        n_clients=4,
+        synthetic_examples=200,
+        rounds=2,
+        sampling_rate=1.0,
+        dropout_rate=0.0,
+        local_lr=1e-2,
     )
     res = run_simulation(cfg)
     assert res.provenance["name"] == "all-MiniLM-L6-v2"
