@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "securefl.dp.cli",
     "securefl.audit.cli",
     "securefl.fl.cli",
+    "securefl.engine.cli",
 )
 
 

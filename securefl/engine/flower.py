@@ -71,7 +71,7 @@ def settings_from_config(config: Mapping[str, Scalar]) -> RoundSettings:
         threshold=threshold or None,
         degree=degree or None,
         min_cohort=_get(config, "min-cohort", 0, int),
-        threat_model=_get(config, "threat-model", "semi-honest", str),
+        threat_model=_get(config, "threat-model", "malicious", str),
         corrupt_fraction=_get(config, "corrupt-fraction", 0.0, float),
         stage_timeout=_get(config, "stage-timeout", 30.0, float),
     )
@@ -79,7 +79,7 @@ def settings_from_config(config: Mapping[str, Scalar]) -> RoundSettings:
 
 def policy_from_node_config(config: Mapping[str, Scalar]) -> ClientPolicy:
     return ClientPolicy(
-        threat_model=_get(config, "threat-model", "semi-honest", str),
+        threat_model=_get(config, "threat-model", "malicious", str),
         corrupt_fraction=_get(config, "corrupt-fraction", 0.0, float),
         min_threshold=_get(config, "min-threshold", 2, int),
         min_cohort=_get(config, "min-cohort", 0, int),

@@ -63,7 +63,7 @@ class RoundSettings:
     threshold: int | None = None  # None: the smallest t the threat model admits
     degree: int | None = None  # None: complete graph (SecAgg); k: SecAgg+
     min_cohort: int = 0
-    threat_model: str = "semi-honest"
+    threat_model: str = "malicious"  # t > (n + ⌊γn⌋)/2 on the complete graph
     corrupt_fraction: float = 0.0
     security_bits: float = 40.0
     stage_timeout: float = 30.0

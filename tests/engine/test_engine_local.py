@@ -282,3 +282,25 @@ def test_cli_keygen_and_app(tmp_path: Path) -> None:
     text = (tmp_path / "app" / "pyproject.toml").read_text()
     assert 'serverapp = "securefl.engine.flower:server_app"' in text
     assert f'registry = "{reg.resolve()}"' in text
+
+
+def test_node_policy_refuses_a_threshold_below_its_threat_model() -> None:
+    from securefl.secagg import ClientPolicy
+
+    nodes = make_nodes()
+    for node in nodes.values():
+        node.policy = ClientPolicy(threat_model="malicious")  # needs t ≥ 3 for n = 5
+    transport = InProcessTransport(nodes)
+    with pytest.raises(AbortError):
+        run_secure_round(
+            transport,
+            TASK,
+            task_name=DEFAULT_TASK,
+            registry=REGISTRY,
+            global_state=TASK.initial_state(RUN),
+            round_index=0,
+            run_config=RUN,
+            settings=RoundSettings(threshold=2, threat_model="semi-honest"),
+        )
+    assert len(transport.errors) == len(IDS)
+    assert all("UnsafeRequestError" in why for why in transport.errors.values())
