@@ -9,7 +9,6 @@ by the caller around the pure steps; nothing here sleeps or does I/O.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -114,8 +113,3 @@ class PlainAggregator:
                 "server_sees_individual_updates": True,
             },
         )
-
-
-def fresh_key() -> bytes:
-    """A 32-byte key for stochastic rounding (cryptographic source)."""
-    return secrets.token_bytes(32)

@@ -141,14 +141,14 @@ class Backend:
             fed = self.fedavg_config(self.noise_multiplier)
             mean = release(add_grid_noise(to_grid(total, cfg.frac_bits), fed), fed)
             noise_s = time.perf_counter() - t0
-            return global_flat + cfg.server_lr * mean, noise_s
+            return global_flat + cfg.effective_server_lr * mean, noise_s
         if cfg.client_level_dp:
             mean = total / self.denominator()
         elif outcome.weight_total > 0:
             mean = total / outcome.weight_total
         else:
             return global_flat.copy(), noise_s
-        return global_flat + cfg.server_lr * mean, noise_s
+        return global_flat + cfg.effective_server_lr * mean, noise_s
 
 
 def _protocol_name(aggregation: str) -> str:

@@ -69,7 +69,7 @@ class RunConfig:
     local_epochs: int = 2
     batch_size: int = 8
     local_lr: float = 1e-2
-    server_lr: float = 2.0
+    server_lr: float | None = None  # None: 2.0 under client-level DP (clipped, small), else 1.0
     # --- aggregation -----------------------------------------------------------------------
     aggregation: Aggregation = "secagg+"
     frac_bits: int = 16
@@ -115,6 +115,14 @@ class RunConfig:
         return self.dp in ("central", "distributed")
 
     @property
+    def effective_server_lr(self) -> float:
+        """Clipped, fixed-denominator DP means are short steps: default server lr 2 for them
+        (DP-FedAvg uses a server step > 1 too, McMahan et al. 2018 §4); plain FedAvg: 1."""
+        if self.server_lr is not None:
+            return self.server_lr
+        return 2.0 if self.client_level_dp else 1.0
+
+    @property
     def effective_budget(self) -> float | None:
         if self.epsilon_budget is not None:
             return self.epsilon_budget
@@ -149,10 +157,11 @@ def validate(cfg: RunConfig) -> None:
         value = getattr(cfg, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigurationError(f"must be a positive integer, got {value!r}", parameter=name)
+    if cfg.server_lr is not None:
+        _positive(cfg, "server_lr")
     for name in (
         "lora_alpha",
         "local_lr",
-        "server_lr",
         "clip",
         "target_epsilon",
         "dirichlet_alpha",

@@ -73,17 +73,20 @@ class SecAggAggregator:
 
     def parameters(self, n: int) -> tuple[int | None, int, dict[str, Any]]:
         """(degree or None for the complete graph, threshold, ledger info) for n clients."""
-        from securefl.secagg.params import solve_parameters
+        from securefl.secagg.params import InfeasibleParametersError, solve_parameters
 
         if n < 3:
             raise AbortError(f"cohort of {n} is too small for secure aggregation (need ≥ 3)")
-        params = solve_parameters(
-            n,
-            self.cfg.corrupt_fraction,
-            self.cfg.dropout_fraction,
-            model=self.cfg.secagg_model,
-            complete_graph=self.cfg.aggregation == "secagg",
-        )
+        try:
+            params = solve_parameters(
+                n,
+                self.cfg.corrupt_fraction,
+                self.cfg.dropout_fraction,
+                model=self.cfg.secagg_model,
+                complete_graph=self.cfg.aggregation == "secagg",
+            )
+        except InfeasibleParametersError as exc:  # e.g. too few clients for this threat model
+            raise AbortError(f"no safe SecAgg parameters for a cohort of {n}: {exc}") from exc
         degree = None if params.complete_graph else params.k
         return (
             degree,

@@ -77,13 +77,14 @@ def test_secure_sum_equals_plaintext_sum(
     assert secure.bytes_up > 0 and secure.bytes_down > 0
 
 
-def test_too_small_cohort_aborts() -> None:
+@pytest.mark.parametrize("n", [2, 4])  # 4: no semi-malicious (k, t) exists
+def test_too_small_cohort_aborts(n: int) -> None:
     cfg = RunConfig(model="tiny", aggregation="secagg+", dp="none", n_clients=8)
     agg = SecAggAggregator(cfg, dimension=4)
     with pytest.raises(AbortError):
         agg.aggregate(
-            {1: np.zeros(4), 2: np.zeros(4)},
-            {1: 1.0, 2: 1.0},
+            {i: np.zeros(4) for i in range(n)},
+            dict.fromkeys(range(n), 1.0),
             dropouts={},
             round_index=0,
             context=CONTEXT,

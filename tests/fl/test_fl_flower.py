@@ -39,7 +39,7 @@ def test_flower_round_equals_simulation_steps() -> None:
     w = np.array([u.num_examples for u in ups], dtype=np.float64)
     expected = (
         g
-        + CFG.server_lr
+        + CFG.effective_server_lr
         * sum(
             wi * u.delta.astype(np.float32).astype(np.float64) for wi, u in zip(w, ups, strict=True)
         )
