@@ -17,6 +17,13 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
+def _root() -> None:
+    """Keeps ``securefl`` a command group even if only one layer contributes commands."""
+
+
+app.callback()(_root)
+
 # Layers that contribute commands, lowest first.
 _COMMAND_MODULES = (
     "securefl.secagg.cli",

@@ -131,6 +131,11 @@ class SecAggAggregator:
             round_index=round_index,
             layout_digest=layout_digest,
             model_digest=model_digest,
+            # Clients check t against the same threat model the solver used (secagg.md §7, C0).
+            threat_model="malicious"
+            if self.cfg.secagg_model == "semi-malicious"
+            else "semi-honest",
+            corrupt_fraction=self.cfg.corrupt_fraction,
         )
         by_stage: dict[str, set[int]] = {s: set() for s in SECAGG_STAGES}
         for cid, stage in dropouts.items():
