@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from securefl.audit.render_md import fmt, round_rows
+from securefl.audit.render_md import fmt, round_rows, round_table
 from securefl.audit.svg import line_chart
 
 _MAX_ROUND_ROWS = 200
@@ -225,35 +225,7 @@ def render_html(report: Mapping[str, Any]) -> str:
             f"<p>First and last {_MAX_ROUND_ROWS // 2} of {len(report['rounds'])}"
             " rounds; the JSON report has all.</p>"
         )
-    out.append(
-        _table(
-            [
-                "run",
-                "round",
-                "status",
-                "participants",
-                "dropouts",
-                "accuracy",
-                "loss",
-                "bytes up",
-                "bytes down",
-            ],
-            [
-                [
-                    r["run_id"],
-                    r["round_id"],
-                    r["status"],
-                    r["participants"],
-                    r["dropouts"],
-                    r["accuracy"],
-                    r["loss"],
-                    r["bytes_up"],
-                    r["bytes_down"],
-                ]
-                for r in shown
-            ],
-        )
-    )
+    out.append(_table(*round_table(shown)))
     if report["model_provenance"]:
         out += ["<h2>Model provenance</h2>", _ul(report["model_provenance"])]
     if report["empirical_audits"]:

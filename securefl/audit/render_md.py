@@ -45,6 +45,25 @@ def round_rows(report: Mapping[str, Any], limit: int) -> list[Mapping[str, Any]]
     return rows[:half] + rows[-half:]
 
 
+# Per-round table shown by both renderers: (column heading, key in a report round).
+ROUND_COLUMNS = (
+    ("run", "run_id"),
+    ("round", "round_id"),
+    ("status", "status"),
+    ("participants", "participants"),
+    ("dropouts", "dropouts"),
+    ("accuracy", "accuracy"),
+    ("loss", "loss"),
+    ("bytes up", "bytes_up"),
+    ("bytes down", "bytes_down"),
+)
+
+
+def round_table(rows: list[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Headings and cells of the per-round table."""
+    return [h for h, _ in ROUND_COLUMNS], [[r[k] for _, k in ROUND_COLUMNS] for r in rows]
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     g = report["guarantee"]
     v = report["ledger"]["verification"]
@@ -132,33 +151,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     shown = round_rows(report, _MAX_ROUND_ROWS)
     if len(shown) < len(report["rounds"]):
         lines += [f"(first and last {_MAX_ROUND_ROWS // 2} of {len(report['rounds'])} rounds)", ""]
-    lines += _table(
-        [
-            "run",
-            "round",
-            "status",
-            "participants",
-            "dropouts",
-            "accuracy",
-            "loss",
-            "bytes up",
-            "bytes down",
-        ],
-        [
-            [
-                r["run_id"],
-                r["round_id"],
-                r["status"],
-                r["participants"],
-                r["dropouts"],
-                r["accuracy"],
-                r["loss"],
-                r["bytes_up"],
-                r["bytes_down"],
-            ]
-            for r in shown
-        ],
-    )
+    lines += _table(*round_table(shown))
     if report["model_provenance"]:
         lines += ["", "## Model provenance", ""]
         lines += [f"- {_md(p)}" for p in report["model_provenance"]]
