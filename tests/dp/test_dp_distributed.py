@@ -23,6 +23,7 @@ from securefl.dp.distributed import (
 )
 from securefl.dp.errors import InvalidParameterError
 from securefl.dp.sampling import CryptoRandom
+from securefl.secagg.simulate import DropoutPlan, run_round, simulation_config
 
 SEED = b"rotation-seed".ljust(32, b"\0")
 
@@ -86,24 +87,28 @@ def test_encode_sum_decode_recovers_the_mean_within_stated_error() -> None:
     assert float(np.sqrt(np.mean((out - true) ** 2))) <= 1.2 * std
 
 
-def test_output_is_a_secure_aggregation_input() -> None:
-    """The client vector goes straight into securefl.secagg.simulate.run_round."""
-    try:
-        from securefl.secagg.simulate import run_round, simulation_config
-    except ImportError as exc:  # pragma: no cover
-        pytest.skip(f"secagg not available: {exc}")
-    n, d = 4, 100
+def _encoded_cohort(
+    n: int, d: int, *, min_contributors: int
+) -> tuple[DDGaussConfig, list[np.ndarray], dict[int, np.ndarray]]:
+    """n clients' DDGauss-encoded updates (z = 0.5, C = 1), keyed by SecAgg ids 1..n."""
     cfg = DDGaussConfig.for_noise_multiplier(
         0.5,
         dimension=d,
         clip=1.0,
         granularity=1e-2,
         bits=24,
-        min_contributors=3,
+        min_contributors=min_contributors,
         expected_cohort=float(n),
     )
     ups = _updates(n, d)
     inputs = {i + 1: client_encode(u, cfg, rotation_seed=SEED) for i, u in enumerate(ups)}
+    return cfg, ups, inputs
+
+
+def test_output_is_a_secure_aggregation_input() -> None:
+    """The client vector goes straight into securefl.secagg.simulate.run_round."""
+    n = 4
+    cfg, ups, inputs = _encoded_cohort(n, 100, min_contributors=3)
     config = simulation_config(
         list(inputs), threshold=3, bits=cfg.bits, dimension=cfg.padded_dimension
     )
@@ -118,22 +123,8 @@ def test_output_is_a_secure_aggregation_input() -> None:
 def test_dropouts_leave_the_survivors_noise_and_the_fixed_denominator() -> None:
     """A client dropping before its masked input: the sum holds only survivors' vectors (and
     noise: n_min = 4 contributors is what the event assumed), the denominator stays m = 5."""
-    try:
-        from securefl.secagg.simulate import DropoutPlan, run_round, simulation_config
-    except ImportError as exc:  # pragma: no cover
-        pytest.skip(f"secagg not available: {exc}")
-    n, d = 5, 60
-    cfg = DDGaussConfig.for_noise_multiplier(
-        0.5,
-        dimension=d,
-        clip=1.0,
-        granularity=1e-2,
-        bits=24,
-        min_contributors=4,
-        expected_cohort=float(n),
-    )
-    ups = _updates(n, d)
-    inputs = {i + 1: client_encode(u, cfg, rotation_seed=SEED) for i, u in enumerate(ups)}
+    n = 5
+    cfg, ups, inputs = _encoded_cohort(n, 60, min_contributors=4)
     config = simulation_config(
         list(inputs), threshold=3, bits=cfg.bits, dimension=cfg.padded_dimension, min_cohort=4
     )

@@ -101,11 +101,9 @@ def test_end_to_end_over_secure_aggregation_matches_plaintext() -> None:
     → decode → the SAME discrete noise draw → release, versus plaintext DP-FedAvg. The two
     differ only by encoding error: < n·2^−f (stochastic rounding of n encodings) + ½·2^−f
     (nearest rounding of the plaintext sum), divided by the fixed denominator."""
-    try:
-        from securefl.encoding import decode_sum, encode, plan_ring
-        from securefl.secagg.simulate import run_round, simulation_config
-    except ImportError as exc:  # pragma: no cover - only while the layer is missing
-        pytest.skip(f"secagg not available: {exc}")
+    from securefl.encoding import decode_sum, encode, plan_ring
+    from securefl.secagg.simulate import run_round, simulation_config
+
     n, d, f = 5, 64, 16
     cfg = DpFedAvgConfig(clip=1.0, noise_multiplier=0.7, expected_cohort=float(n), frac_bits=f)
     ups = _updates(n, d, seed=7)

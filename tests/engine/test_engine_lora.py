@@ -15,7 +15,6 @@ from securefl.encoding import error_bound
 from securefl.engine import InProcessTransport, NodeIdentity, SecAggNode, run_secure_round
 
 pytestmark = pytest.mark.slow
-pytest.importorskip("securefl.fl.client")
 pytest.importorskip("peft")
 
 TASK_NAME = "securefl.engine.lora:LoraTask"

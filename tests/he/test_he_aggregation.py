@@ -227,7 +227,6 @@ def test_process_pool_matches_in_process(holders: dict[str, KeyHolder]) -> None:
 def test_noise_flooding_release(holders: dict[str, KeyHolder]) -> None:
     """Flooded release: noise on the grid with the asked σ. The sample std of 8192 draws lies
     within ±5 % of σ except w.p. < 1e-9 (std of the estimate ≈ σ/√(2·8192) ≈ 0.8 %)."""
-    pytest.importorskip("securefl.dp.sampling")
     from securefl.he import ReleasePolicy
 
     kh = holders["fast"]
