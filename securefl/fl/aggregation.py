@@ -10,7 +10,7 @@ by the caller around the pure steps; nothing here sleeps or does I/O.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,6 +21,12 @@ from securefl.tensors import FloatVector
 
 # Stages at which a simulated client can vanish (names follow Bonawitz et al. 2017, Fig. 4).
 STAGES: tuple[str, ...] = ("advertise_keys", "share_keys", "masked_input", "unmasking")
+
+#: Sees every message of a round as ``(stage, sender, recipient, bytes)``; party 0 is the
+#: server, client ``c`` of the loop is party ``c + 1`` (as in SecAgg, whose ids start at 1).
+#: Tests use it to check what each party actually receives.
+WireObserver = Callable[[str, int, int, bytes], None]
+SERVER = 0
 
 
 @dataclass(frozen=True)
@@ -75,9 +81,17 @@ def _check_inputs(inputs: Mapping[int, FloatVector], weights: Mapping[int, float
 
 
 class PlainAggregator:
-    """Plaintext FedAvg: the server sees every update (the baseline; fp32 on the wire)."""
+    """Plaintext FedAvg: the server sees every update (the baseline; fp32 on the wire).
+
+    Each update travels as little-endian float32 values followed by its float64 weight, and the
+    server sums what it decodes from those bytes — so an observer sees exactly what the server
+    reads (the individual clipped updates: that is what "plain" means).
+    """
 
     name = "plain"
+
+    def __init__(self, observer: WireObserver | None = None) -> None:
+        self.observer = observer
 
     def aggregate(
         self,
@@ -96,8 +110,16 @@ class PlainAggregator:
         total = np.zeros(d, dtype=np.float64)
         wsum = 0.0
         for cid in sorted(survivors):
-            total += weights[cid] * inputs[cid].astype(np.float32).astype(np.float64)
-            wsum += weights[cid]
+            wire = (
+                np.ascontiguousarray(inputs[cid], dtype="<f4").tobytes()
+                + np.float64(weights[cid]).astype("<f8").tobytes()
+            )
+            if self.observer is not None:
+                self.observer("upload", cid + 1, SERVER, wire)
+            values = np.frombuffer(wire, dtype="<f4", count=d).astype(np.float64)
+            weight = float(np.frombuffer(wire, dtype="<f8", offset=4 * d)[0])
+            total += weight * values
+            wsum += weight
         t1 = time.perf_counter()
         return AggregateOutcome(
             total=total,

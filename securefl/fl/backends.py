@@ -16,8 +16,14 @@ from typing import Any
 from securefl.dp.events import DpEvent, NonPrivateEvent
 from securefl.errors import ConfigurationError
 from securefl.fl import privacy
-from securefl.fl.aggregation import STAGES, AggregateOutcome, Aggregator, PlainAggregator
-from securefl.fl.config import RunConfig
+from securefl.fl.aggregation import (
+    STAGES,
+    AggregateOutcome,
+    Aggregator,
+    PlainAggregator,
+    WireObserver,
+)
+from securefl.fl.config import RunConfig, noiseless_sum_seen_by
 from securefl.tensors import FloatVector
 
 
@@ -93,6 +99,7 @@ class Backend:
                 target_epsilon=self.cfg.target_epsilon,
                 denominator=self.denominator(),
                 server_sees_individual_updates=self.cfg.aggregation == "plain",
+                noiseless_sum_seen_by=noiseless_sum_seen_by(self.cfg),
             )
         return out
 
@@ -155,15 +162,26 @@ def _protocol_name(aggregation: str) -> str:
     return {"plain": "plaintext", "he": "he-ckks"}.get(aggregation, aggregation)
 
 
-def make_backend(cfg: RunConfig, *, dimension: int, client_sizes: tuple[int, ...] = ()) -> Backend:
-    """Build the backend for ``cfg`` (combination already validated by the config)."""
+def make_backend(
+    cfg: RunConfig,
+    *,
+    dimension: int,
+    client_sizes: tuple[int, ...] = (),
+    observer: WireObserver | None = None,
+) -> Backend:
+    """Build the backend for ``cfg`` (combination already validated by the config).
+
+    ``observer`` receives every wire message of plaintext and SecAgg(+) rounds (tests).
+    """
     aggregator: Aggregator
     if cfg.aggregation == "plain":
-        aggregator = PlainAggregator()
+        aggregator = PlainAggregator(observer)
     elif cfg.aggregation in ("secagg", "secagg+"):
         from securefl.fl.secure import SecAggAggregator
 
-        aggregator = SecAggAggregator(cfg, dimension=dimension)
+        sec = SecAggAggregator(cfg, dimension=dimension)
+        sec.observer = observer
+        aggregator = sec
     elif cfg.aggregation == "he":
         from securefl.fl.secure import HEAggregator
 

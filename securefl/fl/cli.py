@@ -34,7 +34,9 @@ def simulate(
     rounds: Annotated[int | None, typer.Option(help="federated rounds")] = None,
     clients: Annotated[int | None, typer.Option("--clients", help="number of clients")] = None,
     aggregation: Annotated[str | None, typer.Option(help="plain | secagg | secagg+ | he")] = None,
-    dp: Annotated[str | None, typer.Option(help="none | central | distributed | local")] = None,
+    dp: Annotated[
+        str | None, typer.Option(help="auto | none | central | distributed | local")
+    ] = None,
     epsilon: Annotated[float | None, typer.Option(help="target ε (calibrates the noise)")] = None,
     model: Annotated[str | None, typer.Option(help="minilm | tiny | <HF model dir>")] = None,
     data: Annotated[str | None, typer.Option(help="synthetic | <file.csv|file.jsonl>")] = None,

@@ -22,7 +22,7 @@ from securefl.errors import ConfigurationError
 from securefl.fl.errors import UnsupportedCombinationError
 
 Aggregation = Literal["plain", "secagg", "secagg+", "he"]
-DpMode = Literal["none", "central", "distributed", "local"]
+DpMode = Literal["auto", "none", "central", "distributed", "local"]
 Sampling = Literal["poisson", "fixed"]
 AccountantName = Literal["rdp", "pld", "prv"]
 SecAggModel = Literal["semi-honest", "semi-malicious"]
@@ -39,7 +39,15 @@ class RunConfig:
     """All knobs of one simulated federated LoRA fine-tuning run.
 
     Defaults give the README's main job: MiniLM + LoRA, 160 clients (≈32 per round), SecAgg+ with
-    client-level central DP (DP-FedAvg, McMahan et al. 2018) at ε = 8, δ = 1e-5, 10 rounds.
+    client-level distributed DP (the discrete Gaussian added by the clients inside the masking
+    ring, Kairouz, Liu, Steinke 2021) at ε = 8, δ = 1e-5, 10 rounds.
+
+    ``dp = "auto"`` (the default) resolves when the config is built, so the recorded config
+    names the mode that ran: with masking secure aggregation it is ``distributed`` — no single
+    party ever holds a noiseless sum; with CKKS it is ``central`` with the noise added by the
+    key holder before release (the key holder sees the noiseless sum, the server does not);
+    with plaintext aggregation ``central`` (the server sees every clipped update). ``central``
+    under SecAgg is available by explicit choice and is flagged in the ledger and report.
     """
 
     name: str = "default"
@@ -78,11 +86,18 @@ class RunConfig:
     secagg_model: SecAggModel = "semi-malicious"  # threat model the (k, t) solver targets
     he_preset: str = "fast"  # securefl.he preset: fast | weighted | precise
     # --- differential privacy --------------------------------------------------------------
-    dp: DpMode = "central"
+    dp: DpMode = "auto"  # resolved in __post_init__ (see the class docstring)
     clip: float = 0.5  # client-level L2 clip C (or per-example clip for local DP-SGD)
+    # Largest |coordinate| of an update the secure-aggregation ring is sized for when no
+    # client-level L2 clip bounds it (dp = none / local). A larger coordinate is refused with
+    # a typed error, never clipped silently (protocols/fl.md "encoding range").
+    update_bound: float = 1.0
     noise_multiplier: float | None = None  # None = calibrate to target_epsilon over `rounds`
     target_epsilon: float = 8.0
     delta: float = 1e-5
+    # δ ≥ 1/population allows a mechanism that publishes one unit's data outright with
+    # probability δ (Dwork & Roth 2014 §2.3); refused unless this is set, and then recorded.
+    allow_large_delta: bool = False
     accountant: AccountantName = "rdp"
     epsilon_budget: float | None = None  # None = target_epsilon when DP is on, else no budget
     policy: str | None = None  # path of an audit BudgetPolicy (TOML/JSON); overrides the above
@@ -92,6 +107,8 @@ class RunConfig:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.dp == "auto":
+            object.__setattr__(self, "dp", default_dp_mode(self.aggregation))
         validate(self)
 
     # ------------------------------------------------------------------------------------
@@ -132,6 +149,25 @@ class RunConfig:
 _FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 
+def default_dp_mode(aggregation: str) -> str:
+    """The DP mode ``dp = "auto"`` stands for: the one where the fewest parties see a noiseless
+    sum with this aggregation (issue: safe by default)."""
+    if aggregation in ("secagg", "secagg+"):
+        return "distributed"
+    return "central"
+
+
+def noiseless_sum_seen_by(cfg: RunConfig) -> list[str]:
+    """Which parties hold the un-noised aggregate (or more) under ``cfg`` — for the ledger."""
+    if cfg.dp == "distributed":
+        return []
+    if cfg.aggregation == "plain":
+        return ["server"]  # it sees every (clipped) update, hence their sum too
+    if cfg.aggregation == "he":
+        return ["key holder"]  # it decrypts the sum and adds the noise before release
+    return ["server"]  # central noise after SecAgg: the server unmasks the noiseless sum
+
+
 def _positive(cfg: RunConfig, name: str, *, allow_zero: bool = False) -> None:
     value = getattr(cfg, name)
     ok = value >= 0 if allow_zero else value > 0
@@ -165,6 +201,7 @@ def validate(cfg: RunConfig) -> None:
         "clip",
         "target_epsilon",
         "dirichlet_alpha",
+        "update_bound",
     ):
         _positive(cfg, name)
     for name, lo, hi in (
@@ -196,7 +233,22 @@ def validate(cfg: RunConfig) -> None:
                 f"must be one of {list(allowed)}, got {getattr(cfg, name)!r}", parameter=name
             )
     if cfg.noise_multiplier is not None:
-        _positive(cfg, "noise_multiplier", allow_zero=True)
+        # With DP on, z = 0 is no noise at all: refused before anything is recorded.
+        _positive(cfg, "noise_multiplier", allow_zero=cfg.dp == "none")
+    for name in ("allow_large_delta",):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigurationError("must be true or false", parameter=name)
+    if (
+        cfg.dp in ("central", "distributed")
+        and not cfg.allow_large_delta
+        and cfg.delta >= 1.0 / cfg.n_clients
+    ):
+        raise ConfigurationError(
+            f"δ = {cfg.delta} ≥ 1/n_clients = {1.0 / cfg.n_clients:.3g}: a mechanism may then "
+            "publish one client's data outright with probability δ; choose δ ≪ 1/population "
+            "(or set allow_large_delta = true, which is recorded)",
+            parameter="delta",
+        )
     if cfg.epsilon_budget is not None:
         _positive(cfg, "epsilon_budget")
     if cfg.sampling == "fixed" and cfg.clients_per_round > cfg.n_clients:
@@ -275,6 +327,7 @@ def from_mapping(values: Mapping[str, Any]) -> RunConfig:
         "dropout_fraction",
         "noise_multiplier",
         "epsilon_budget",
+        "update_bound",
     ):
         if isinstance(flat.get(key), int) and not isinstance(flat.get(key), bool):
             flat[key] = float(flat[key])

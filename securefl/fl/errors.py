@@ -15,3 +15,11 @@ class UnsupportedCombinationError(ConfigurationError):
 
 class ResumeError(SecureFLError):
     """A run directory cannot be resumed (different config, damaged checkpoint or ledger)."""
+
+
+class EncodingRangeError(ConfigurationError):
+    """An update does not fit the range the secure-aggregation ring was sized for.
+
+    Refused instead of clipped: a silent clip changes the model without anyone knowing
+    (issue 12, hole 9). The fix is a larger stated bound or a DP clip.
+    """

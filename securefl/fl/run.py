@@ -27,10 +27,10 @@ import numpy as np
 
 from securefl.audit.ledger import Ledger
 from securefl.dp.events import DpEvent
-from securefl.errors import AbortError
+from securefl.errors import AbortError, ConfigurationError
 from securefl.fl import checkpoint as ckpt_mod
 from securefl.fl import ledger as ledger_mod
-from securefl.fl.aggregation import AggregateOutcome
+from securefl.fl.aggregation import AggregateOutcome, WireObserver
 from securefl.fl.backends import Backend, make_backend
 from securefl.fl.client import ClientUpdate, TrainSpec, client_step, evaluate
 from securefl.fl.config import RunConfig
@@ -145,13 +145,28 @@ def _reconcile(ledger: Ledger, run_id: str, ck: ckpt_mod.Checkpoint | None) -> l
 
 
 def run_simulation(
-    cfg: RunConfig, *, callback: Callback | None = None, resume: bool = True
+    cfg: RunConfig,
+    *,
+    callback: Callback | None = None,
+    resume: bool = True,
+    wire_observer: WireObserver | None = None,
 ) -> RunResult:
-    """Run (or resume) the simulation described by ``cfg``; see the module docstring."""
+    """Run (or resume) the simulation described by ``cfg``; see the module docstring.
+
+    ``wire_observer`` sees every plaintext / SecAgg(+) wire message (who-sees-what tests).
+    """
     run_dir = _run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     t_setup = time.perf_counter()
     clients, test = load_data(cfg)
+    if cfg.dp == "local" and not cfg.allow_large_delta:
+        population = sum(len(c) for c in clients)
+        if cfg.delta >= 1.0 / population:
+            raise ConfigurationError(
+                f"δ = {cfg.delta} ≥ 1/{population} training examples (the privacy unit of "
+                "local DP-SGD): choose δ ≪ 1/population or set allow_large_delta = true",
+                parameter="delta",
+            )
     _emit(callback, "loading_model", model=cfg.model)
     model = AdapterModel(
         cfg.model,
@@ -180,7 +195,9 @@ def run_simulation(
     backend_cfg = cfg
     if existing is not None and existing.noise_multiplier is not None:
         backend_cfg = cfg.replace(noise_multiplier=existing.noise_multiplier)
-    backend: Backend = make_backend(backend_cfg, dimension=d, client_sizes=sizes)
+    backend: Backend = make_backend(
+        backend_cfg, dimension=d, client_sizes=sizes, observer=wire_observer
+    )
     noise_multiplier = backend.noise_multiplier
     policy = ledger_mod.load_policy(cfg)
     if existing is not None:

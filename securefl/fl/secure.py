@@ -20,8 +20,9 @@ from typing import Any, Literal
 import numpy as np
 
 from securefl.errors import AbortError, ConfigurationError
-from securefl.fl.aggregation import AggregateOutcome, _check_inputs
+from securefl.fl.aggregation import AggregateOutcome, WireObserver, _check_inputs
 from securefl.fl.config import RunConfig
+from securefl.fl.errors import EncodingRangeError
 from securefl.tensors import FloatVector
 
 SECAGG_STAGES: tuple[str, ...] = (
@@ -52,9 +53,14 @@ class SecAggAggregator:
         self.cfg = cfg
         self.name: str = cfg.aggregation
         self.dimension = dimension
-        self.coord_clip = max(cfg.clip, 1.0)  # the weight coordinate holds 1
+        # The ring is sized from the bound the user states: the L2 clip C bounds every
+        # coordinate under client-level DP; otherwise ``update_bound``. The weight coordinate
+        # holds 1. A coordinate beyond the bound is refused, never clipped (fixed_point).
+        self.value_bound = cfg.clip if cfg.client_level_dp else cfg.update_bound
+        self.coord_clip = max(self.value_bound, 1.0)
         self.last: dict[str, Any] = {}
         self.ring_encoder: Any = None  # replaced by distributed DP (DDGauss encoding)
+        self.observer: WireObserver | None = None
 
     def info(self) -> dict[str, Any]:
         return {
@@ -63,6 +69,7 @@ class SecAggAggregator:
             "delta": self.cfg.dropout_fraction,
             "frac_bits": self.cfg.frac_bits,
             "coordinate_clip": self.coord_clip,
+            "value_bound": self.value_bound,
             **self.last,
         }
 
@@ -142,7 +149,11 @@ class SecAggAggregator:
             if cid in inputs:
                 by_stage[stage if stage in by_stage else "masked_input"].add(cid + 1)
         plan_drop = DropoutPlan(**{s: frozenset(v) for s, v in by_stage.items()})
-        result = run_round(encoded, config, dropouts=plan_drop)
+        transcript: list[tuple[str, int, int, bytes]] | None = None if self.observer is None else []
+        result = run_round(encoded, config, dropouts=plan_drop, transcript=transcript)
+        for stage, sender, recipient, data in transcript or ():
+            assert self.observer is not None
+            self.observer(stage, sender, recipient, data)  # SecAgg ids: loop id + 1
         t1 = time.perf_counter()
         total, weight_total = ring.decode(result.total)
         t_decode = time.perf_counter() - t1
@@ -181,9 +192,18 @@ class SecAggAggregator:
         values: dict[int, np.ndarray] = {}
         clipped = 0
         for cid, x in inputs.items():
+            if x.size and float(np.max(np.abs(x))) > self.value_bound:
+                raise EncodingRangeError(
+                    f"client {cid}'s update has a coordinate beyond ±{self.value_bound}, the "
+                    "bound the secure-aggregation ring was sized for; it is refused rather than "
+                    "clipped — raise update_bound (or clip under DP)",
+                    parameter="update_bound",
+                )
             enc = encode(np.concatenate([x, [1.0]]), plan, weight=float(weights[cid]))
             values[cid] = enc.values
             clipped += enc.clipped
+        if clipped:  # unreachable after the check above; never let a clip pass silently
+            raise EncodingRangeError(f"{clipped} coordinates clipped", parameter="update_bound")
 
         def decode(total: np.ndarray) -> tuple[FloatVector, float]:
             flat = decode_sum(total, plan)

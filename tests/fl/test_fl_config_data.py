@@ -20,7 +20,7 @@ from securefl.fl.errors import DataError, UnsupportedCombinationError
 
 def test_defaults_are_the_main_job() -> None:
     cfg = RunConfig()
-    assert cfg.model == "minilm" and cfg.aggregation == "secagg+" and cfg.dp == "central"
+    assert cfg.model == "minilm" and cfg.aggregation == "secagg+" and cfg.dp == "distributed"
     assert cfg.effective_budget == cfg.target_epsilon
 
 
