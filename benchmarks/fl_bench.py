@@ -34,11 +34,12 @@ from typing import Any
 
 
 def overhead(reps: int) -> dict[str, Any]:
-    from securefl.fl.backends import make_backend
-    from securefl.fl.client import TrainSpec
+    """One MiniLM round through the orchestrator, plain vs SecAgg+ (no DP), same cohort."""
+    from securefl.fl.client import TrainSpec, client_step
     from securefl.fl.config import RunConfig
     from securefl.fl.model import AdapterModel
-    from securefl.fl.run import _one_round, load_data
+    from securefl.fl.orchestrator import ModelInfo, Orchestrator
+    from securefl.fl.run import load_data
 
     base = RunConfig(
         n_clients=8,
@@ -46,7 +47,7 @@ def overhead(reps: int) -> dict[str, Any]:
         clients_per_round=8,
         dropout_rate=0.0,
         dp="none",
-        rounds=2 * reps,
+        rounds=1,
     )
     clients, test = load_data(base)
     model = AdapterModel(
@@ -59,20 +60,32 @@ def overhead(reps: int) -> dict[str, Any]:
         seed=base.seed,
     )
     d = model.layout.size
-    init = model.get_flat()
+    info = ModelInfo(layout=model.layout, initial=model.get_flat(), provenance={})
     spec = TrainSpec(base.local_epochs, base.batch_size, base.local_lr)
-    key = bytes(32)
-    max_n = max(len(c) for c in clients)
     times: dict[str, list[float]] = {"plain": [], "secagg+": []}
     phases: dict[str, list[float]] = {"plain": [], "secagg+": []}
     up: dict[str, int] = {}
     for rep in range(reps + 1):  # first pair warms up caches and is discarded
         for agg in ("plain", "secagg+"):
-            cfg = base.replace(aggregation=agg)
-            backend = make_backend(cfg, dimension=d)
-            record, _ = _one_round(
-                cfg, 0, model, backend, clients, test, init, spec, key, max_n, None
-            )
+            with tempfile.TemporaryDirectory() as tmp:
+                cfg = base.replace(aggregation=agg, out=tmp)
+                with Orchestrator(cfg, info, client_sizes=tuple(map(len, clients))) as orch:
+                    plan = orch.next_round()
+                    assert plan is not None
+                    t0 = time.perf_counter()
+                    updates = {
+                        c: client_step(
+                            model,
+                            plan.global_flat,
+                            clients[c],
+                            spec,
+                            client_id=c,
+                            round_index=0,
+                            seed=cfg.seed,
+                        )
+                        for c in plan.cohort
+                    }
+                    record = orch.complete_round(plan, updates, train_s=time.perf_counter() - t0)
             t = record["timings"]
             if rep == 0:
                 continue

@@ -84,6 +84,22 @@ class Backend:
             info.update(extra())
         return info
 
+    def planned_protocol_info(self, n: int) -> dict[str, Any]:
+        """Protocol parameters of a round with a cohort of ``n`` — for the budget policy and
+        the projection, before any client computes (SecAgg(+): this round's k and t)."""
+        info = self.protocol_info()
+        parameters = getattr(self.aggregator, "parameters", None)
+        if callable(parameters):
+            from securefl.errors import AbortError
+
+            try:
+                _degree, _threshold, planned = parameters(n)
+            except AbortError as exc:  # the round will abort: recorded, and t stays unknown
+                info.update(n=n, threshold=None, planned_abort=str(exc))
+            else:
+                info.update(planned)
+        return info
+
     def dp_info(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "mode": self.cfg.dp,

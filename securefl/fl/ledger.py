@@ -35,7 +35,9 @@ def privacy_unit(cfg: RunConfig) -> str:
 
 
 def adjacency(cfg: RunConfig) -> str:
-    return "add-remove" if cfg.sampling == "poisson" else "replace-one"
+    from securefl.fl.privacy import neighboring
+
+    return neighboring(cfg).replace("_", "-")
 
 
 def implicit_policy(cfg: RunConfig) -> BudgetPolicy | None:

@@ -31,7 +31,11 @@ from securefl.fl.config import RunConfig
 
 
 def neighboring(cfg: RunConfig) -> str:
-    """Adjacency implied by the sampling scheme (Poisson: add/remove; fixed size: replace-one)."""
+    """Adjacency of the guarantee: for client-level DP it follows the client sampling scheme
+    (Poisson: add/remove; fixed size: replace-one); local DP-SGD protects one *example* under
+    Opacus's Poisson sampling of examples, add/remove, whatever the client sampling."""
+    if cfg.dp == "local":
+        return "add_remove"
     return "add_remove" if cfg.sampling == "poisson" else "replace_one"
 
 

@@ -1,0 +1,583 @@
+"""The one round orchestrator: budget check → projection → cohort → (client updates) →
+aggregation → server step → checkpoint → ledger. Used by ``securefl simulate`` and by the
+public :class:`securefl.api.Federation` alike; it knows nothing of the model or the data.
+
+One round (Bonawitz et al. 2019 "Towards FL at scale", §2; DP-FedAvg of McMahan et al. 2018):
+
+1. :meth:`Orchestrator.next_round` — the projected round event is checked against the ledger
+   and policy (refused ⇒ the run stops, ``round_refused`` recorded); ``round_projected`` is
+   written; the cohort is drawn with secret keyed coins and checked against the sampling the
+   accountant was told; simulated dropouts are drawn.
+2. The caller trains the cohort however it likes and hands in each client's update (a flat
+   vector in the agreed :class:`~securefl.tensors.TensorLayout`).
+3. :meth:`Orchestrator.complete_round` — aggregation backend (plain / SecAgg / SecAgg+ / CKKS,
+   optional distributed noise), server step (central noise; fixed denominator under DP),
+   evaluation, atomic checkpoint, ``round_completed``, ``metrics.jsonl``.
+
+A killed run resumes from its checkpoint and reconciles the ledger (:func:`reconcile`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from securefl.audit.ledger import Ledger
+from securefl.dp.events import DpEvent
+from securefl.errors import AbortError, ConfigurationError
+from securefl.fl import checkpoint as ckpt_mod
+from securefl.fl import ledger as ledger_mod
+from securefl.fl.aggregation import AggregateOutcome, WireObserver
+from securefl.fl.backends import Backend, make_backend
+from securefl.fl.client import ClientUpdate
+from securefl.fl.config import RunConfig
+from securefl.fl.errors import ResumeError
+from securefl.fl.privacy import PrivacyAccount
+from securefl.fl.sampling import load_or_create_secret, sample_clients, simulate_dropouts
+from securefl.tensors import FloatVector, TensorLayout
+
+Callback = Callable[[str, dict[str, Any]], None]
+Evaluate = Callable[[FloatVector], Mapping[str, float]]
+METRICS_NAME = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the orchestrator needs to know of the model: the wire layout, the initial state,
+    and what the ledger records about it (provenance, adapter description, device)."""
+
+    layout: TensorLayout
+    initial: FloatVector
+    provenance: Mapping[str, Any]
+    adapter: Mapping[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped) run produced."""
+
+    run_dir: Path
+    run_id: str
+    rounds_completed: int
+    resumed_from: int
+    refused: list[dict[str, Any]]
+    epsilon: float
+    delta: float
+    noise_multiplier: float | None
+    accuracy: float
+    loss: float
+    metrics: list[dict[str, Any]]
+    global_flat: FloatVector
+    provenance: dict[str, Any]
+    bytes_per_round_up: float = 0.0
+    report_paths: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return ledger_mod.jsonable(
+            {
+                "run_dir": str(self.run_dir),
+                "run_id": self.run_id,
+                "rounds_completed": self.rounds_completed,
+                "resumed_from": self.resumed_from,
+                "refused": self.refused,
+                "epsilon": self.epsilon,
+                "delta": self.delta,
+                "noise_multiplier": self.noise_multiplier,
+                "accuracy": self.accuracy,
+                "loss": self.loss,
+                "model": self.provenance,
+                "parameters": int(self.global_flat.shape[0]),
+                "report": self.report_paths,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """A started round: who trains, who will drop, and the event the ledger was told."""
+
+    index: int
+    cohort: tuple[int, ...]
+    dropouts: Mapping[int, str]
+    event: DpEvent
+    global_flat: FloatVector
+    started_at: float
+
+
+def _emit(cb: Callback | None, kind: str, **info: Any) -> None:
+    if cb is not None:
+        cb(kind, info)
+
+
+def sha256_of(flat: FloatVector) -> str:
+    return hashlib.sha256(np.ascontiguousarray(flat, dtype="<f8").tobytes()).hexdigest()
+
+
+def reconcile(ledger: Ledger, run_id: str, ck: ckpt_mod.Checkpoint | None) -> list[dict[str, Any]]:
+    """Make the ledger agree with the checkpoint after a crash; returns what was done.
+
+    - the checkpoint's last round but no ``round_completed`` (killed between the two writes):
+      append the saved entry — the round happened and its model is in the checkpoint;
+    - ``round_projected`` with no completion (killed mid-round): append ``round_aborted`` with
+      ``released: false`` — its aggregate never left the process and the round is re-run.
+    """
+    actions: list[dict[str, Any]] = []
+    entries = ledger_mod.entries_of(ledger, run_id)
+    done = ledger_mod.completed_rounds(entries)
+    if ck is not None and ck.rounds_done > 0 and (ck.rounds_done - 1) not in done:
+        if ck.last_round_entry is None:
+            raise ResumeError("checkpoint lacks the ledger entry of its last round")
+        ledger.append("round_completed", ck.last_round_entry, round_id=ck.rounds_done - 1)
+        actions.append({"appended_round_completed": ck.rounds_done - 1})
+        entries = ledger_mod.entries_of(ledger, run_id)
+    finished = ck.rounds_done if ck is not None else 0
+    extra = [r for r in ledger_mod.completed_rounds(entries) if r >= finished]
+    if extra:
+        raise ResumeError(f"ledger has completed rounds {extra} beyond the checkpoint")
+    for r in ledger_mod.open_projections(entries):
+        ledger.append(
+            "round_aborted",
+            {"released": False, "reason": "run stopped before the round finished; re-run"},
+            round_id=r,
+        )
+        actions.append({"aborted_in_flight_round": r})
+    return actions
+
+
+class Orchestrator:
+    """One federated run over a ledger, a checkpoint and an aggregation backend.
+
+    Use as a context manager (the ledger is closed on exit). ``evaluate`` maps the global flat
+    state to metrics (``accuracy``/``loss`` are shown in reports); ``client_sizes`` (examples
+    per client) weight plain FedAvg and bound example-level δ; ``observer`` sees every wire
+    message of plaintext and SecAgg(+) rounds.
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        model: ModelInfo,
+        *,
+        client_sizes: tuple[int, ...] = (),
+        evaluate: Evaluate | None = None,
+        resume: bool = True,
+        observer: WireObserver | None = None,
+        callback: Callback | None = None,
+    ) -> None:
+        t_setup = time.perf_counter()
+        self.cfg = cfg
+        self.model = model
+        self.evaluate = evaluate
+        self.callback = callback
+        self.client_sizes = client_sizes
+        self.max_examples = max(client_sizes) if client_sizes else None
+        if cfg.dp == "local" and not cfg.allow_large_delta and client_sizes:
+            population = sum(client_sizes)
+            if cfg.delta >= 1.0 / population:
+                raise ConfigurationError(
+                    f"δ = {cfg.delta} ≥ 1/{population} training examples (the privacy unit of "
+                    "local DP-SGD): choose δ ≪ 1/population or set allow_large_delta = true",
+                    parameter="delta",
+                )
+        self.run_dir = Path(cfg.out) if cfg.out else Path("runs") / cfg.name
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.layout_digest = model.layout.digest().hex()
+        existing = ckpt_mod.load(self.run_dir) if resume else None
+        if existing is None and (self.run_dir / ckpt_mod.CHECKPOINT_NAME).exists():
+            raise ResumeError(
+                f"{self.run_dir} holds a checkpoint; pass resume=True or use a new --out"
+            )
+        if existing is not None:
+            if existing.config_digest != cfg.digest():
+                raise ResumeError("the run directory was written with a different configuration")
+            if existing.layout_digest != self.layout_digest:
+                raise ResumeError("the adapter layout differs from the checkpoint's")
+        # A resumed run keeps the noise multiplier it started with, even if `rounds` grew: the
+        # budget check (not a silent recalibration) decides whether more rounds may run.
+        backend_cfg = cfg
+        if existing is not None and existing.noise_multiplier is not None:
+            backend_cfg = cfg.replace(noise_multiplier=existing.noise_multiplier)
+        self.backend: Backend = make_backend(
+            backend_cfg, dimension=model.layout.size, client_sizes=client_sizes, observer=observer
+        )
+        self.noise_multiplier = self.backend.noise_multiplier
+        self.policy = ledger_mod.load_policy(cfg)
+        self.refused: list[dict[str, Any]] = []
+        if existing is not None:
+            self.run_id = existing.run_id
+            self.global_flat = existing.global_flat.copy()
+            self.account = PrivacyAccount.from_list(cfg, existing.events)
+            self.start = existing.rounds_done
+            self.metrics: list[dict[str, Any]] = list(existing.metrics)
+            self._write_metrics()
+        else:
+            self.run_id = f"{cfg.name}-{secrets.token_hex(6)}"
+            self.global_flat = np.asarray(model.initial, dtype=np.float64).copy()
+            self.account = PrivacyAccount(cfg, [])
+            self.start = 0
+            self.metrics = []
+        self.next_index = self.start
+        self._stopped = False
+        self._key = load_or_create_secret(self.run_dir)
+        self.ledger = ledger_mod.open_ledger(self.run_dir, self.run_id)
+        try:
+            if existing is None:
+                self.ledger.append("run_started", self._run_started_payload())
+                if self.policy is not None:
+                    from securefl.audit.policy import record_policy
+
+                    record_policy(self.ledger, self.policy, run_id=self.run_id)
+            else:
+                actions = reconcile(self.ledger, self.run_id, existing)
+                self.ledger.append("run_resumed", {"from_round": self.start, "reconciled": actions})
+        except BaseException:
+            self.ledger.close()
+            raise
+        _emit(
+            callback,
+            "started",
+            run_id=self.run_id,
+            start=self.start,
+            rounds=cfg.rounds,
+            setup_s=time.perf_counter() - t_setup,
+            parameters=model.layout.size,
+            noise_multiplier=self.noise_multiplier,
+        )
+
+    # -- context manager -------------------------------------------------------------------
+    def __enter__(self) -> Orchestrator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    @property
+    def local_trainer(self) -> Any:
+        """The DP-SGD training hook of ``dp = "local"`` (None otherwise)."""
+        return self.backend.trainer
+
+    @property
+    def finished(self) -> bool:
+        return self._stopped or self.next_index >= self.cfg.rounds
+
+    # -- one round ---------------------------------------------------------------------------
+    def _round_info(self, r: int, aggregation: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "round_id": r,
+            "privacy_unit": ledger_mod.privacy_unit(self.cfg),
+            "adjacency": ledger_mod.adjacency(self.cfg),
+            "aggregation": dict(aggregation or self.backend.protocol_info()),
+        }
+
+    def next_round(self) -> RoundPlan | None:
+        """Check the budget, record the projection and draw the cohort; None when the run is
+        over (all rounds done, or the policy refused the next one)."""
+        if self.finished:
+            return None
+        r = self.next_index
+        event = self.backend.round_event()
+        # The cohort is drawn first (secret keyed coins; nothing is computed or released yet)
+        # so that the policy sees this round's real secure-aggregation threshold and cohort.
+        t_round = time.perf_counter()
+        cohort, performed = sample_clients(self.cfg, self._key, r)
+        if self.cfg.client_level_dp:  # local DP-SGD claims no client sampling
+            from securefl.dp.participation import assert_sampling_matches
+
+            assert_sampling_matches(event, performed)
+        round_info = {
+            **self._round_info(r, self.backend.planned_protocol_info(len(cohort))),
+            "cohort_size": len(cohort),
+        }
+        if self.policy is not None:
+            decision = self.policy.check_round(self.ledger, event, round_info)
+            if not decision.allowed:
+                payload = ledger_mod.jsonable(
+                    {
+                        "reasons": decision.reasons,
+                        "projected_epsilon": decision.projected_epsilon,
+                        "dp_event": event.to_dict(),
+                        "policy": self.policy.name,
+                        **round_info,
+                    }
+                )
+                self.ledger.append("round_refused", payload, round_id=r)
+                self.refused.append({"round": r, "reasons": decision.reasons})
+                _emit(self.callback, "refused", round=r, reasons=decision.reasons)
+                self._stopped = True
+                return None
+        projected = self.account.epsilon([event])
+        self.ledger.append(
+            "round_projected",
+            ledger_mod.jsonable(
+                {"dp_event": event.to_dict(), "projected_epsilon": projected, **round_info}
+            ),
+            round_id=r,
+        )
+        dropouts = simulate_dropouts(self.cfg, cohort, r, self.backend.stages)
+        _emit(self.callback, "round_started", round=r, cohort=len(cohort))
+        return RoundPlan(r, tuple(cohort), dropouts, event, self.global_flat.copy(), t_round)
+
+    def weight(self, update: ClientUpdate) -> float:
+        """Client-level DP: 1 (sensitivity C); otherwise n_k / max n (plain FedAvg)."""
+        if self.cfg.client_level_dp or self.max_examples is None:
+            return 1.0
+        return update.num_examples / self.max_examples
+
+    def complete_round(
+        self, plan: RoundPlan, updates: Mapping[int, ClientUpdate], *, train_s: float = 0.0
+    ) -> dict[str, Any]:
+        """Aggregate the cohort's updates, step the global state, checkpoint and record."""
+        if plan.index != self.next_index:
+            raise ConfigurationError(
+                f"round {plan.index} is not the open round {self.next_index}", parameter="plan"
+            )
+        unknown = sorted(set(updates) - set(plan.cohort))
+        if unknown:
+            raise ConfigurationError(
+                f"clients {unknown} are not in the cohort", parameter="updates"
+            )
+        cfg, layout = self.cfg, self.model.layout
+        digest = layout.digest()
+        for u in updates.values():
+            u.validate(digest, layout.size)
+        r = plan.index
+        weights = {cid: self.weight(u) for cid, u in updates.items()}
+        context = digest + bytes.fromhex(sha256_of(plan.global_flat))  # layout ‖ model
+        outcome: AggregateOutcome | None
+        abort_reason = ""
+        # A sampled client that sent nothing dropped before uploading.
+        missing = {c: "advertise_keys" for c in plan.cohort if c not in updates}
+        dropouts = {c: s for c, s in plan.dropouts.items() if c in updates}
+        try:
+            if not updates:
+                raise AbortError("no client of the cohort sent an update")
+            outcome = self.backend.aggregate(
+                {c: u.delta for c, u in updates.items()},
+                weights,
+                dropouts=dropouts,
+                round_index=r,
+                context=context,
+            )
+        except AbortError as exc:
+            outcome = None
+            abort_reason = str(exc)
+        t1 = time.perf_counter()
+        new_flat, noise_s = self.backend.server_update(plan.global_flat, outcome, cfg)
+        t_server = time.perf_counter() - t1
+        record: dict[str, Any] = {"round": r}
+        t2 = time.perf_counter()
+        prev = self.metrics[-1] if self.metrics else {}
+        accuracy, loss = prev.get("accuracy", math.nan), prev.get("loss", math.nan)
+        if self.evaluate is not None and ((r + 1) % cfg.eval_every == 0 or r + 1 == cfg.rounds):
+            scores = dict(self.evaluate(new_flat))
+            accuracy = scores.get("accuracy", accuracy)
+            loss = scores.get("loss", loss)
+        record["accuracy"], record["loss"] = accuracy, loss
+        t_eval = time.perf_counter() - t2
+        down = len(plan.cohort) * (4 * layout.size)
+        if outcome is None:
+            record.update(
+                participants=[],
+                dropped={"aborted": list(plan.cohort)},
+                bytes_up=0,
+                bytes_down=down,
+                protocol={"aborted": abort_reason},
+                clipped_coordinates=0,
+            )
+            timings = {"encode": 0.0, "aggregate": 0.0, "unmask": 0.0}
+        else:
+            dropped = dict(outcome.dropped)
+            if missing:
+                dropped["before_upload"] = sorted(missing)
+            record.update(
+                participants=sorted(outcome.survivors),
+                dropped=dropped,
+                bytes_up=outcome.bytes_up,
+                bytes_down=down + outcome.bytes_down,
+                protocol=outcome.protocol,
+                clipped_coordinates=outcome.clipped_coordinates,
+            )
+            timings = dict(outcome.timings)
+        timings.update(
+            local_training=train_s,
+            server_update=t_server,
+            central_noise=noise_s,
+            evaluate=t_eval,
+            round=time.perf_counter() - plan.started_at,
+        )
+        losses = [u.train_loss for u in updates.values()]
+        record.update(
+            cohort_size=len(plan.cohort),
+            n_participants=len(record["participants"]),
+            n_dropped=sum(len(v) for v in record["dropped"].values()),
+            train_loss=float(np.mean(losses)) if losses else None,
+            timings=timings,
+        )
+        self.account.events.append(plan.event)
+        record["epsilon"] = self.account.epsilon()
+        round_info = self._round_info(r)
+        entry = ledger_mod.jsonable(
+            {
+                "dp_event": plan.event.to_dict(),
+                "epsilon": record["epsilon"],
+                "delta": cfg.delta,
+                "participants": record["participants"],
+                "cohort_size": record["cohort_size"],
+                "dropped": record["dropped"],
+                "metrics": {k: record[k] for k in ("accuracy", "loss", "bytes_up", "bytes_down")},
+                "timings": record["timings"],
+                **round_info,
+                "aggregation": {**round_info["aggregation"], **record.pop("protocol")},
+            }
+        )
+        self.metrics.append(record)
+        self.global_flat = new_flat
+        ckpt_mod.save(
+            self.run_dir,
+            ckpt_mod.Checkpoint(
+                rounds_done=r + 1,
+                global_flat=new_flat,
+                layout_digest=self.layout_digest,
+                config_digest=cfg.digest(),
+                run_id=self.run_id,
+                noise_multiplier=self.noise_multiplier,
+                events=self.account.to_list(),
+                last_round_entry=entry,
+                rng={"scheme": "numpy.default_rng([seed, round, purpose])", "seed": cfg.seed},
+                metrics=[ledger_mod.jsonable(m) for m in self.metrics],
+            ),
+        )
+        self.ledger.append("round_completed", entry, round_id=r)
+        self._write_metrics()
+        self.next_index = r + 1
+        _emit(self.callback, "round", **record)
+        return record
+
+    # -- end of run -----------------------------------------------------------------------
+    def finish(self) -> RunResult:
+        """Record ``run_finished``, write the reports and ``summary.json``."""
+        eps = self.account.epsilon()
+        last = self.metrics[-1] if self.metrics else {}
+        result = RunResult(
+            run_dir=self.run_dir,
+            run_id=self.run_id,
+            rounds_completed=len(self.metrics),
+            resumed_from=self.start,
+            refused=self.refused,
+            epsilon=eps,
+            delta=self.cfg.delta,
+            noise_multiplier=self.noise_multiplier,
+            accuracy=float(last.get("accuracy", math.nan)),
+            loss=float(last.get("loss", math.nan)),
+            metrics=self.metrics,
+            global_flat=self.global_flat,
+            provenance=dict(self.model.provenance),
+            bytes_per_round_up=float(np.mean([m["bytes_up"] for m in self.metrics]))
+            if self.metrics
+            else 0.0,
+        )
+        self.ledger.append(
+            "run_finished",
+            ledger_mod.jsonable(
+                {
+                    "rounds_completed": result.rounds_completed,
+                    "epsilon": eps,
+                    "delta": self.cfg.delta,
+                    "accuracy": result.accuracy,
+                    "loss": result.loss,
+                    "refused": self.refused,
+                    "global_adapter_sha256": sha256_of(self.global_flat),
+                }
+            ),
+        )
+        result.report_paths = self._write_reports()
+        (self.run_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2), "utf-8")
+        _emit(self.callback, "finished", **result.summary())
+        return result
+
+    # -- helpers --------------------------------------------------------------------------
+    def _run_started_payload(self) -> dict[str, Any]:
+        from securefl.audit.provenance import code_version
+
+        cfg = self.cfg
+        return ledger_mod.jsonable(
+            {
+                "config": cfg.to_dict(),
+                "config_sha256": cfg.digest(),
+                "planned_rounds": cfg.rounds,
+                "code_version": code_version(),
+                "model": dict(self.model.provenance),
+                "adapter": {
+                    "parameters": self.model.layout.size,
+                    "layout_sha256": self.layout_digest,
+                    "bytes_per_update_fp32": 4 * self.model.layout.size,
+                    **self.model.adapter,
+                },
+                "privacy_unit": ledger_mod.privacy_unit(cfg),
+                "adjacency": ledger_mod.adjacency(cfg),
+                "aggregation": self.backend.protocol_info(),
+                "dp": self.backend.dp_info(),
+                "sampling": {
+                    "scheme": cfg.sampling,
+                    "q": cfg.sampling_rate,
+                    "m": cfg.clients_per_round,
+                    "n": cfg.n_clients,
+                    "source": "HMAC-SHA256 keyed with a per-run secret",
+                },
+                "policy": None if self.policy is None else self.policy.name,
+                "device": self.model.device,
+            }
+        )
+
+    def _write_metrics(self) -> None:
+        text = "".join(
+            json.dumps(ledger_mod.jsonable(m), sort_keys=True) + "\n" for m in self.metrics
+        )
+        ckpt_mod.atomic_write_text(self.run_dir / METRICS_NAME, text)
+
+    def _write_reports(self) -> dict[str, str]:
+        """Audit report (JSON / Markdown / HTML) of this run's ledger."""
+        from securefl.audit import report as report_mod
+
+        report = report_mod.build_report(
+            self.ledger,
+            policy=self.policy,
+            metrics={int(m["round"]): m for m in self.metrics},
+            public_key=self.run_dir / (ledger_mod.KEY_NAME + ".pub"),
+            delta=self.cfg.delta,
+        )
+        out: dict[str, str] = {}
+        for fmt, writer in (
+            ("json", report_mod.write_json),
+            ("md", report_mod.write_markdown),
+            ("html", report_mod.write_html),
+        ):
+            path = self.run_dir / f"report.{fmt}"
+            writer(report, path)
+            out[fmt] = str(path)
+        return out
+
+
+__all__ = [
+    "METRICS_NAME",
+    "ModelInfo",
+    "Orchestrator",
+    "RoundPlan",
+    "RunResult",
+    "reconcile",
+    "sha256_of",
+]

@@ -1,0 +1,175 @@
+"""The public Federation API: the round loop a user drives, what it records, what it refuses."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import securefl
+from securefl.api import (
+    CentralDP,
+    DistributedDP,
+    Federation,
+    FixedSize,
+    LocalDPSGD,
+    NoDP,
+    Plain,
+    Poisson,
+    SecAgg,
+    SecAggPlus,
+    ThreatModel,
+)
+from securefl.errors import ConfigurationError
+
+
+def _state(d: int = 6) -> dict[str, np.ndarray]:
+    return {"w": np.zeros((2, d // 2)), "b": np.zeros(1)}
+
+
+def _payloads(run_dir: Path, kind: str) -> list[dict[str, object]]:
+    con = sqlite3.connect(run_dir / "ledger.sqlite")
+    try:
+        rows = con.execute("SELECT payload FROM entries WHERE kind = ?", (kind,)).fetchall()
+    finally:
+        con.close()
+    return [json.loads(r[0]) for r in rows]
+
+
+def test_top_level_namespace_exports_the_api() -> None:
+    assert securefl.Federation is Federation
+    assert securefl.SecAggPlus is SecAggPlus
+    with pytest.raises(AttributeError):
+        _ = securefl.NoSuchThing  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("build", "param"),
+    [
+        (lambda: CentralDP(clip=1.0), "epsilon"),
+        (lambda: CentralDP(clip=1.0, epsilon=1.0, noise_multiplier=1.0), "epsilon"),
+        (lambda: DistributedDP(clip=-1.0, epsilon=1.0), "clip"),
+        (lambda: LocalDPSGD(max_grad_norm=float("nan"), epsilon=1.0), "max_grad_norm"),
+    ],
+)
+def test_specs_validate_themselves(build: object, param: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        build()  # type: ignore[operator]
+    assert info.value.parameter == param
+
+
+def test_privacy_must_be_chosen_explicitly(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Federation(population=4, rounds=1, run_dir=tmp_path)
+    assert info.value.parameter == "privacy"
+
+
+def test_defaults_are_the_strong_ones(tmp_path: Path) -> None:
+    fed = Federation(population=10, rounds=1, run_dir=tmp_path, privacy=NoDP())
+    assert fed.cfg.aggregation == "secagg+"
+    assert fed.cfg.secagg_model == "semi-malicious"  # the malicious-server model
+    weak = Federation(
+        population=10,
+        rounds=1,
+        run_dir=tmp_path / "w",
+        privacy=NoDP(),
+        aggregation=SecAgg(threat_model=ThreatModel.SEMI_HONEST),
+    )
+    assert weak.cfg.secagg_model == "semi-honest"  # an explicit opt-in, in the recorded config
+
+
+def test_user_driven_loop_is_plain_fedavg_with_exact_sums(tmp_path: Path) -> None:
+    fed = Federation(
+        population=5,
+        rounds=2,
+        run_dir=tmp_path,
+        aggregation=Plain(),
+        privacy=NoDP(),
+        sampling=FixedSize(5),
+        server_lr=1.0,
+    )
+    state = _state()
+    seen = []
+    for rnd in fed.rounds(state):
+        assert rnd.cohort == (0, 1, 2, 3, 4)
+        for c in rnd.cohort:
+            rnd.submit(c, {"w": np.full((2, 3), float(c)), "b": np.array([1.0])})
+        before = rnd.state
+        state = rnd.finish()
+        seen.append((before, state))
+    assert fed.result is not None and fed.result.rounds_completed == 2
+    for before, after in seen:  # mean of 0..4 is 2; b moves by 1 per round
+        np.testing.assert_allclose(after["w"] - before["w"], 2.0)
+        np.testing.assert_allclose(after["b"] - before["b"], 1.0)
+    assert fed.result.epsilon == float("inf")  # no DP: the ledger says so
+    assert Path(fed.result.report_paths["html"]).is_file()
+
+
+def test_secure_loop_records_planned_rounds_code_version_and_refuses_strangers(
+    tmp_path: Path,
+) -> None:
+    fed = Federation(
+        population=8,
+        rounds=1,
+        run_dir=tmp_path,
+        aggregation=SecAggPlus(),
+        privacy=CentralDP(clip=1.0, noise_multiplier=1.0),
+        sampling=Poisson(1.0),
+    )
+    for rnd in fed.rounds(_state()):
+        with pytest.raises(ConfigurationError):
+            rnd.submit(99, {"w": np.zeros((2, 3)), "b": np.zeros(1)})
+        for c in rnd.cohort:
+            rnd.submit(c, {"w": np.full((2, 3), 10.0), "b": np.zeros(1)})  # clipped to 1.0
+        with pytest.raises(ConfigurationError):
+            rnd.submit(0, {"w": np.zeros((2, 3)), "b": np.zeros(1)})  # twice
+    started = _payloads(tmp_path, "run_started")[0]
+    assert started["planned_rounds"] == 1
+    assert started["code_version"]
+    projected = _payloads(tmp_path, "round_projected")[0]
+    completed = _payloads(tmp_path, "round_completed")[0]
+    assert projected["dp_event"] == completed["dp_event"]  # the event is the noise that ran
+    assert projected["aggregation"]["threshold"] == completed["aggregation"]["threshold"]
+    assert completed["participants"] == list(range(8))
+
+
+def test_policy_with_secagg_threshold_runs_and_refuses_when_exhausted(tmp_path: Path) -> None:
+    policy = Path(__file__).parents[2] / "audits" / "policies" / "client_level_secagg.toml"
+    fed = Federation(
+        population=20,
+        rounds=3,
+        run_dir=tmp_path,
+        aggregation=SecAggPlus(),
+        privacy=CentralDP(clip=1.0, noise_multiplier=0.3),  # ε grows fast: the budget binds
+        sampling=Poisson(0.9),
+        policy=policy,
+    )
+    done = 0
+    for rnd in fed.rounds(_state()):
+        for c in rnd.cohort:
+            rnd.submit(c, {"w": np.zeros((2, 3)), "b": np.zeros(1)})
+        rnd.finish()
+        done += 1
+    assert fed.result is not None
+    assert done < 3 and fed.result.refused  # stopped by the budget, recorded
+    refused = _payloads(tmp_path, "round_refused")
+    assert refused and any("budget" in r for r in refused[0]["reasons"])  # type: ignore[union-attr]
+
+
+def test_local_dpsgd_needs_make_private(tmp_path: Path) -> None:
+    fed = Federation(
+        population=4,
+        rounds=1,
+        run_dir=tmp_path,
+        aggregation=Plain(),
+        privacy=LocalDPSGD(max_grad_norm=1.0, noise_multiplier=1.0),
+        sampling=FixedSize(4),
+        client_sizes=[10, 10, 10, 10],
+    )
+    for rnd in fed.rounds(_state()):
+        with pytest.raises(ConfigurationError, match="make_private"):
+            rnd.submit(rnd.cohort[0], {"w": np.zeros((2, 3)), "b": np.zeros(1)})
+        break
