@@ -9,8 +9,7 @@ import torch
 from securefl.api import CentralDP, Federation, Poisson, SecAggPlus
 
 torch.manual_seed(0)
-w_true = torch.randn(8, 1)
-data = [(x, x @ w_true + 0.1 * torch.randn(20, 1)) for x in torch.randn(50, 20, 8)]
+data = [(x, x.sum(1, keepdim=True) + 0.1 * torch.randn(20, 1)) for x in torch.randn(50, 20, 8)]
 model = torch.nn.Linear(8, 1)
 
 
