@@ -17,9 +17,9 @@ bit travels as one extra coordinate of the secure sum. Its "joint" mode noises t
 coordinate with the update mechanism (central or DDGauss) at a scale that reproduces the
 §3.1 split exactly; its "separate" mode adds the count noise below (central only).
 
-Floating-point safety (separate mode, :class:`AdaptiveClipper`): the count is released on an integer grid like the update sum — the
-integer Σ(2bᵢ − 1)·2^g gets exact discrete Gaussian noise N_Z(0, ⌈2σ_b·2^g⌉²) (sensitivity
-2^g under add/remove).
+Floating-point safety (separate mode, :class:`AdaptiveClipper`): the count is released on an
+integer grid like the update sum — the integer Σ(2bᵢ − 1)·2^g gets exact discrete Gaussian
+noise N_Z(0, ⌈2σ_b·2^g⌉²) (sensitivity 2^g under add/remove).
 """
 
 from __future__ import annotations
