@@ -91,6 +91,16 @@ def smoothed_normal(n: int, *, rng: CryptoRandom) -> FloatVector:
     return np.asarray(draws.sum(axis=0) / math.sqrt(SMOOTHING), dtype=np.float64)
 
 
+def crypto_gaussian_like(reference: Any, std: float, *, rng: CryptoRandom) -> Any:
+    """A torch tensor of N(0, std²) noise with ``reference``'s shape, dtype and device, drawn
+    by :func:`smoothed_normal` (for any DP-SGD code path that is not :func:`make_private`)."""
+    import torch
+
+    s = v.non_negative("std", std)
+    flat = smoothed_normal(int(reference.numel()), rng=rng) * s
+    return torch.from_numpy(flat).view(reference.shape).to(reference.device, reference.dtype)
+
+
 def noise_source(*, seeded: bool) -> dict[str, Any]:
     """The ledger description of how DP-SGD randomness is drawn."""
     return {

@@ -145,6 +145,16 @@ def test_normal_sampler_is_standard_normal() -> None:
     assert standard_normal(0, rng=CryptoRandom()).shape == (0,)
 
 
+def test_crypto_gaussian_like_matches_the_reference() -> None:
+    from securefl.dp.local import crypto_gaussian_like
+    from securefl.dp.sampling import CryptoRandom
+
+    ref = torch.zeros(300, 200, dtype=torch.float32)
+    noise = crypto_gaussian_like(ref, 2.5, rng=CryptoRandom())
+    assert noise.shape == ref.shape and noise.dtype == ref.dtype and noise.device == ref.device
+    assert abs(float(noise.double().std()) - 2.5) < 6 * 2.5 / (2 * noise.numel()) ** 0.5
+
+
 def test_normal_sampler_is_deterministic_only_in_its_key() -> None:
     from securefl.dp.local import standard_normal
     from securefl.dp.sampling import CryptoRandom
