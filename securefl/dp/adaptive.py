@@ -232,6 +232,9 @@ class AdaptiveClipping:
     def server_update(self, noisy_extra_sum: float, expected_cohort: float | None = None) -> float:
         """C ← C·exp(−η(b̄ − γ)) with b̄ = noisy Σ(bᵢ − ½)/m + ½; returns the new clip.
 
+        Call once per round, after every :meth:`client_extra` of that round (λ_t is the
+        scale of the clip those extras were computed with).
+
         ``noisy_extra_sum`` is the released (noised) sum of the extra coordinate; m defaults
         to the config's expected cohort (a fixed public value, never the realised count)."""
         s = v.finite("noisy_extra_sum", noisy_extra_sum)

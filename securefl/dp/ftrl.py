@@ -57,7 +57,8 @@ from securefl.dp.sampling import MAX_FAST_SIGMA, CryptoRandom, discrete_gaussian
 FloatVector = npt.NDArray[np.float64]
 IntVector = npt.NDArray[np.int64]
 
-_MAX_GRID = 1 << 60
+#: Largest |node sum| on the grid: a prefix adds at most 64 noisy nodes, so 64·2^56 < 2^63.
+_MAX_GRID = 1 << 56
 
 
 def _ctz(t: int) -> int:

@@ -183,3 +183,11 @@ def test_validation() -> None:
             server.add(bad, participants=[1])
     with pytest.raises(InvalidParameterError):
         TreeAggregator(3, 2).add(np.zeros(3))  # float, not int64
+
+
+def test_node_sums_beyond_the_int64_headroom_are_refused() -> None:
+    tree = TreeAggregator(1, 1)
+    big = np.array([(1 << 55) + 1], dtype=np.int64)
+    tree.add(big)
+    with pytest.raises(InvalidParameterError):
+        tree.add(big)  # node [1, 2] = 2^56 + ... exceeds the headroom
