@@ -108,7 +108,7 @@ def noise_source(*, seeded: bool) -> dict[str, Any]:
         if not seeded
         else "AES-256-CTR keyed by a caller-given key (TESTS ONLY)",
         "seeded": seeded,
-        "noise": "float64 Box-Muller from 53-bit uniforms; each coordinate = sum of "
+        "method": "float64 Box-Muller from 53-bit uniforms; each coordinate = sum of "
         f"{SMOOTHING} N(0,1) / {math.sqrt(SMOOTHING):g} (Holohan-Braghin smoothing), "
         "scaled by noise_multiplier*max_grad_norm, cast to the gradient dtype",
         "sampling": "Poisson, exact Bernoulli(1/batches) per example per step",
