@@ -177,3 +177,33 @@ def test_session_records_how_the_noise_was_drawn() -> None:
     assert src == s.noise_source and src["seeded"] is False
     assert "AES-256-CTR" in src["generator"] and "os.urandom" in src["generator"]
     assert type(s.optimizer).__name__ == "CryptoNoiseDPOptimizer"
+
+
+def test_clipping_and_noise_are_both_applied() -> None:
+    """Huge identical per-example gradients are clipped to exactly C each: the noisy gradient
+    times B minus (batch size)·C·x/‖x‖ is the noise alone, N(0, (zC)²) per coordinate (χ²)."""
+    from scipy.stats import chi2
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from securefl.dp.local import make_private
+
+    z, c, batch, n = 0.8, 0.5, 8, 64
+    x = torch.full((n, 20), 1000.0) * torch.linspace(0.5, 1.5, 20)
+    model = torch.nn.Linear(20, 1, bias=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    loader = DataLoader(TensorDataset(x), batch_size=batch)
+    direction = (x[0] / x[0].norm()).double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = make_private(model, opt, loader, noise_multiplier=z, max_grad_norm=c)
+        residuals = []
+        for _ in range(8):
+            for (xb,) in s.data_loader:
+                s.optimizer.zero_grad()
+                s.module(xb).sum().backward()
+                s.optimizer.step()
+                g = model.weight.grad.flatten().double() * batch
+                residuals.append(g - xb.shape[0] * c * direction)
+    r = torch.cat(residuals).numpy() / (z * c)
+    stat = float((r**2).sum())
+    assert chi2.ppf(0.5e-6, r.size) < stat < chi2.ppf(1 - 0.5e-6, r.size), stat / r.size
