@@ -6,7 +6,8 @@ Submodules: :mod:`~securefl.dp.events` (frozen DP events), :mod:`~securefl.dp.ac
 :mod:`~securefl.dp.clipping`, :mod:`~securefl.dp.sampling` (AES-CTR source, exact discrete
 Gaussian/Laplace), :mod:`~securefl.dp.fedavg` (central DP-FedAvg on an integer grid),
 :mod:`~securefl.dp.adaptive` (quantile clipping), :mod:`~securefl.dp.distributed` (DDGauss in
-secure aggregation), :mod:`~securefl.dp.local` (Opacus DP-SGD). See ``protocols/dp.md`` for
+secure aggregation), :mod:`~securefl.dp.local` (Opacus DP-SGD, cryptographic noise),
+:mod:`~securefl.dp.ftrl` (DP-FTRL tree aggregation). See ``protocols/dp.md`` for
 privacy units, adjacency, formulas and the floating-point mitigation. Heavy dependencies
 (opacus, dp-accounting, torch) are imported lazily.
 """

@@ -7,8 +7,10 @@ of the *worst* client (largest per-round ε) and — conservatively — that eve
 part in every round: amplification by client sampling is not claimed. The event each client
 actually performed (from Opacus's history) is checked against the declared one.
 
-Opacus draws its noise with ``torch.normal`` unless ``secure_mode`` with torchcsprng is
-available; the ledger records ``secure_mode: false`` when it is not (dp.md "local DP-SGD").
+The DP-SGD noise and the Poisson sample come from ``securefl.dp.local``'s AES-256-CTR source
+keyed by ``os.urandom``, never from the run's seed: ``seed`` only fixes torch's generator for
+non-private randomness (dropout, the tokenised data order before Poisson sampling). How the
+noise was drawn is ``DpSgdTrainer.noise_source`` (dp.md §4.6), for the ledger.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from securefl.dp.events import DpEvent, GaussianEvent, PoissonSampledEvent, SelfComposedEvent
+from securefl.dp.local import noise_source
 from securefl.errors import ConfigurationError
 from securefl.fl import privacy
 from securefl.fl.client import TrainSpec
@@ -65,6 +68,7 @@ class DpSgdTrainer:
         self.noise_multiplier = noise_multiplier
         self.max_grad_norm = max_grad_norm
         self.expected = expected
+        self.noise_source: dict[str, Any] = noise_source(seeded=False)  # for the ledger
 
     def __call__(
         self, model: AdapterModel, data: TextDataset, spec: TrainSpec, *, seed: int
@@ -74,7 +78,7 @@ class DpSgdTrainer:
 
         from securefl.dp.local import make_private
 
-        torch.manual_seed(seed)
+        torch.manual_seed(seed)  # non-private randomness only; DP noise is not seeded
         enc = model.tokenizer(
             list(data.texts),
             padding="max_length",
