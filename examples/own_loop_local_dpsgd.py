@@ -9,12 +9,12 @@ from torch.utils.data import DataLoader, TensorDataset
 from securefl.api import Federation, FixedSize, LocalDPSGD, SecAggPlus
 
 torch.manual_seed(0)
-# 20 sites, 40 labelled examples each: a 2-class problem on 16 features
+# 20 sites, 80 labelled examples each: a 2-class problem on 16 features
 centres = torch.randn(2, 16)
 sites = []
 for _ in range(20):
-    y = torch.randint(0, 2, (40,))
-    sites.append(TensorDataset(centres[y] + torch.randn(40, 16), y))
+    y = torch.randint(0, 2, (80,))
+    sites.append(TensorDataset(centres[y] + torch.randn(80, 16), y))
 test_y = torch.randint(0, 2, (400,))
 test_x = centres[test_y] + torch.randn(400, 16)
 

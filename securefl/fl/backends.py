@@ -117,7 +117,20 @@ class Backend:
                 server_sees_individual_updates=self.cfg.aggregation == "plain",
                 noiseless_sum_seen_by=noiseless_sum_seen_by(self.cfg),
             )
+        elif self.cfg.dp == "local":
+            out.update(self._local_info())
         return out
+
+    def _local_info(self) -> dict[str, Any]:
+        from securefl.dp.local import noise_source
+
+        return {
+            "max_grad_norm": self.cfg.clip,
+            "noise_multiplier": self.noise_multiplier,
+            "target_epsilon": self.cfg.target_epsilon,
+            # How the DP-SGD noise is drawn (issue 12 hole 1): a CSPRNG no config determines.
+            "noise_source": noise_source(seeded=False),
+        }
 
     def mechanism_info(self) -> dict[str, Any] | None:
         """Public parameters of the noise mechanism (recorded in run_started)."""

@@ -173,3 +173,6 @@ def test_local_dpsgd_needs_make_private(tmp_path: Path) -> None:
         with pytest.raises(ConfigurationError, match="make_private"):
             rnd.submit(rnd.cohort[0], {"w": np.zeros((2, 3)), "b": np.zeros(1)})
         break
+    # The ledger says how the DP-SGD noise is drawn: a CSPRNG no config value determines.
+    source = _payloads(tmp_path, "run_started")[0]["dp"]["noise_source"]  # type: ignore[index]
+    assert source["seeded"] is False
