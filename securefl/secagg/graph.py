@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
+from securefl.crypto.drbg import CtrDrbg
 from securefl.crypto.kdf import LABEL_NEIGHBOUR_GRAPH, derive_key
 from securefl.secagg.config import SecAggConfig
 
@@ -23,19 +22,22 @@ _CACHE_SIZE = 8
 
 
 class _Stream:
-    """Uniform integers from an AES-256-CTR keystream (rejection sampling: no modulo bias)."""
+    """Uniform integers from the AES-256-CTR DRBG (rejection sampling: no modulo bias).
+
+    Words are read 1024 at a time (4 KiB of keystream); consecutive little-endian uint32s.
+    """
 
     def __init__(self, key: bytes) -> None:
-        self._enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
-        self._buf = b""
+        self._drbg = CtrDrbg(key)
+        self._buf: list[int] = []
         self._pos = 0
 
     def _word(self) -> int:
-        if self._pos + 4 > len(self._buf):
-            self._buf = self._enc.update(bytes(4096))
+        if self._pos >= len(self._buf):
+            self._buf = self._drbg.uint32(1024).tolist()
             self._pos = 0
-        w = int.from_bytes(self._buf[self._pos : self._pos + 4], "little")
-        self._pos += 4
+        w = self._buf[self._pos]
+        self._pos += 1
         return w
 
     def below(self, bound: int) -> int:
