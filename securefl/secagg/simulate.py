@@ -11,7 +11,7 @@ O(d) beyond the caller's inputs (n = 1000, d = 2^17 fits easily).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +28,47 @@ from securefl.secagg.randomness import RandomSource
 from securefl.secagg.server import ServerProtocol
 from securefl.tensors import TensorLayout
 
-#: Identity keys of cohorts made by :func:`simulation_config`, by public key (simulation only).
-_SIM_IDENTITIES: dict[bytes, keys.Ed25519PrivateKey] = {}
+
+class SimulatedIdentities(Mapping[int, keys.Ed25519PrivateKey]):
+    """Client id → Ed25519 identity private key of simulated clients, held by the caller.
+
+    Simulation and tests only: a deployment never has every client's signing key in one
+    process (there each client holds its own; the server knows public keys). The caller creates
+    one per simulated population, passes it to :func:`simulation_config` (which generates the
+    keys of clients it does not hold yet) and to :func:`run_round`; nothing is kept elsewhere,
+    so it is garbage once the caller drops it.
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, private_keys: Mapping[int, keys.Ed25519PrivateKey] | None = None) -> None:
+        self._keys: dict[int, keys.Ed25519PrivateKey] = dict(private_keys or {})
+
+    @classmethod
+    def generate(cls, client_ids: Iterable[int]) -> SimulatedIdentities:
+        """Fresh keys (OS CSPRNG) for ``client_ids``."""
+        out = cls()
+        out.ensure(client_ids)
+        return out
+
+    def ensure(self, client_ids: Iterable[int]) -> None:
+        """Generate a key for every id in ``client_ids`` that has none yet."""
+        for u in client_ids:
+            if u not in self._keys:
+                self._keys[u] = keys.generate_ed25519()
+
+    def public_keys(self, client_ids: Iterable[int]) -> dict[int, bytes]:
+        """Raw 32-byte public keys of ``client_ids`` (all must be held)."""
+        return {u: keys.ed25519_public_bytes(self[u]) for u in client_ids}
+
+    def __getitem__(self, client_id: int) -> keys.Ed25519PrivateKey:
+        return self._keys[client_id]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 @dataclass(frozen=True)
@@ -93,15 +132,23 @@ def simulation_config(
     corrupt_fraction: float = 0.0,
     security_bits: float = 40.0,
 ) -> SecAggConfig:
-    """A config whose identity keys are generated (or given) and remembered for simulation."""
+    """A config over the identity keys in ``identities`` (the caller's store).
+
+    A :class:`SimulatedIdentities` gets keys generated for clients it does not hold yet; any
+    other mapping must hold every client. ``None`` generates throwaway keys: enough for a
+    config alone, but a round (:func:`run_round`) needs the private keys, so pass a store.
+    """
     ids = sorted(set(client_ids))
     if identities is None:
-        identities = {u: keys.generate_ed25519() for u in ids}
-    public = {}
-    for u in ids:
-        pk = keys.ed25519_public_bytes(identities[u])
-        _SIM_IDENTITIES[pk] = identities[u]
-        public[u] = pk
+        identities = SimulatedIdentities.generate(ids)
+    elif isinstance(identities, SimulatedIdentities):
+        identities.ensure(ids)
+    missing = [u for u in ids if u not in identities]
+    if missing:
+        raise ConfigurationError(
+            f"no identity key for clients {missing[:5]}", parameter="identities"
+        )
+    public = {u: keys.ed25519_public_bytes(identities[u]) for u in ids}
     return SecAggConfig.create(
         public,
         threshold=threshold,
@@ -122,13 +169,19 @@ def simulation_config(
 def _identities(
     config: SecAggConfig, given: Mapping[int, keys.Ed25519PrivateKey] | None
 ) -> dict[int, keys.Ed25519PrivateKey]:
+    """The private key of every client of ``config``, checked against its public key."""
+    if given is None:
+        raise ConfigurationError(
+            "a simulated round needs every client's identity key: hold a SimulatedIdentities "
+            "and pass it to simulation_config(identities=) and run_round(identities=)",
+            parameter="identities",
+        )
     out = {}
     for u, pk in zip(config.client_ids, config.identity_keys, strict=True):
-        key = given.get(u) if given is not None else _SIM_IDENTITIES.get(pk)
-        if key is None:
+        key = given.get(u)
+        if key is None or keys.ed25519_public_bytes(key) != pk:
             raise ConfigurationError(
-                f"no identity key for client {u} (pass identities= or use simulation_config)",
-                parameter="identities",
+                f"no identity key for client {u} matching the config", parameter="identities"
             )
         out[u] = key
     return out
@@ -289,6 +342,7 @@ __all__ = [
     "DropoutPlan",
     "NamedSumResult",
     "RoundResult",
+    "SimulatedIdentities",
     "run_round",
     "secure_sum_named",
     "simulation_config",
