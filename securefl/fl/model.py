@@ -130,6 +130,7 @@ def _tiny_config(vocab_size: int, num_labels: int) -> Any:
 class AdapterModel:
     """A sequence classifier with LoRA adapters; the flat adapter vector is its wire state."""
 
+    @hf_loading_env()  # offline Hub, no tokenizer pool: set only while a model loads
     def __init__(
         self,
         model: str,
@@ -141,30 +142,6 @@ class AdapterModel:
         max_length: int,
         seed: int,
         device: str = "auto",
-    ) -> None:
-        with hf_loading_env():
-            self._load(
-                model,
-                num_labels=num_labels,
-                lora_r=lora_r,
-                lora_alpha=lora_alpha,
-                lora_targets=lora_targets,
-                max_length=max_length,
-                seed=seed,
-                device=device,
-            )
-
-    def _load(
-        self,
-        model: str,
-        *,
-        num_labels: int,
-        lora_r: int,
-        lora_alpha: float,
-        lora_targets: tuple[str, ...],
-        max_length: int,
-        seed: int,
-        device: str,
     ) -> None:
         import torch
         from peft import LoraConfig, get_peft_model
