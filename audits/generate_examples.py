@@ -75,7 +75,12 @@ def demo_run(ledger: Ledger, policy: BudgetPolicy) -> None:
     from securefl.dp.accounting import calibrate_noise_multiplier, get_accountant
     from securefl.dp.events import GaussianEvent, PoissonSampledEvent, SelfComposedEvent
     from securefl.encoding import plan_ring
-    from securefl.secagg.simulate import DropoutPlan, secure_sum_named, simulation_config
+    from securefl.secagg.simulate import (
+        DropoutPlan,
+        SimulatedIdentities,
+        secure_sum_named,
+        simulation_config,
+    )
     from securefl.tensors import TensorLayout
 
     rng = np.random.default_rng(7)  # data and simulated dropouts only (not secrets)
@@ -123,6 +128,7 @@ def demo_run(ledger: Ledger, policy: BudgetPolicy) -> None:
     record_policy(ledger, policy)
     acct = get_accountant(policy.accountant)
     done = 0
+    identities = SimulatedIdentities()  # the population's signing keys, kept across rounds
     for r in range(ROUNDS):
         coins = noise.uniform(N_CLIENTS)
         cohort = [u + 1 for u in range(N_CLIENTS) if coins[u] < Q]
@@ -158,9 +164,11 @@ def demo_run(ledger: Ledger, policy: BudgetPolicy) -> None:
             degree=8,
             round_index=r,
             layout_digest=layout.digest(),
+            identities=identities,
         )
         updates = {u: {"w": _local_update(w, *clients[u - 1])} for u in cohort}
-        res = secure_sum_named(updates, cfg, plan, dropouts=DropoutPlan(masked_input=dropped))
+        drop = DropoutPlan(masked_input=dropped)
+        res = secure_sum_named(updates, cfg, plan, dropouts=drop, identities=identities)
         total = res.sums["w"] + z * CLIP * noise.normal(DIM + 1)
         w = w + total / (Q * N_CLIENTS)  # fixed denominator (never the reply count)
         done += 1

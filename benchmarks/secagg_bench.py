@@ -71,7 +71,13 @@ def secagg_plus_round(
     import hashlib
     import random
 
-    from securefl.secagg import THREAT_MODELS, DropoutPlan, run_round, simulation_config
+    from securefl.secagg import (
+        THREAT_MODELS,
+        DropoutPlan,
+        SimulatedIdentities,
+        run_round,
+        simulation_config,
+    )
     from securefl.secagg.params import solve_parameters
 
     params = solve_parameters(n, 0.05, 0.05, model=THREAT_MODELS[threat_model])
@@ -86,11 +92,14 @@ def secagg_plus_round(
         threat_model=threat_model,
         corrupt_fraction=0.05,
         model_digest=hashlib.sha256(b"benchmark global model").digest(),
+        identities=(identities := SimulatedIdentities()),
     )
     inputs = _LazyInputs(ids, d, 32)
     dropped = frozenset(random.Random(seed).sample(ids, round(drop_fraction * n)))
     start = time.perf_counter()
-    result = run_round(inputs, config, dropouts=DropoutPlan(masked_input=dropped))
+    result = run_round(
+        inputs, config, dropouts=DropoutPlan(masked_input=dropped), identities=identities
+    )
     wall = time.perf_counter() - start
     if not np.array_equal(result.total, inputs.expected_sum(result.survivors)):
         raise SystemExit("secure sum differs from the plain sum")

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from securefl.audit.ledger import Entry, Ledger
+from securefl.crypto.drbg import CtrDrbg
 from securefl.errors import ConfigurationError
 
 EMPIRICAL_AUDIT = "empirical_audit"
@@ -167,7 +167,7 @@ def record_audit(
 
 
 class _CryptoNormal:
-    """Uniforms and Box–Muller normals from a ChaCha20 keystream (key from ``os.urandom``).
+    """Uniforms and Box–Muller normals from the AES-256-CTR DRBG (key from ``os.urandom``).
 
     DP noise and Poisson coins must come from a cryptographic source (project rule); this is
     floating-point Gaussian noise, adequate for an audit demonstration (Mironov 2012 applies
@@ -175,12 +175,10 @@ class _CryptoNormal:
     """
 
     def __init__(self, key: bytes | None = None) -> None:
-        self._enc = Cipher(
-            algorithms.ChaCha20(key or os.urandom(32), bytes(16)), mode=None
-        ).encryptor()
+        self._drbg = CtrDrbg(key or os.urandom(32))
 
     def uniform(self, n: int) -> FloatArray:
-        words = np.frombuffer(self._enc.update(bytes(8 * n)), dtype=np.uint64)
+        words = self._drbg.uint64(n)
         return ((words >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
 
     def normal(self, n: int) -> FloatArray:

@@ -1,18 +1,20 @@
 """The mask PRG: AES-128-CTR keystream read as little-endian words (Bonawitz et al. 2017, §4).
 
-``PRG(key)`` is AES-128 in CTR mode under a 16-byte single-use key (from HKDF with a label that
-binds session, round, pair and tensor layout) with the initial counter block all zero,
-encrypting zeros. Keystream bytes ``4i..4i+3`` (uint32 accumulators) or ``8i..8i+7`` (uint64)
-form word ``i``, little-endian. Because every key is used for exactly one keystream, the fixed
-counter start never repeats a (key, counter) pair.
+``PRG(key)`` is :class:`~securefl.crypto.drbg.CtrDrbg` with a 16-byte key: AES-128 in CTR mode
+under a single-use key (from HKDF with a label that binds session, round, pair and tensor
+layout) with the initial counter block all zero, encrypting zeros. Keystream bytes
+``4i..4i+3`` (uint32 accumulators) or ``8i..8i+7`` (uint64) form word ``i``, little-endian.
+Because every key is used for exactly one keystream, the fixed counter start never repeats a
+(key, counter) pair.
 
 Masks are added modulo the word size 2^32 or 2^64 (numpy wrapping arithmetic); a ring
 Z_{2^b} with b < word size is obtained by the caller's final ``& (2^b - 1)``. Since 2^b divides
 2^32 (or 2^64), the low b bits of a uniform word are exactly uniform: no modular bias.
 
-Speed: the keystream is generated with ``update_into`` into one cache-sized buffer that is
-reused, and added with ``np.add(..., out=...)``; the loop runs chunk-major (all keys for one
-slice of ``acc`` before the next slice) so the slice stays in cache across the k+1 keystreams.
+Speed: the keystream is generated with ``CtrDrbg.read_into`` (one ``update_into``) into one
+cache-sized buffer that is reused, and added with ``np.add(..., out=...)``; the loop runs
+chunk-major (all keys for one slice of ``acc`` before the next slice) so the slice stays in
+cache across the k+1 keystreams.
 """
 
 from __future__ import annotations
@@ -22,27 +24,23 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
+from securefl.crypto.drbg import CHUNK_BYTES, CtrDrbg
 from securefl.errors import ConfigurationError
 
 PRG_KEY_BYTES = 16
-_ZERO_IV = bytes(16)
-#: Bytes of keystream per chunk: large enough to amortise Python overhead, small enough for L2.
-CHUNK_BYTES = 128 * 1024
-_ZEROS = bytes(CHUNK_BYTES)
 
 __all__ = ["CHUNK_BYTES", "PRG_KEY_BYTES", "add_mask", "add_masks", "mask_words"]
 
 
-def _encryptor(key: bytes) -> CipherContext:
+def _stream(key: bytes) -> CtrDrbg:
     if not isinstance(key, bytes | bytearray) or len(key) != PRG_KEY_BYTES:
         raise ConfigurationError(
             f"PRG key must be {PRG_KEY_BYTES} bytes (AES-128), got "
             f"{len(key) if isinstance(key, bytes | bytearray) else type(key).__name__}",
             parameter="key",
         )
-    return Cipher(algorithms.AES(bytes(key)), modes.CTR(_ZERO_IV)).encryptor()
+    return CtrDrbg(key)
 
 
 def _check_acc(acc: npt.NDArray[Any]) -> np.dtype[Any]:
@@ -76,11 +74,11 @@ def add_masks(
         raise ConfigurationError(f"must be an integer in [1, {width}]", parameter="bits")
     reduce = None if bits is None or bits == width else acc.dtype.type((1 << bits) - 1)
     pairs: Sequence[tuple[bytes, int]] = list(keys_and_signs)
-    streams: list[tuple[CipherContext, bool]] = []
+    streams: list[tuple[CtrDrbg, bool]] = []
     for key, sign in pairs:
         if sign not in (1, -1) or isinstance(sign, bool):
             raise ConfigurationError("sign must be +1 or -1", parameter="keys_and_signs")
-        streams.append((_encryptor(key), sign < 0))
+        streams.append((_stream(key), sign < 0))
     if acc.size == 0:
         return
     if not streams:
@@ -89,18 +87,17 @@ def add_masks(
         return
     itemsize = word.itemsize
     words_per_chunk = CHUNK_BYTES // itemsize
-    buf = bytearray(CHUNK_BYTES + 16)  # update_into needs len(data) + block - 1 bytes of room
+    buf = bytearray(CHUNK_BYTES + 16)  # 16 spare bytes: read_into is then one update_into
     view = np.frombuffer(buf, dtype=word, count=words_per_chunk)
-    zeros = memoryview(_ZEROS)
     total = acc.size
     for start in range(0, total, words_per_chunk):
         stop = min(start + words_per_chunk, total)
         n = stop - start
         part = acc[start:stop]
-        data = zeros if n == words_per_chunk else zeros[: n * itemsize]
+        nbytes = n * itemsize
         ks = view if n == words_per_chunk else view[:n]
-        for enc, negate in streams:
-            enc.update_into(data, buf)
+        for drbg, negate in streams:
+            drbg.read_into(buf, nbytes)
             if negate:
                 np.subtract(part, ks, out=part)
             else:
@@ -127,12 +124,7 @@ def mask_words(key: bytes, d: int, dtype: npt.DTypeLike = np.uint32) -> npt.NDAr
     word = np.dtype(dtype)
     if word not in (np.dtype(np.uint32), np.dtype(np.uint64)):
         raise ConfigurationError(f"dtype must be uint32 or uint64, got {word}", parameter="dtype")
-    enc = _encryptor(key)
-    nbytes = d * word.itemsize
-    raw = np.empty(nbytes + 16, dtype=np.uint8)  # update_into wants 15 spare bytes at the end
-    out = memoryview(raw)  # type: ignore[arg-type]
-    zeros = memoryview(_ZEROS)
-    for start in range(0, nbytes, CHUNK_BYTES):
-        n = min(CHUNK_BYTES, nbytes - start)
-        enc.update_into(zeros if n == CHUNK_BYTES else zeros[:n], out[start : start + n + 16])
-    return raw[:nbytes].view(word.newbyteorder("<")).astype(word, copy=False)
+    drbg = _stream(key)
+    if word == np.dtype(np.uint32):
+        return drbg.uint32(d)
+    return drbg.uint64(d)

@@ -1,8 +1,8 @@
 """Cryptographic randomness and exact discrete samplers for DP noise.
 
-All randomness comes from :class:`CryptoRandom`, an AES-256-CTR keystream (``cryptography``)
-keyed from ``os.urandom`` — or from caller-given key bytes, for reproducible tests and
-known-answer vectors only. numpy's generators are never used for noise.
+All randomness comes from :class:`CryptoRandom`, the AES-256-CTR DRBG of
+:mod:`securefl.crypto.drbg` keyed from ``os.urandom`` — or from caller-given key bytes, for
+reproducible tests and known-answer vectors only. numpy's generators are never used for noise.
 
 The discrete Gaussian sampler is the exact rejection sampler of Canonne, Kamath, Steinke
 ("The Discrete Gaussian for Differential Privacy", NeurIPS 2020): Alg. 1 (Bernoulli(exp(−γ))
@@ -28,8 +28,8 @@ from fractions import Fraction
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from securefl.crypto.drbg import CtrDrbg
 from securefl.dp import _validate as v
 from securefl.dp.errors import InvalidParameterError
 
@@ -55,30 +55,25 @@ class CryptoRandom:
             key = os.urandom(32)
         if not isinstance(key, bytes | bytearray) or len(key) not in (16, 24, 32):
             raise InvalidParameterError("must be 16, 24 or 32 bytes", parameter="key")
-        self._enc = Cipher(algorithms.AES(bytes(key)), modes.CTR(b"\x00" * 16)).encryptor()
-        self._zeros = bytes(0)
+        self._drbg = CtrDrbg(key)
 
     def random_bytes(self, n: int) -> bytes:
         """``n`` keystream bytes."""
         v.count("n", n)
-        return self._enc.update(b"\x00" * n)
+        return self._drbg.read_bytes(n)
 
     def _words(self, n: int, dtype: type[np.unsignedinteger]) -> npt.NDArray[np.unsignedinteger]:
-        size = n * np.dtype(dtype).itemsize
-        if len(self._zeros) < size:
-            self._zeros = bytes(max(size, 1 << 16))
-        out = np.empty(size + 16, dtype=np.uint8)
-        written = self._enc.update_into(memoryview(self._zeros)[:size], out.data)
-        assert written == size
-        return out[:size].view(dtype)
+        if dtype is np.uint64:
+            return self._drbg.uint64(n)
+        return self._drbg.uint32(n)
 
     def uint64(self, n: int) -> npt.NDArray[np.uint64]:
-        """``n`` independent uniform 64-bit words."""
-        return self._words(n, np.uint64)  # type: ignore[return-value]
+        """``n`` independent uniform 64-bit words (little-endian keystream words)."""
+        return self._drbg.uint64(n)
 
     def uint32(self, n: int) -> npt.NDArray[np.uint32]:
-        """``n`` independent uniform 32-bit words."""
-        return self._words(n, np.uint32)  # type: ignore[return-value]
+        """``n`` independent uniform 32-bit words (little-endian keystream words)."""
+        return self._drbg.uint32(n)
 
     def bits(self, n: int) -> BoolArray:
         """``n`` fair coins."""
@@ -93,7 +88,7 @@ class CryptoRandom:
         per = span // den
         limit = per * den
         dtype = np.uint64 if wide else np.uint32
-        r = self._words(n, dtype).copy()
+        r = self._words(n, dtype)  # a fresh array: safe to overwrite rejected entries
         if limit < span:
             bad = np.nonzero(r >= limit)[0]
             while bad.size:

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from securefl.crypto.drbg import CtrDrbg
 from securefl.crypto.prg import PRG_KEY_BYTES
 from securefl.encoding.ring import RingPlan
 from securefl.errors import ConfigurationError
@@ -77,14 +77,13 @@ def _round_stochastic(
     out = np.empty(d, dtype=np.int32 if narrow else np.int64)
     # Rounding is monotone, so fl(|x|·scale) ≤ fl(max_abs·scale): clamp only if that could pass M.
     clamp = math.floor(min(max_abs, c) * scale) + 1 > m
-    enc = Cipher(algorithms.AES(bytes(key)), modes.CTR(bytes(16))).encryptor()
+    drbg = CtrDrbg(key)  # PRG(key) of spec §4: AES-128-CTR from counter block 0
     n_chunk = _CHUNK_WORDS
     ks = bytearray(8 * n_chunk + 16)
     words_buf = np.frombuffer(ks, dtype="<u8", count=n_chunk)
     v_buf = np.empty(n_chunk, dtype=np.float64)
     f_buf = np.empty(n_chunk, dtype=np.float64)
     up_buf = np.empty(n_chunk, dtype=np.bool_)
-    zeros = memoryview(bytes(8 * n_chunk))
     for start in range(0, d, n_chunk):
         stop = min(start + n_chunk, d)
         n = stop - start
@@ -102,7 +101,7 @@ def _round_stochastic(
         np.floor(v, out=fl)
         v -= fl  # fractional part in [0, 1)
         v += 1.0
-        enc.update_into(zeros if full else zeros[: 8 * n], ks)
+        drbg.read_into(ks, 8 * n)  # ks has 16 spare bytes: one update_into, no copy
         words >>= _SHIFT
         words |= _ONE_BITS
         np.less(words.view("<f8"), v, out=up)

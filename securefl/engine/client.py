@@ -20,8 +20,8 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from securefl.crypto.drbg import CtrDrbg
 from securefl.encoding import encode
 from securefl.engine.identity import NodeIdentity
 from securefl.engine.task import EngineTask, Scalar
@@ -62,20 +62,19 @@ def unframe(data: object) -> list[bytes]:
     return out
 
 
-class RoundRandomness:
-    """AES-256-CTR keystream of a fresh 32-byte OS-random seed (a CTR-mode DRBG).
+class RoundRandomness(CtrDrbg):
+    """The AES-256-CTR DRBG of a fresh 32-byte OS-random round seed.
 
     The seed is as secret as the keys it yields and is used for exactly one round of one
     client; keeping it (not the keys) is what makes the stateless replay above possible.
     """
 
-    def __init__(self, seed: bytes) -> None:
-        if len(seed) != SEED_BYTES:
-            raise ConfigurationError(f"must be {SEED_BYTES} bytes", parameter="seed")
-        self._enc = Cipher(algorithms.AES(bytes(seed)), modes.CTR(bytes(16))).encryptor()
+    __slots__ = ()
 
-    def token_bytes(self, n: int) -> bytes:
-        return self._enc.update(bytes(n))
+    def __init__(self, seed: bytes) -> None:
+        if not isinstance(seed, bytes | bytearray) or len(seed) != SEED_BYTES:
+            raise ConfigurationError(f"must be {SEED_BYTES} bytes", parameter="seed")
+        super().__init__(seed)
 
 
 class SecAggNode:

@@ -1,11 +1,12 @@
 """Server side: one SecAgg(+) round driven stage by stage over any request/reply transport.
 
-The loop is the one of ``securefl.secagg.simulate.run_round`` with the network in the middle:
-for each stage it sends every live node its request, waits for replies until all are in or
-the stage timeout expires (the *caller's* clock: the transport measures it), feeds what
-arrived to :class:`~securefl.secagg.ServerProtocol` and closes the stage. A node whose reply
-is missing, late or an error is simply absent from the stage (Bonawitz et al. 2017 §4:
-dropouts), which the protocol tolerates down to the threshold; below it the round aborts.
+The stage loop is :func:`securefl.secagg.driver.drive_round`, the same as the in-process
+simulation's; this module supplies its transport (:class:`NodeStages`): for each stage it sends
+every live node its request, waits for replies until all are in or the stage timeout expires
+(the *caller's* clock: the engine transport measures it) and hands what arrived to the
+server. A node whose reply is missing, late or an error is simply absent from the stage
+(Bonawitz et al. 2017 §4: dropouts), which the protocol tolerates down to the threshold; below
+it the round aborts.
 
 Engine node ids are mapped to securefl client ids by the signed AdvertiseKeys reply: a node
 that claims id u must sign under u's registered identity key, and later stages are routed by
@@ -15,7 +16,6 @@ that mapping only (a reply's own claim is never trusted again).
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -35,7 +35,8 @@ from securefl.engine.wire import (
 )
 from securefl.engine.wire import field as get_field
 from securefl.errors import ConfigurationError, SecureFLError
-from securefl.secagg import SecAggConfig, ServerProtocol, Stage, required_threshold
+from securefl.secagg import Message, SecAggConfig, ServerProtocol, Stage, required_threshold
+from securefl.secagg.driver import Deliver, drive_round
 
 Record = Mapping[str, Any]
 Progress = Callable[[str, Mapping[str, Any]], None]
@@ -151,6 +152,92 @@ def make_config(
     )
 
 
+class NodeStages:
+    """The engine's side of :class:`securefl.secagg.driver.Transport`: SecAgg messages to and
+    from engine nodes, one request/reply exchange per stage.
+
+    AdvertiseKeys goes to every node with the round configuration (and the global model); a
+    reply claims a client id, and the claim is bound to the node only when the server accepts
+    the AdvertiseKeys it signed under that client's registered key (first accepted claim wins;
+    nodes are tried in id order). Later stages are routed by that binding only; a reply's own
+    claim is never trusted again. ``rejected`` records, per node, why a reply was ignored.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        config: SecAggConfig,
+        *,
+        first_request: Record,
+        timeout: float,
+        round_index: int,
+    ) -> None:
+        self.transport = transport
+        self.config = config
+        self.first_request = first_request
+        self.timeout = timeout
+        self.round_index = round_index
+        self.node_of: dict[int, int] = {}
+        self.client_of: dict[int, int] = {}
+        self.rejected: dict[int, str] = {}
+        self.bytes_up = 0
+        self.bytes_down = 0
+
+    def exchange(
+        self, stage: Stage, requests: Mapping[int, bytes], deliver: Deliver
+    ) -> dict[int, str]:
+        if stage is Stage.ADVERTISE_KEYS:
+            self._advertise(deliver)
+            return {}
+        envelopes: dict[int, Record] = {}
+        for u, data in requests.items():
+            self.bytes_down += len(data)
+            envelopes[self.node_of[u]] = {
+                "v": ENGINE_WIRE_VERSION,
+                "stage": int(stage),
+                "session": self.config.session_id,
+                "payload": data,
+            }
+        replies = self.transport.exchange(
+            envelopes, timeout=self.timeout, round_index=self.round_index
+        )
+        for node, rep in sorted(replies.items()):
+            owner = self.client_of.get(node)
+            if owner is None or node not in envelopes:
+                continue
+            try:
+                payload = get_field(rep, "payload", bytes)
+            except SecureFLError as exc:
+                self.rejected[node] = f"{stage.name.lower()}: {exc}"
+                continue
+            self.bytes_up += len(payload)
+            deliver(owner, payload)
+        return {}
+
+    def _advertise(self, deliver: Deliver) -> None:
+        nodes = self.transport.node_ids()
+        first = dict.fromkeys(nodes, self.first_request)
+        self.bytes_down += len(nodes) * sum(
+            len(self.first_request[k]) for k in ("config", "plan", "global")
+        )
+        replies = self.transport.exchange(first, timeout=self.timeout, round_index=self.round_index)
+        for node, rep in sorted(replies.items()):
+            try:
+                u = check_client_id(get_field(rep, "client", int))
+                payload = get_field(rep, "payload", bytes)
+            except SecureFLError as exc:
+                self.rejected[node] = f"advertise: {exc}"
+                continue
+            self.bytes_up += len(payload)
+            if u in self.node_of or not self.config.has_client(u):
+                self.rejected[node] = (
+                    f"advertise: client id {u} already claimed or not in the cohort"
+                )
+                continue
+            if deliver(u, payload):  # the signature binds u to this node
+                self.node_of[u], self.client_of[node] = node, u
+
+
 def run_secure_round(
     transport: Transport,
     task: EngineTask,
@@ -163,7 +250,8 @@ def run_secure_round(
     settings: RoundSettings | None = None,
     progress: Progress | None = None,
 ) -> EngineRoundResult:
-    """Run one round over ``transport``; raises :class:`AbortError` if it cannot complete."""
+    """Run one round over ``transport`` with :func:`securefl.secagg.driver.drive_round`;
+    raises :class:`AbortError` if it cannot complete."""
     settings = settings or RoundSettings()
     layout = task.layout(run_config)
     plan = plan_ring(len(registry), settings.clip, settings.frac_bits)
@@ -178,93 +266,46 @@ def run_secure_round(
         digest=digest,
         round_index=round_index,
     )
-    config_bytes = encode_config(config)
     server = ServerProtocol(config)
-    node_of: dict[int, int] = {}
-    client_of: dict[int, int] = {}
-    rejected: dict[int, str] = {}
-    timings: dict[str, float] = {}
-    up = down = 0
-
-    start = time.perf_counter()
-    first = {
-        node: {
+    stages = NodeStages(
+        transport,
+        config,
+        first_request={
             "v": ENGINE_WIRE_VERSION,
             "stage": int(Stage.ADVERTISE_KEYS),
             "session": config.session_id,
-            "config": config_bytes,
+            "config": encode_config(config),
             "plan": plan_text,
             "global": global_state,
-        }
-        for node in transport.node_ids()
-    }
-    down += sum(len(config_bytes) + len(global_state) + len(plan_text) for _ in first)
-    replies = transport.exchange(first, timeout=settings.stage_timeout, round_index=round_index)
-    for node, rep in sorted(replies.items()):
-        try:
-            u = check_client_id(get_field(rep, "client", int))
-            payload = get_field(rep, "payload", bytes)
-        except SecureFLError as exc:
-            rejected[node] = f"advertise: {exc}"
-            continue
-        up += len(payload)
-        if u in node_of or not config.has_client(u):
-            rejected[node] = f"advertise: client id {u} already claimed or not in the cohort"
-            continue
-        if server.receive_bytes(payload, transport_sender=u):  # signature binds u to the node
-            node_of[u], client_of[node] = node, u
-    outbox = server.close_stage()
-    timings["advertise_keys"] = time.perf_counter() - start
-    if progress is not None:
-        progress("advertise_keys", {"live": sorted(server.u1), "node_of": dict(node_of)})
+        },
+        timeout=settings.stage_timeout,
+        round_index=round_index,
+    )
 
-    for stage in (Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.CONSISTENCY_CHECK, Stage.UNMASK):
-        start = time.perf_counter()
-        requests: dict[int, Record] = {}
-        for u, message in outbox.items():
-            data = message.encode()
-            down += len(data)
-            requests[node_of[u]] = {
-                "v": ENGINE_WIRE_VERSION,
-                "stage": int(stage),
-                "session": config.session_id,
-                "payload": data,
-            }
-        replies = transport.exchange(
-            requests, timeout=settings.stage_timeout, round_index=round_index
-        )
-        for node, rep in sorted(replies.items()):
-            owner = client_of.get(node)
-            if owner is None or node not in requests:
-                continue
-            try:
-                payload = get_field(rep, "payload", bytes)
-            except SecureFLError as exc:
-                rejected[node] = f"{stage.name.lower()}: {exc}"
-                continue
-            up += len(payload)
-            server.receive_bytes(payload, transport_sender=owner)
-        outbox = server.close_stage()
-        timings[stage.name.lower()] = time.perf_counter() - start
-        if progress is not None:
+    def on_stage(stage: Stage, outbox: Mapping[int, Message]) -> None:
+        if progress is None:
+            return
+        if stage is Stage.ADVERTISE_KEYS:
+            progress("advertise_keys", {"live": sorted(server.u1), "node_of": dict(stages.node_of)})
+        else:
             progress(stage.name.lower(), {"expected": sorted(outbox)})
 
-    assert server.result is not None
-    sums = layout.unflatten(decode_sum(server.result, plan))
+    result = drive_round(server, stages, on_stage=on_stage)
+    sums = layout.unflatten(decode_sum(result.total, plan))
     refused = dict(server.rejected)
     refused.update({u: f"pruned: {why}" for u, why in server.pruned.items()})
     return EngineRoundResult(
         round_index=round_index,
-        total=server.result,
+        total=result.total,
         sums={k: np.asarray(v, dtype=np.float64) for k, v in sums.items()},
-        survivors=server.survivors,
-        dropped={s.name.lower(): ids for s, ids in server.dropped.items()},
-        rejected=rejected,
+        survivors=result.survivors,
+        dropped=result.dropped,
+        rejected=stages.rejected,
         refused=refused,
-        node_of=node_of,
+        node_of=stages.node_of,
         config=config,
         plan=plan,
-        bytes_up=up,
-        bytes_down=down,
-        timings=timings,
+        bytes_up=stages.bytes_up,
+        bytes_down=stages.bytes_down,
+        timings={k: v for k, v in result.timings.items() if k in {s.name.lower() for s in Stage}},
     )

@@ -8,10 +8,12 @@ trainable parameters" holds literally and the head still learns (its update is r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,30 @@ import numpy as np
 from securefl.errors import ConfigurationError
 from securefl.tensors import FloatVector, TensorLayout
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+#: Hugging Face settings for loading the model: offline (weights are local files; never reach
+#: the Hub) and no tokenizer thread pool (it would be forked by data loaders). A variable the
+#: caller has set is left as it is.
+HF_LOADING_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+@contextlib.contextmanager
+def hf_loading_env() -> Iterator[None]:
+    """Set :data:`HF_LOADING_ENV` (where unset) while a model loads, then restore os.environ.
+
+    Scoped on purpose: importing securefl changes no environment variable. Loading also passes
+    ``local_files_only=True``, so the Hub stays unreachable even after the variables are gone.
+    """
+    added = [k for k in HF_LOADING_ENV if k not in os.environ]
+    os.environ.update({k: HF_LOADING_ENV[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
 
 
 def bundled_minilm_dir() -> Path:
@@ -107,6 +130,7 @@ def _tiny_config(vocab_size: int, num_labels: int) -> Any:
 class AdapterModel:
     """A sequence classifier with LoRA adapters; the flat adapter vector is its wire state."""
 
+    @hf_loading_env()  # offline Hub, no tokenizer pool: set only while a model loads
     def __init__(
         self,
         model: str,

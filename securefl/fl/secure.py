@@ -116,7 +116,12 @@ class SecAggAggregator:
         round_index: int,
         context: bytes,
     ) -> AggregateOutcome:
-        from securefl.secagg.simulate import DropoutPlan, run_round, simulation_config
+        from securefl.secagg.simulate import (
+            DropoutPlan,
+            SimulatedIdentities,
+            run_round,
+            simulation_config,
+        )
 
         _check_inputs(inputs, weights)
         ids = sorted(inputs)
@@ -128,6 +133,7 @@ class SecAggAggregator:
         encoded = {cid + 1: ring.values[cid] for cid in ids}  # SecAgg ids start at 1
         t_encode = time.perf_counter() - t0
         layout_digest, model_digest = _digests(context)
+        identities = SimulatedIdentities()  # this round's simulated clients only
         config = simulation_config(
             [c + 1 for c in ids],
             threshold=threshold,
@@ -143,6 +149,7 @@ class SecAggAggregator:
             if self.cfg.secagg_model == "semi-malicious"
             else "semi-honest",
             corrupt_fraction=self.cfg.corrupt_fraction,
+            identities=identities,
         )
         by_stage: dict[str, set[int]] = {s: set() for s in SECAGG_STAGES}
         for cid, stage in dropouts.items():
@@ -150,7 +157,9 @@ class SecAggAggregator:
                 by_stage[stage if stage in by_stage else "masked_input"].add(cid + 1)
         plan_drop = DropoutPlan(**{s: frozenset(v) for s, v in by_stage.items()})
         transcript: list[tuple[str, int, int, bytes]] | None = None if self.observer is None else []
-        result = run_round(encoded, config, dropouts=plan_drop, transcript=transcript)
+        result = run_round(
+            encoded, config, dropouts=plan_drop, identities=identities, transcript=transcript
+        )
         for stage, sender, recipient, data in transcript or ():
             assert self.observer is not None
             self.observer(stage, sender, recipient, data)  # SecAgg ids: loop id + 1

@@ -1,8 +1,10 @@
 """Masking-based secure aggregation: SecAgg (Bonawitz et al. 2017) and SecAgg+ (Bell et al. 2020).
 
 Public API: :class:`SecAggConfig`, the sans-I/O :class:`ClientProtocol` / :class:`ServerProtocol`,
-the wire codec (:func:`decode`, ``Message.encode``), the in-process driver :func:`run_round` with
-:class:`DropoutPlan` / :class:`RoundResult`, and :func:`secure_sum_named` for named tensors.
+the wire codec (:func:`decode`, ``Message.encode``), the one stage driver :func:`drive_round`
+(over any ``securefl.secagg.driver.Transport``), the in-process simulation :func:`run_round`
+(:class:`SimulatedTransport`, :class:`SimulatedIdentities`, :class:`DropoutPlan`,
+:class:`RoundResult`), and :func:`secure_sum_named` for named tensors.
 Normative spec: ``protocols/secagg.md``.
 """
 
@@ -16,6 +18,7 @@ from securefl.secagg.config import (
     SecAggConfig,
     required_threshold,
 )
+from securefl.secagg.driver import drive_round
 from securefl.secagg.graph import neighbours
 from securefl.secagg.messages import (
     AdvertiseKeys,
@@ -39,6 +42,8 @@ from securefl.secagg.simulate import (
     DropoutPlan,
     NamedSumResult,
     RoundResult,
+    SimulatedIdentities,
+    SimulatedTransport,
     run_round,
     secure_sum_named,
     simulation_config,
@@ -69,11 +74,14 @@ __all__ = [
     "ShareKeys",
     "ShareKeysRequest",
     "ShareKind",
+    "SimulatedIdentities",
+    "SimulatedTransport",
     "Stage",
     "SystemRandomness",
     "UnmaskRequest",
     "UnmaskResponse",
     "decode",
+    "drive_round",
     "neighbours",
     "required_threshold",
     "run_round",

@@ -27,7 +27,12 @@ def _demo(
     from securefl.errors import AbortError, ConfigurationError
     from securefl.secagg.config import THREAT_MODELS
     from securefl.secagg.params import solve_parameters
-    from securefl.secagg.simulate import DropoutPlan, secure_sum_named, simulation_config
+    from securefl.secagg.simulate import (
+        DropoutPlan,
+        SimulatedIdentities,
+        secure_sum_named,
+        simulation_config,
+    )
     from securefl.tensors import TensorLayout
 
     console = Console()
@@ -72,6 +77,7 @@ def _demo(
             model_digest=hashlib.sha256(b"securefl secagg-demo model" + layout.digest()).digest(),
             threat_model=threat_model,
             corrupt_fraction=gamma,
+            identities=(identities := SimulatedIdentities()),
         )
     except ConfigurationError as exc:
         console.print(f"[red]refused[/]: {escape(str(exc))}")
@@ -85,7 +91,13 @@ def _demo(
         f"({escape(why)}); {n_drop} clients drop before their masked input"
     )
     try:
-        out = secure_sum_named(updates, config, plan, dropouts=DropoutPlan(masked_input=dropped))
+        out = secure_sum_named(
+            updates,
+            config,
+            plan,
+            dropouts=DropoutPlan(masked_input=dropped),
+            identities=identities,
+        )
     except AbortError as exc:
         console.print(f"[red]round aborted[/]: {escape(str(exc))}")
         raise typer.Exit(code=1) from None

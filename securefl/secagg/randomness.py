@@ -10,8 +10,7 @@ from __future__ import annotations
 import secrets
 from typing import Protocol
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
+from securefl.crypto.drbg import CtrDrbg
 from securefl.errors import ConfigurationError
 
 
@@ -28,13 +27,12 @@ class SystemRandomness:
         return secrets.token_bytes(n)
 
 
-class DeterministicRandomness:
-    """FOR KNOWN-ANSWER VECTORS AND TESTS ONLY: AES-256-CTR keystream of a fixed 32-byte seed."""
+class DeterministicRandomness(CtrDrbg):
+    """FOR KNOWN-ANSWER VECTORS AND TESTS ONLY: the AES-256-CTR DRBG of a fixed 32-byte seed."""
+
+    __slots__ = ()
 
     def __init__(self, seed: bytes) -> None:
-        if len(seed) != 32:
+        if not isinstance(seed, bytes | bytearray) or len(seed) != 32:
             raise ConfigurationError("must be 32 bytes", parameter="seed")
-        self._enc = Cipher(algorithms.AES(bytes(seed)), modes.CTR(bytes(16))).encryptor()
-
-    def token_bytes(self, n: int) -> bytes:
-        return self._enc.update(bytes(n))
+        super().__init__(seed)

@@ -1,18 +1,19 @@
-"""In-process driver: one SecAgg(+) round between simulated clients and the server.
+"""In-process simulation: one SecAgg(+) round between simulated clients and the server.
 
-Every message goes through the binary wire codec (so byte counts are real) and through the
-sans-I/O state machines; a client that drops at a stage simply sends nothing from then on
-(:class:`DropoutPlan`). A client that refuses a request is recorded and counts as dropped. The
-driver — not the protocol — reads the clock for ``timings``. Inputs are pulled from the mapping
-one client at a time and masked inputs are summed by the server on arrival, so memory stays
-O(d) beyond the caller's inputs (n = 1000, d = 2^17 fits easily).
+:func:`run_round` is the stage driver (:func:`securefl.secagg.driver.drive_round`) over a
+:class:`SimulatedTransport`. Every message goes through the binary wire codec (so byte counts
+are real) and through the sans-I/O state machines; a client that drops at a stage simply sends
+nothing from then on (:class:`DropoutPlan`). A client that refuses a request is recorded and
+counts as dropped. Inputs are pulled from the mapping one client at a time and masked inputs
+are summed by the server on arrival, so memory stays O(d) beyond the caller's inputs
+(n = 1000, d = 2^17 fits easily). Identity keys live in the caller's
+:class:`SimulatedIdentities`; this module keeps no state.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,13 +24,53 @@ from securefl.encoding import RingPlan, decode_sum, encode
 from securefl.errors import ConfigurationError, RemoteProtocolError
 from securefl.secagg.client import ClientPolicy, ClientProtocol
 from securefl.secagg.config import DIGEST_BYTES, SecAggConfig
+from securefl.secagg.driver import Deliver, RoundResult, drive_round
 from securefl.secagg.messages import SERVER_ID, Stage
 from securefl.secagg.randomness import RandomSource
 from securefl.secagg.server import ServerProtocol
 from securefl.tensors import TensorLayout
 
-#: Identity keys of cohorts made by :func:`simulation_config`, by public key (simulation only).
-_SIM_IDENTITIES: dict[bytes, keys.Ed25519PrivateKey] = {}
+
+class SimulatedIdentities(Mapping[int, keys.Ed25519PrivateKey]):
+    """Client id → Ed25519 identity private key of simulated clients, held by the caller.
+
+    Simulation and tests only: a deployment never has every client's signing key in one
+    process (there each client holds its own; the server knows public keys). The caller creates
+    one per simulated population, passes it to :func:`simulation_config` (which generates the
+    keys of clients it does not hold yet) and to :func:`run_round`; nothing is kept elsewhere,
+    so it is garbage once the caller drops it.
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, private_keys: Mapping[int, keys.Ed25519PrivateKey] | None = None) -> None:
+        self._keys: dict[int, keys.Ed25519PrivateKey] = dict(private_keys or {})
+
+    @classmethod
+    def generate(cls, client_ids: Iterable[int]) -> SimulatedIdentities:
+        """Fresh keys (OS CSPRNG) for ``client_ids``."""
+        out = cls()
+        out.ensure(client_ids)
+        return out
+
+    def ensure(self, client_ids: Iterable[int]) -> None:
+        """Generate a key for every id in ``client_ids`` that has none yet."""
+        for u in client_ids:
+            if u not in self._keys:
+                self._keys[u] = keys.generate_ed25519()
+
+    def public_keys(self, client_ids: Iterable[int]) -> dict[int, bytes]:
+        """Raw 32-byte public keys of ``client_ids`` (all must be held)."""
+        return {u: keys.ed25519_public_bytes(self[u]) for u in client_ids}
+
+    def __getitem__(self, client_id: int) -> keys.Ed25519PrivateKey:
+        return self._keys[client_id]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 @dataclass(frozen=True)
@@ -55,27 +96,6 @@ class DropoutPlan:
         return cls(**{s.name.lower(): frozenset(ids) for s, ids in by_stage.items()})
 
 
-@dataclass(frozen=True)
-class RoundResult:
-    """Outcome of one round: the unmasked sum mod 2^b over ``survivors`` and its costs."""
-
-    total: npt.NDArray[Any]
-    survivors: frozenset[int]
-    dropped: dict[str, frozenset[int]]
-    refused: dict[int, str]
-    bytes_up: dict[int, int]
-    bytes_down: dict[int, int]
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def total_bytes_up(self) -> int:
-        return sum(self.bytes_up.values())
-
-    @property
-    def total_bytes_down(self) -> int:
-        return sum(self.bytes_down.values())
-
-
 def simulation_config(
     client_ids: Iterable[int],
     *,
@@ -93,15 +113,23 @@ def simulation_config(
     corrupt_fraction: float = 0.0,
     security_bits: float = 40.0,
 ) -> SecAggConfig:
-    """A config whose identity keys are generated (or given) and remembered for simulation."""
+    """A config over the identity keys in ``identities`` (the caller's store).
+
+    A :class:`SimulatedIdentities` gets keys generated for clients it does not hold yet; any
+    other mapping must hold every client. ``None`` generates throwaway keys: enough for a
+    config alone, but a round (:func:`run_round`) needs the private keys, so pass a store.
+    """
     ids = sorted(set(client_ids))
     if identities is None:
-        identities = {u: keys.generate_ed25519() for u in ids}
-    public = {}
-    for u in ids:
-        pk = keys.ed25519_public_bytes(identities[u])
-        _SIM_IDENTITIES[pk] = identities[u]
-        public[u] = pk
+        identities = SimulatedIdentities.generate(ids)
+    elif isinstance(identities, SimulatedIdentities):
+        identities.ensure(ids)
+    missing = [u for u in ids if u not in identities]
+    if missing:
+        raise ConfigurationError(
+            f"no identity key for clients {missing[:5]}", parameter="identities"
+        )
+    public = {u: keys.ed25519_public_bytes(identities[u]) for u in ids}
     return SecAggConfig.create(
         public,
         threshold=threshold,
@@ -122,16 +150,73 @@ def simulation_config(
 def _identities(
     config: SecAggConfig, given: Mapping[int, keys.Ed25519PrivateKey] | None
 ) -> dict[int, keys.Ed25519PrivateKey]:
+    """The private key of every client of ``config``, checked against its public key."""
+    if given is None:
+        raise ConfigurationError(
+            "a simulated round needs every client's identity key: hold a SimulatedIdentities "
+            "and pass it to simulation_config(identities=) and run_round(identities=)",
+            parameter="identities",
+        )
     out = {}
     for u, pk in zip(config.client_ids, config.identity_keys, strict=True):
-        key = given.get(u) if given is not None else _SIM_IDENTITIES.get(pk)
-        if key is None:
+        key = given.get(u)
+        if key is None or keys.ed25519_public_bytes(key) != pk:
             raise ConfigurationError(
-                f"no identity key for client {u} (pass identities= or use simulation_config)",
-                parameter="identities",
+                f"no identity key for client {u} matching the config", parameter="identities"
             )
         out[u] = key
     return out
+
+
+class SimulatedTransport:
+    """In-process :class:`~securefl.secagg.driver.Transport` to simulated clients.
+
+    Every message crosses the binary wire codec, so byte counts are real. A client in
+    ``dropouts.at(stage)`` (or any later stage) sends nothing from that stage on; a client whose
+    state machine refuses a request is reported and sends nothing further. ``inputs[u]`` is
+    read only when client ``u`` masks its input, so a lazy mapping keeps memory O(d).
+    ``transcript``, if given, receives every wire message as ``(stage, sender, recipient,
+    bytes)`` in delivery order (the server is :data:`SERVER_ID`).
+    """
+
+    def __init__(
+        self,
+        clients: Mapping[int, ClientProtocol],
+        inputs: Mapping[int, npt.NDArray[Any]],
+        *,
+        dropouts: DropoutPlan | None = None,
+        transcript: list[tuple[str, int, int, bytes]] | None = None,
+    ) -> None:
+        self.clients = clients
+        self.inputs = inputs
+        self.dropouts = dropouts or DropoutPlan()
+        self.transcript = transcript
+        self.gone: set[int] = set()
+
+    def exchange(
+        self, stage: Stage, requests: Mapping[int, bytes], deliver: Deliver
+    ) -> dict[int, str]:
+        failed: dict[int, str] = {}
+        self.gone |= self.dropouts.at(stage)
+        for u, data in requests.items():
+            if stage is not Stage.ADVERTISE_KEYS and self.transcript is not None:
+                self.transcript.append((stage.name.lower(), SERVER_ID, u, data))
+            if u in self.gone:
+                continue
+            try:
+                if stage is Stage.ADVERTISE_KEYS:
+                    reply = self.clients[u].advertise_keys().encode()
+                else:
+                    values = self.inputs[u] if stage is Stage.MASKED_INPUT else None
+                    reply = self.clients[u].receive_bytes(data, values)
+            except RemoteProtocolError as exc:
+                failed[u] = f"{stage.name}: {type(exc).__name__}: {exc}"
+                self.gone.add(u)
+                continue
+            if self.transcript is not None:
+                self.transcript.append((Stage(reply[6]).name.lower(), u, SERVER_ID, reply))
+            deliver(u, reply)
+        return failed
 
 
 def run_round(
@@ -144,83 +229,30 @@ def run_round(
     transcript: list[tuple[str, int, int, bytes]] | None = None,
     policy: ClientPolicy | None = None,
 ) -> RoundResult:
-    """Run one full round in-process; raises :class:`AbortError` if it cannot complete.
+    """Run one full round in-process (:func:`drive_round` over a :class:`SimulatedTransport`);
+    raises :class:`AbortError` if it cannot complete.
 
     ``inputs`` maps every client id of ``config`` to its encoded vector (integers in
-    [0, 2^b), length ``config.dimension``). ``randomness`` injects per-client random sources
-    (known-answer vectors only; default: the OS CSPRNG). ``transcript``, if given, receives
-    every wire message as ``(stage, sender, recipient, bytes)`` in delivery order.
-    ``policy`` is every client's own :class:`ClientPolicy` (a client whose policy rejects the
-    config raises :class:`UnsafeRequestError` before the round starts).
+    [0, 2^b), length ``config.dimension``). ``identities`` holds every client's identity key
+    (the :class:`SimulatedIdentities` given to :func:`simulation_config`). ``randomness``
+    injects per-client random sources (known-answer vectors only; default: the OS CSPRNG).
+    ``transcript``, if given, receives every wire message as ``(stage, sender, recipient,
+    bytes)`` in delivery order. ``policy`` is every client's own :class:`ClientPolicy` (a
+    client whose policy rejects the config raises :class:`UnsafeRequestError` before the
+    round starts).
     """
     if set(inputs.keys()) != set(config.client_ids):
         raise ConfigurationError(
             "must have one vector per client of the config", parameter="inputs"
         )
-    plan = dropouts or DropoutPlan()
     ids = _identities(config, identities)
     rng = randomness or {}
-    server = ServerProtocol(config)
     clients = {
         u: ClientProtocol(config, u, ids[u], randomness=rng.get(u), policy=policy)
         for u in config.client_ids
     }
-    up = dict.fromkeys(config.client_ids, 0)
-    down = dict.fromkeys(config.client_ids, 0)
-    refused: dict[int, str] = {}
-    gone: set[int] = set()
-    timings: dict[str, float] = {}
-
-    def deliver(u: int, data: bytes) -> None:
-        up[u] += len(data)
-        if transcript is not None:
-            transcript.append((Stage(data[6]).name.lower(), u, SERVER_ID, data))
-        server.receive_bytes(data, transport_sender=u)
-
-    start = time.perf_counter()
-    gone |= plan.at(Stage.ADVERTISE_KEYS)
-    for u in config.client_ids:
-        if u not in gone:
-            deliver(u, clients[u].advertise_keys().encode())
-    outbox = server.close_stage()
-    timings["advertise_keys"] = time.perf_counter() - start
-
-    for stage in (Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.CONSISTENCY_CHECK, Stage.UNMASK):
-        start = time.perf_counter()
-        gone |= plan.at(stage)
-        for u, message in outbox.items():
-            data = message.encode()
-            down[u] += len(data)
-            if transcript is not None:
-                transcript.append((stage.name.lower(), SERVER_ID, u, data))
-            if u in gone:
-                continue
-            values = inputs[u] if stage is Stage.MASKED_INPUT else None
-            try:
-                reply = clients[u].receive_bytes(data, values)
-            except RemoteProtocolError as exc:
-                refused[u] = f"{stage.name}: {type(exc).__name__}: {exc}"
-                gone.add(u)
-                continue
-            deliver(u, reply)
-        client_s = time.perf_counter() - start
-        outbox = server.close_stage()
-        timings[stage.name.lower()] = time.perf_counter() - start
-        if stage is Stage.UNMASK:
-            timings["server_unmask"] = time.perf_counter() - start - client_s
-    assert server.result is not None
-    refused.update({u: f"server: {why}" for u, why in server.rejected.items()})
-    refused.update({u: f"server pruned: {why}" for u, why in server.pruned.items()})
-    timings["total"] = sum(v for k, v in timings.items() if k != "server_unmask")
-    return RoundResult(
-        total=server.result,
-        survivors=server.survivors,
-        dropped={s.name.lower(): ids_ for s, ids_ in server.dropped.items()},
-        refused=refused,
-        bytes_up=up,
-        bytes_down=down,
-        timings=timings,
-    )
+    transport = SimulatedTransport(clients, inputs, dropouts=dropouts, transcript=transcript)
+    return drive_round(ServerProtocol(config), transport)
 
 
 @dataclass(frozen=True)
@@ -289,6 +321,8 @@ __all__ = [
     "DropoutPlan",
     "NamedSumResult",
     "RoundResult",
+    "SimulatedIdentities",
+    "SimulatedTransport",
     "run_round",
     "secure_sum_named",
     "simulation_config",

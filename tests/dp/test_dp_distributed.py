@@ -23,7 +23,12 @@ from securefl.dp.distributed import (
 )
 from securefl.dp.errors import InvalidParameterError
 from securefl.dp.sampling import CryptoRandom
-from securefl.secagg.simulate import DropoutPlan, run_round, simulation_config
+from securefl.secagg.simulate import (
+    DropoutPlan,
+    SimulatedIdentities,
+    run_round,
+    simulation_config,
+)
 
 SEED = b"rotation-seed".ljust(32, b"\0")
 
@@ -109,10 +114,11 @@ def test_output_is_a_secure_aggregation_input() -> None:
     """The client vector goes straight into securefl.secagg.simulate.run_round."""
     n = 4
     cfg, ups, inputs = _encoded_cohort(n, 100, min_contributors=3)
+    ident = SimulatedIdentities()
     config = simulation_config(
-        list(inputs), threshold=3, bits=cfg.bits, dimension=cfg.padded_dimension
+        list(inputs), threshold=3, bits=cfg.bits, dimension=cfg.padded_dimension, identities=ident
     )
-    result = run_round(inputs, config)
+    result = run_round(inputs, config, identities=ident)
     expected = sum_mod(list(inputs.values()), cfg)
     assert np.array_equal(result.total.astype(np.uint64), expected.astype(np.uint64))
     out = server_decode(result.total, cfg, rotation_seed=SEED)
@@ -125,10 +131,17 @@ def test_dropouts_leave_the_survivors_noise_and_the_fixed_denominator() -> None:
     noise: n_min = 4 contributors is what the event assumed), the denominator stays m = 5."""
     n = 5
     cfg, ups, inputs = _encoded_cohort(n, 60, min_contributors=4)
+    ident = SimulatedIdentities()
     config = simulation_config(
-        list(inputs), threshold=3, bits=cfg.bits, dimension=cfg.padded_dimension, min_cohort=4
+        list(inputs),
+        threshold=3,
+        bits=cfg.bits,
+        dimension=cfg.padded_dimension,
+        min_cohort=4,
+        identities=ident,
     )
-    result = run_round(inputs, config, dropouts=DropoutPlan(masked_input=frozenset({5})))
+    drop = DropoutPlan(masked_input=frozenset({5}))
+    result = run_round(inputs, config, dropouts=drop, identities=ident)
     assert result.survivors == frozenset({1, 2, 3, 4})
     survivors_sum = sum_mod([inputs[u] for u in (1, 2, 3, 4)], cfg)
     assert np.array_equal(result.total.astype(np.uint64), survivors_sum.astype(np.uint64))

@@ -102,7 +102,7 @@ def test_end_to_end_over_secure_aggregation_matches_plaintext() -> None:
     differ only by encoding error: < n·2^−f (stochastic rounding of n encodings) + ½·2^−f
     (nearest rounding of the plaintext sum), divided by the fixed denominator."""
     from securefl.encoding import decode_sum, encode, plan_ring
-    from securefl.secagg.simulate import run_round, simulation_config
+    from securefl.secagg.simulate import SimulatedIdentities, run_round, simulation_config
 
     n, d, f = 5, 64, 16
     cfg = DpFedAvgConfig(clip=1.0, noise_multiplier=0.7, expected_cohort=float(n), frac_bits=f)
@@ -116,8 +116,11 @@ def test_end_to_end_over_secure_aggregation_matches_plaintext() -> None:
         i: encode(clip_and_weight(u, cfg)[0], plan, rng_key=bytes([i]) * 16).values
         for i, u in ups.items()
     }
-    config = simulation_config(list(ups), threshold=3, bits=plan.bits, dimension=d)
-    result = run_round(encoded, config)
+    ident = SimulatedIdentities()
+    config = simulation_config(
+        list(ups), threshold=3, bits=plan.bits, dimension=d, identities=ident
+    )
+    result = run_round(encoded, config, identities=ident)
     assert result.survivors == frozenset(ups)
     grid_sum = np.rint(decode_sum(result.total, plan) * 2.0**f).astype(np.int64)
     secure = release(add_grid_noise(grid_sum, cfg, rng=CryptoRandom(KEY)), cfg)

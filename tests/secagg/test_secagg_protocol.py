@@ -9,7 +9,14 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from securefl.errors import AbortError
-from securefl.secagg import DropoutPlan, Stage, neighbours, run_round, simulation_config
+from securefl.secagg import (
+    DropoutPlan,
+    SimulatedIdentities,
+    Stage,
+    neighbours,
+    run_round,
+    simulation_config,
+)
 
 STAGES = list(Stage)
 
@@ -47,7 +54,10 @@ def test_sum_exact_or_clean_abort(sc: dict[str, object]) -> None:
     degree = sc["degree"]
     stage_of: dict[int, Stage] = sc["stage_of"]  # type: ignore[assignment]
     ids = list(range(1, n + 1))
-    cfg = simulation_config(ids, threshold=t, bits=bits, dimension=d, degree=degree)  # type: ignore[arg-type]
+    ident = SimulatedIdentities()
+    cfg = simulation_config(
+        ids, threshold=t, bits=bits, dimension=d, degree=degree, identities=ident
+    )  # type: ignore[arg-type]
     rng = np.random.default_rng(int(sc["seed"]))  # type: ignore[call-overload]
     dtype = np.uint32 if bits <= 32 else np.uint64
     inputs = {u: rng.integers(0, 2**bits, size=d, dtype=np.uint64).astype(dtype) for u in ids}
@@ -65,7 +75,7 @@ def test_sum_exact_or_clean_abort(sc: dict[str, object]) -> None:
         if stage_of.get(u) not in (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT)
     }
     try:
-        result = run_round(inputs, cfg, dropouts=plan)
+        result = run_round(inputs, cfg, dropouts=plan, identities=ident)
     except AbortError:
         event("aborted")
         assert not sufficient, "a round with enough live neighbours everywhere aborted"
@@ -87,28 +97,35 @@ def test_sum_exact_or_clean_abort(sc: dict[str, object]) -> None:
 @pytest.mark.parametrize("stage", list(Stage))
 def test_too_few_survivors_abort(stage: Stage) -> None:
     ids = list(range(1, 8))
-    cfg = simulation_config(ids, threshold=4, bits=16, dimension=5)
+    ident = SimulatedIdentities()
+    cfg = simulation_config(ids, threshold=4, bits=16, dimension=5, identities=ident)
     inputs = {u: np.full(5, u, dtype=np.uint32) for u in ids}
+    plan = DropoutPlan.from_mapping({stage: {1, 2, 3, 4}})
     with pytest.raises(AbortError):
-        run_round(inputs, cfg, dropouts=DropoutPlan.from_mapping({stage: {1, 2, 3, 4}}))
+        run_round(inputs, cfg, dropouts=plan, identities=ident)
 
 
 def test_min_cohort_enforced() -> None:
     ids = list(range(1, 9))
-    cfg = simulation_config(ids, threshold=3, bits=16, dimension=4, min_cohort=7)
+    ident = SimulatedIdentities()
+    cfg = simulation_config(ids, threshold=3, bits=16, dimension=4, min_cohort=7, identities=ident)
     inputs = {u: np.full(4, u, dtype=np.uint32) for u in ids}
-    assert run_round(inputs, cfg, dropouts=DropoutPlan(masked_input=frozenset({8}))).survivors
+    one = DropoutPlan(masked_input=frozenset({8}))
+    assert run_round(inputs, cfg, dropouts=one, identities=ident).survivors
     with pytest.raises(AbortError):
-        run_round(inputs, cfg, dropouts=DropoutPlan(masked_input=frozenset({7, 8})))
+        run_round(
+            inputs, cfg, dropouts=DropoutPlan(masked_input=frozenset({7, 8})), identities=ident
+        )
 
 
 def test_upload_is_four_bytes_per_parameter() -> None:
     ids = list(range(1, 6))
     d = 20000
     for bits, word in ((20, 4), (32, 4), (33, 8)):
-        cfg = simulation_config(ids, threshold=3, bits=bits, dimension=d)
+        ident = SimulatedIdentities()
+        cfg = simulation_config(ids, threshold=3, bits=bits, dimension=d, identities=ident)
         inputs = {u: np.zeros(d, dtype=np.uint32 if bits <= 32 else np.uint64) for u in ids}
-        result = run_round(inputs, cfg)
+        result = run_round(inputs, cfg, identities=ident)
         # the masked-input message dominates; everything else is a few hundred bytes
         per_param = min(result.bytes_up.values()) / d
         assert word <= per_param < word + 0.1
@@ -123,6 +140,7 @@ def test_secure_sum_named_decodes_floats() -> None:
     updates = {u: {"w": rng.normal(size=(4, 3)), "b": rng.normal(size=3)} for u in range(1, 9)}
     layout = TensorLayout.from_tensors(updates[1])
     plan = plan_ring(8, 10.0, 16)
+    ident = SimulatedIdentities()
     cfg = simulation_config(
         updates,
         threshold=3,
@@ -130,8 +148,10 @@ def test_secure_sum_named_decodes_floats() -> None:
         bits=plan.bits,
         dimension=layout.size,
         layout_digest=layout.digest(),
+        identities=ident,
     )
-    out = secure_sum_named(updates, cfg, plan, dropouts=DropoutPlan(unmask=frozenset({2})))
+    drop = DropoutPlan(unmask=frozenset({2}))
+    out = secure_sum_named(updates, cfg, plan, dropouts=drop, identities=ident)
     assert out.round.survivors == frozenset(range(1, 9))
     for name in ("w", "b"):
         exact = sum(updates[u][name] for u in out.round.survivors)
@@ -192,10 +212,16 @@ def test_secure_sum_named_torch_tensors() -> None:
     }
     layout = TensorLayout.from_tensors(updates[1])
     plan = plan_ring(5, 4.0, 12)
+    ident = SimulatedIdentities()
     cfg = simulation_config(
-        updates, threshold=3, bits=plan.bits, dimension=layout.size, layout_digest=layout.digest()
+        updates,
+        threshold=3,
+        bits=plan.bits,
+        dimension=layout.size,
+        layout_digest=layout.digest(),
+        identities=ident,
     )
-    out = secure_sum_named(updates, cfg, plan)
+    out = secure_sum_named(updates, cfg, plan, identities=ident)
     assert np.allclose(out.sums["lora_A"], np.full((2, 3), 0.25 * 15), atol=5 * 2**-12)
     # lora_B: 3·u clipped to 4.0 for u ≥ 2 in the last coordinates → counted, not silent
     assert sum(out.clipped.values()) > 0

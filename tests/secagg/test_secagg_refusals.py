@@ -261,16 +261,14 @@ def test_session_id_binds_model_and_layout() -> None:
 def test_model_inconsistency_breaks_the_sum() -> None:
     """Pasquini et al.: a client given another model digest cannot complete a round with the
     others (its signatures and keys are bound to another session)."""
+    from securefl.secagg import ClientProtocol, SecAggConfig, ServerProtocol, SimulatedIdentities
+
     ids = [1, 2, 3, 4]
-    a = simulation_config(ids, threshold=2, bits=16, dimension=3)
+    ident = SimulatedIdentities()
+    a = simulation_config(ids, threshold=2, bits=16, dimension=3, identities=ident)
     keys_ = dict(zip(a.client_ids, a.identity_keys, strict=True))
-    from securefl.secagg import SecAggConfig
-
     b = SecAggConfig.create(keys_, threshold=2, bits=16, dimension=3, model_digest=b"\x07" * 32)
-    from securefl.secagg import ClientProtocol, ServerProtocol
-    from securefl.secagg.simulate import _SIM_IDENTITIES
-
     server = ServerProtocol(a)
-    victim = ClientProtocol(b, 1, _SIM_IDENTITIES[keys_[1]])
+    victim = ClientProtocol(b, 1, ident[1])
     assert not server.receive(victim.advertise_keys())
     assert "another session" in server.rejected[1]

@@ -29,6 +29,7 @@ from securefl.secagg import (
     InsecureThresholdError,
     SecAggConfig,
     ShareKeysRequest,
+    SimulatedIdentities,
     UnmaskRequest,
     required_threshold,
     run_round,
@@ -164,6 +165,7 @@ def test_policy_min_cohort_blocks_signing_and_unmasking() -> None:
 
 def test_rounds_with_policies() -> None:
     ids = range(1, 9)
+    ident = SimulatedIdentities()
     cfg = simulation_config(
         ids,
         threshold=5,
@@ -172,17 +174,20 @@ def test_rounds_with_policies() -> None:
         threat_model="malicious",
         corrupt_fraction=0.15,
         model_digest=MODEL,
+        identities=ident,
     )
     assert cfg.min_safe_threshold == 5  # A = 1: t > 4.5
     inputs = {u: np.full(3, u, dtype=np.uint32) for u in ids}
     policy = ClientPolicy(corrupt_fraction=0.15, min_cohort=7)
-    res = run_round(inputs, cfg, dropouts=DropoutPlan(masked_input=frozenset({8})), policy=policy)
+    one = DropoutPlan(masked_input=frozenset({8}))
+    res = run_round(inputs, cfg, dropouts=one, policy=policy, identities=ident)
     assert res.survivors == frozenset(range(1, 8))
     assert res.total.tolist() == [28, 28, 28]
     # 6 survivors keep ≥ t live neighbours, so the server carries on, but every client's
     # policy refuses to sign a survivor set below 7: the round aborts, nothing is unmasked
     with pytest.raises(AbortError, match="consistency check"):
-        run_round(inputs, cfg, dropouts=DropoutPlan(masked_input=frozenset({7, 8})), policy=policy)
+        two = DropoutPlan(masked_input=frozenset({7, 8}))
+        run_round(inputs, cfg, dropouts=two, policy=policy, identities=ident)
 
 
 def test_malicious_rounds_must_bind_a_model_digest() -> None:
