@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -61,6 +61,8 @@ ROUND_REFUSED = "round_refused"
 POLICY = "policy"
 MODEL_PROVENANCE = "model_provenance"
 RUN_FINISHED = "run_finished"
+ROUND_ABORTED = "round_aborted"
+RUN_RESUMED = "run_resumed"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -86,6 +88,17 @@ BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
 BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
 """
+
+
+class RecordLike(Protocol):
+    """What :meth:`Ledger.append_record` needs (see :mod:`securefl.audit.records`)."""
+
+    PER_ROUND: ClassVar[bool]
+
+    @property
+    def kind(self) -> str: ...
+
+    def to_payload(self) -> dict[str, Any]: ...
 
 
 class LedgerError(SecureFLError):
@@ -428,6 +441,26 @@ class Ledger:
     ) -> Entry:
         """Append one entry durably (committed and fsynced when this returns)."""
         return self.append_many([PendingEntry(kind, payload, run_id, round_id, timestamp)])[0]
+
+    def append_record(
+        self,
+        record: RecordLike,
+        *,
+        round_id: int | None = None,
+        run_id: str | None = None,
+        timestamp: datetime | str | None = None,
+    ) -> Entry:
+        """Append a typed record (:mod:`securefl.audit.records`): its kind and canonical payload.
+
+        Per-round records (projected / completed / refused / aborted) require ``round_id``.
+        """
+        if record.PER_ROUND and round_id is None:
+            raise ConfigurationError(
+                f"a {record.kind} record needs a round_id", parameter="round_id"
+            )
+        return self.append(
+            record.kind, record.to_payload(), run_id=run_id, round_id=round_id, timestamp=timestamp
+        )
 
     def append_many(self, items: Iterable[PendingEntry]) -> list[Entry]:
         """Append several entries in ONE durable transaction (all or nothing)."""
