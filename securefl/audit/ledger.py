@@ -135,6 +135,10 @@ class AnchorLike(Protocol):
 AnchorSpec = str | tuple[int, str] | AnchorLike
 
 
+class NotALedgerError(LedgerError):
+    """The file was read but is not a SQLite ledger (verification reports it INVALID)."""
+
+
 def _jsonable(value: Any, where: str) -> Any:
     """Plain JSON data from payload values; NaN/Inf and unknown objects are refused."""
     if value is None or isinstance(value, bool | str):
@@ -363,7 +367,7 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
             ) from exc
         if _is_open_failure(exc):
             raise LedgerOpenError(f"cannot read ledger {path}: {exc}") from exc
-        raise LedgerError(f"{path} is not a usable ledger: {exc}") from exc
+        raise NotALedgerError(f"{path} is not a usable ledger: {exc}") from exc
     return conn
 
 
@@ -889,9 +893,14 @@ def verify_ledger(
     ``anchors`` (an anchor log path, see :mod:`securefl.audit.anchors`, or anchors) name heads
     published earlier: each must be an entry of this ledger, which detects rollback and forks.
     """
-    conn = _connect(Path(path), readonly=True)
+    expected = _expected(expected_head, anchors)
     try:
-        return _verify_conn(conn, public_key, _expected(expected_head, anchors))
+        conn = _connect(Path(path), readonly=True)
+    except NotALedgerError as exc:
+        pinned = public_key is not None
+        return VerifyResult(False, 0, None, None, pinned, [f"not a ledger: {exc}"])
+    try:
+        return _verify_conn(conn, public_key, expected)
     finally:
         conn.close()
 
