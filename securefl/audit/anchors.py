@@ -150,9 +150,24 @@ def read_anchors(path: str | os.PathLike[str], *, ledger_id: str | None = None) 
     return out
 
 
+def finish_ledger(
+    ledger: Ledger,
+    *,
+    run_dir: str | os.PathLike[str] | None = None,
+    anchor_log: str | os.PathLike[str] | None = None,
+    key_dir: str | os.PathLike[str] | None = None,
+) -> Anchor:
+    """End of a run, after its last append: publish the head anchor (outside ``run_dir``),
+    then :meth:`Ledger.finalize` so the ledger is one self-contained file. Print or report the
+    returned anchor's ``text``; the ledger stays open (the caller closes it)."""
+    anchor = publish_anchor(ledger, anchor_log=anchor_log, key_dir=key_dir, run_dir=run_dir)
+    ledger.finalize()
+    return anchor
+
+
 def latest_anchor(anchors: list[Anchor]) -> Anchor | None:
     """The published anchor with the highest ``seq`` (the one a rollback must cut off)."""
     return max(anchors, key=lambda a: a.seq, default=None)
 
 
-__all__ = ["Anchor", "latest_anchor", "publish_anchor", "read_anchors"]
+__all__ = ["Anchor", "finish_ledger", "latest_anchor", "publish_anchor", "read_anchors"]

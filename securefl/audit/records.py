@@ -449,7 +449,6 @@ class RunFinished(Record):
     loss: float | None = None
     refused: list[dict[str, Any]] = field(default_factory=list)
     global_adapter_sha256: str | None = None
-    head_anchor: str | None = None
 
     @classmethod
     def _from_v1(cls, r: _Reader) -> Self:
@@ -461,7 +460,6 @@ class RunFinished(Record):
             loss=r.float_("loss", required=False),
             refused=r.list_("refused", required=False) or [],
             global_adapter_sha256=r.str_("global_adapter_sha256", required=False),
-            head_anchor=r.str_("head_anchor", required=False),
             extra=r.extra(),
         )
 

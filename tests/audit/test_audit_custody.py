@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from typer.testing import CliRunner
 
-from securefl.audit.anchors import publish_anchor, read_anchors
+from securefl.audit.anchors import finish_ledger, publish_anchor, read_anchors
 from securefl.audit.keys import (
     KEY_DIR_ENV,
     FileSigner,
@@ -142,8 +142,12 @@ def test_no_file_in_a_run_directory_can_forge_its_ledger(tmp_path: Path) -> None
     with Ledger(run / "ledger.sqlite", signer, run_id="r") as ledger:
         ledger.append("run_started", run_started_payload(), timestamp=TS)
         ledger.append("round_completed", {"dp_event": round_event(), "participants": 5}, round_id=0)
-        publish_anchor(ledger, anchor_log=keys / "anchors.jsonl", run_dir=run)
-        ledger.finalize()
+        anchor = finish_ledger(ledger, run_dir=run, key_dir=keys)  # anchor log next to keys
+    assert sorted(p.name for p in run.iterdir()) == ["ledger.sqlite"]  # finalized: one file
+    assert verify_ledger(
+        run / "ledger.sqlite", signer.public_key(), anchors=keys / "anchors.jsonl"
+    ).ok
+    assert anchor.text.startswith("2:")
     shutil.copy(signer.public_key_path, run / "ledger.pub")
     shutil.copy(keys / "anchors.jsonl", run / "anchors.jsonl")  # public: fine to hand over
     assert_no_signing_key_under(run)  # the reusable assertion for the lead's run test
@@ -226,3 +230,8 @@ def test_cli_anchor_then_verify_with_anchors(tmp_path: Path) -> None:
     assert not any("anchor" in w for w in rep["ledger"]["verification"]["warnings"])
     code, out = cli("verify", str(ledger.path), "-k", pub, "--expect-head", "x:y")
     assert code == 2 and "--expect-head" in out
+
+
+def test_audit_package_in_the_repository_holds_no_private_key() -> None:
+    """audits/ (examples and policies) is handed to reviewers as is."""
+    assert_no_signing_key_under(Path(__file__).resolve().parents[2] / "audits")

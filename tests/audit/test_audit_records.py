@@ -71,7 +71,7 @@ SAMPLES: list[Record] = [
     RoundRefused(reasons=["too much"], projected_epsilon=float("inf")),
     RoundAborted(released=False, reason="killed"),
     RunResumed(from_round=2, reconciled=[{"aborted_in_flight_round": 2}]),
-    RunFinished(rounds_completed=3, epsilon=2.0, head_anchor="6:" + "0" * 64),
+    RunFinished(rounds_completed=3, epsilon=2.0, global_adapter_sha256="ab" * 32),
     ModelProvenance(base_model="m", weights_sha256={"w.bin": "00"}, licence="mit"),
     EmpiricalAudit(epsilon_lower_bound=0.3, confidence=0.95, canaries=100, guesses=20),
     NodeRefusal(node=3, reason="threshold below policy", stage="share_keys"),
