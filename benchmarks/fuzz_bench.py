@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from securefl.testing.fuzz import run_target, summary  # noqa: E402
-from securefl.testing.fuzz_targets import BUILDERS, KNOWN_ISSUES  # noqa: E402
+from securefl.testing.fuzz import run_target, summary
+from securefl.testing.fuzz_targets import BUILDERS, KNOWN_ISSUES
 
 #: Mutations per target in --quick mode (measured: about 1–2 min in total on 2 shared cores).
 QUICK: dict[str, int] = {

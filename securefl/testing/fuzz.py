@@ -129,7 +129,9 @@ TOML_TOKENS: tuple[str, ...] = (
     "{ a = 1 }",
     '"' + "A" * 20000 + '"',
 )
+#: Nesting depths: past Python's recursion limit (1000) and past json's C-level limit.
 _DEPTHS = (64, 600, 3000, 50000)
+_OBJ_DEPTHS = _DEPTHS[:3]  # a Python object 3000 deep already breaks every recursive walk
 _RAW = re.compile(r'"\\u0000FUZZ(\d+)\\u0000"')
 
 
@@ -279,22 +281,26 @@ def _interesting_value(rng: random.Random, old: Any, pool: Sequence[Any]) -> Any
     if pick == 3:
         return rng.choice((math.inf, -math.inf, math.nan, 1e308, -0.0, 5e-324))
     if pick == 4:
-        return deep(rng.choice(_DEPTHS), mapping=rng.random() < 0.5)
+        return deep(rng.choice(_OBJ_DEPTHS), mapping=rng.random() < 0.5)
     if pick == 5 and pool:
         return _copy(rng.choice(pool))
-    return rng.choice(
-        (None, True, False, "", "x", "\ud800", "A" * 20000, b"", b"\x00" * 33, [], {}, [1], {"a": 1})
-    )
+    odd: tuple[Any, ...] = (None, True, False, "", "x", "\ud800", "A" * 20000, b"", b"\x00" * 33)
+    return rng.choice((*odd, [], {}, [1], {"a": 1}))
 
 
-def mutate_obj(rng: random.Random, obj: Any, pool: Sequence[Any] = ()) -> Any:
-    """1–3 structural mutations of a JSON-like object (dicts, lists, scalars, bytes)."""
+def mutate_obj(
+    rng: random.Random, obj: Any, pool: Sequence[Any] = (), *, keep_root: bool = False
+) -> Any:
+    """1–3 structural mutations of a JSON-like object (dicts, lists, scalars, bytes).
+
+    ``keep_root`` keeps the top-level container (for records that are always mappings).
+    """
     obj = _copy(obj)
     leaves = [v for p in _paths(obj) if not isinstance(v := _get(obj, p), dict | list)]
     donors = [*pool, *leaves]
     for _ in range(rng.choice((1, 1, 2, 3))):
         paths = _paths(obj)
-        path = rng.choice(paths)
+        path = rng.choice(paths[1:] if keep_root and len(paths) > 1 else paths)
         node = _get(obj, path)
         op = rng.randrange(6)
         if op == 0 and isinstance(node, dict) and node:  # delete a key
@@ -305,7 +311,8 @@ def mutate_obj(rng: random.Random, obj: Any, pool: Sequence[Any] = ()) -> Any:
             keys = [p[-1] for p in paths if p and isinstance(p[-1], str)]
             node[rng.choice([*keys, "unknown", ""])] = _interesting_value(rng, None, donors)
         elif op == 1 and isinstance(node, list):  # grow or duplicate
-            node.extend(_copy(node) if node and rng.random() < 0.5 else [donors[0] if donors else 0])
+            extra = _copy(node) if node and rng.random() < 0.5 else [rng.choice([*donors, 0])]
+            node.extend(extra)
         elif op == 2:  # wrap
             obj = _set(obj, path, [node] if rng.random() < 0.5 else {"a": node})
         else:  # replace

@@ -276,7 +276,10 @@ def flower_config(workdir: Path) -> Target:
     def decode(config: Any) -> object:
         return settings_from_config(config), policy_from_node_config(config)
 
-    return Target("flower_config", "fuzz (engine)", seeds, mutate_obj, decode)
+    def mutate(rng: Any, seed: Any, pool: Sequence[Any]) -> Any:
+        return mutate_obj(rng, seed, pool, keep_root=True)  # Flower configs are mappings
+
+    return Target("flower_config", "fuzz (engine)", seeds, mutate, decode)
 
 
 def engine_registry(workdir: Path) -> Target:
