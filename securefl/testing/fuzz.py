@@ -414,7 +414,6 @@ class Target:
     seeds: tuple[Any, ...]
     mutate: Callable[[random.Random, Any, Sequence[Any]], Any]
     decode: Callable[[Any], object]
-    cost: float = 1.0  # relative cost of one decode (the benchmark scales counts by it)
 
     def input(self, rng: random.Random) -> Any:
         return self.mutate(rng, rng.choice(self.seeds), self.seeds)
@@ -427,7 +426,7 @@ class KnownIssue:
     target: str
     exception: str  # exception type name, or "hang"
     owner: str
-    reproducer: Callable[[], Any]  # builds the input that shows it
+    reproducer: Callable[[Target], Any]  # builds the input that shows it (from the seeds)
     note: str
 
 

@@ -14,10 +14,13 @@ Known untyped escapes in decoders owned by other areas are listed in :data:`KNOW
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
-import json
+import math
+import random
 import shutil
 import sqlite3
+import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -111,12 +114,70 @@ def _he_prechecks(info: Any, kind: int, level: int) -> Callable[[bytes], object]
     return decode
 
 
+def _mutate_envelope(rng: random.Random, seed: bytes, pool: Sequence[bytes]) -> bytes:
+    """Half byte-level, half field-level: re-pack the envelope with one field changed (so the
+    lengths stay consistent and the mutation reaches the checks behind them)."""
+    from securefl.he import wire
+    from securefl.tensors import TensorLayout
+
+    if rng.random() < 0.5:
+        return mutate_bytes(rng, seed, pool)
+    env = wire.unpack(
+        seed,
+        kind=seed[5],
+        preset_name=seed[7 : 7 + seed[6]].decode(),
+        context_fingerprint=seed[7 + seed[6] : 39 + seed[6]],
+        slot_count=4096,
+        max_chunk_bytes=1 << 30,
+        max_bytes=1 << 31,
+    )
+    changes: dict[str, Any] = {}
+    which = rng.randrange(7)
+    if which == 0:
+        layout_json = mutate_json(rng, env.layout_json)
+        changes["layout_json"] = layout_json
+        try:  # keep digest and dimension consistent half of the time: reach the later checks
+            layout = TensorLayout.from_json(layout_json)
+            if rng.random() < 0.5:
+                changes["layout_digest"] = layout.digest()
+                changes["dimension"] = layout.size
+        except Exception:  # noqa: S110 - the decoder under test reports it, not the mutator
+            pass
+    elif which == 1:
+        changes["dimension"] = rng.choice(INTERESTING_INTS) % 2**64
+    elif which == 2:
+        changes["contributions"] = rng.choice(INTERESTING_INTS) % 2**32
+    elif which == 3:
+        name = rng.choice(("client_weight_sum", "server_weight_sum", "server_weight_sq_sum"))
+        changes[name] = rng.choice((math.inf, -math.inf, math.nan, -1.0, 0.0, 1e308, 5e-324))
+        changes["flags"] = rng.randrange(4)
+    elif which == 4:
+        changes["level"] = rng.randrange(256)
+    elif which == 5:
+        chunks = list(env.chunks)
+        i = rng.randrange(len(chunks))
+        op = rng.randrange(3)
+        if op == 0:
+            chunks.insert(i, chunks[i])
+        elif op == 1 and len(chunks) > 1:
+            del chunks[i]
+        else:
+            chunks[i] = mutate_bytes(rng, chunks[i])
+        changes["chunks"] = tuple(chunks)
+    else:
+        changes["preset_name"] = rng.choice(("", "weighted", "x" * 255, env.preset_name + "\0"))
+    try:
+        return dataclasses.replace(env, **changes).pack()
+    except (struct.error, UnicodeEncodeError, OverflowError):
+        return mutate_bytes(rng, seed, pool)
+
+
 def he_update_envelope(workdir: Path) -> Target:
     from securefl.he import wire
 
     _, _, server, update, _ = _he_setup()
     decode = _he_prechecks(server.info, wire.KIND_UPDATE, server.preset.data_prime_count)
-    return Target("he_update_envelope", "he-harden", (update,), mutate_bytes, decode)
+    return Target("he_update_envelope", "he-harden", (update,), _mutate_envelope, decode)
 
 
 def he_server_add(workdir: Path) -> Target:
@@ -128,7 +189,7 @@ def he_server_add(workdir: Path) -> Target:
         session.add(data)
         return session
 
-    return Target("he_server_add", "he-harden", (update,), mutate_bytes, decode, cost=20.0)
+    return Target("he_server_add", "he-harden", (update,), _mutate_envelope, decode)
 
 
 def he_keyholder_decrypt(workdir: Path) -> Target:
@@ -138,9 +199,8 @@ def he_keyholder_decrypt(workdir: Path) -> Target:
         "he_keyholder_decrypt",
         "he-harden",
         (aggregate,),
-        mutate_bytes,
+        _mutate_envelope,
         lambda data: kh.decrypt(data, max_dimension=2**14),
-        cost=40.0,
     )
 
 
@@ -229,7 +289,7 @@ def engine_node(workdir: Path) -> Target:
         return node.handle(request, copy.deepcopy(store))
 
     seeds = tuple((i, req) for i, (_, req, _) in enumerate(cases))
-    return Target("engine_node", "fuzz (engine)", seeds, mutate, decode, cost=3.0)
+    return Target("engine_node", "fuzz (engine)", seeds, mutate, decode)
 
 
 def engine_config(workdir: Path) -> Target:
@@ -415,7 +475,7 @@ def ledger_file(workdir: Path) -> Target:
         path.write_bytes(data)
         return _read_ledger(path)
 
-    return Target("ledger_file", "audit-trust", (seed,), mutate_bytes, decode, cost=8.0)
+    return Target("ledger_file", "audit-trust", (seed,), mutate_bytes, decode)
 
 
 _LEDGER_COLUMNS = ("seq", "run_id", "round_id", "kind", "payload", "timestamp")
@@ -464,7 +524,7 @@ def ledger_rows(workdir: Path) -> Target:
         return _read_ledger(path)
 
     seeds = tuple(int(s) for s, _ in rows)
-    return Target("ledger_rows", "audit-trust", seeds, mutate, decode, cost=6.0)
+    return Target("ledger_rows", "audit-trust", seeds, mutate, decode)
 
 
 # ---------------------------------------------------------------------------- fl files
@@ -533,13 +593,226 @@ BUILDERS: dict[str, Builder] = {
 
 
 # ---------------------------------------------------------------------------- known issues
-def _deep_json(depth: int) -> str:
+def _deep_json(depth: int = 50000) -> str:
     return "[" * depth + "]" * depth
 
 
-#: Untyped escapes in decoders owned by other areas (reported to the owner; see the report of
-#: the fuzz branch). Each entry is matched by (target, exception type) in the fuzz runs and
-#: has a strict expected-failure test in tests/fuzz: delete the entry once the fix is merged.
-KNOWN_ISSUES: tuple[KnownIssue, ...] = ()
+def _repack(seed: bytes, **changes: Any) -> bytes:
+    """An HE envelope seed re-packed with some header fields changed."""
+    from securefl.he import wire
 
-_ = (json, deep, _deep_json)
+    env = wire.unpack(
+        seed,
+        kind=seed[5],
+        preset_name=seed[7 : 7 + seed[6]].decode(),
+        context_fingerprint=seed[7 + seed[6] : 39 + seed[6]],
+        slot_count=4096,
+        max_chunk_bytes=1 << 30,
+        max_bytes=1 << 31,
+    )
+    return dataclasses.replace(env, **changes).pack()
+
+
+def _deep_event(depth: int = 2000) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "gaussian", "noise_multiplier": 1.0}
+    for _ in range(depth):
+        event = {"type": "composed", "events": [event]}
+    return event
+
+
+def _large_unmask_response(t: Target) -> bytes:
+    """A well-formed UnmaskResponse with 2^17 shares: decoding it without a config loops in
+    Python per entry (the spec allows up to MAX_CLIENTS = 2^20 entries: ~20 s)."""
+    from securefl.secagg import ShareKind, UnmaskResponse
+
+    shares = tuple((v, ShareKind.SELF_MASK_SEED, bytes(33)) for v in range(2, 2 + 2**17))
+    return UnmaskResponse(
+        session_id=bytes(32), round_index=0, sender=1, recipient=0, shares=shares
+    ).encode()
+
+
+def _ledger_bytes(t: Target, edit: Callable[[bytes], bytes]) -> bytes:
+    seed: bytes = t.seeds[0]
+    return edit(seed)
+
+
+def _first(marker: bytes, new: bytes) -> Callable[[bytes], bytes]:
+    def edit(data: bytes) -> bytes:
+        i = data.index(marker)
+        return data[:i] + new + data[i + len(new) :]
+
+    return edit
+
+
+#: Untyped escapes and hangs in decoders owned by other areas, reported to their owners (see
+#: the fuzz branch's report). The fuzz runs match them by (target, exception type) and count
+#: them apart; tests/fuzz has a strict expected-failure test per entry, which fails once the
+#: decoder is fixed: then delete the entry here.
+KNOWN_ISSUES: tuple[KnownIssue, ...] = (
+    KnownIssue(
+        "secagg_decode",
+        "hang",
+        "secagg-protocol",
+        _large_unmask_response,
+        "decode() without a config parses up to 2^20 list entries one by one in Python "
+        "(2^17 shares: > 1 s; 2^20: ~20 s); read them with numpy or bound them",
+    ),
+    KnownIssue(
+        "tensor_layout",
+        "RecursionError",
+        "he-harden",
+        lambda t: _deep_json(),
+        "TensorLayout.from_json: JSON nested past the parser's limit",
+    ),
+    KnownIssue(
+        "tensor_layout",
+        "OverflowError",
+        "he-harden",
+        lambda t: '[["a",[1e400],"float64","numpy"]]',
+        "TensorLayout.from_json: int(inf) of a shape entry 1e400",
+    ),
+    KnownIssue(
+        "he_update_envelope",
+        "RecursionError",
+        "he-harden",
+        lambda t: _repack(t.seeds[0], layout_json=_deep_json()),
+        "wire.unpack passes a deeply nested layout JSON to TensorLayout.from_json",
+    ),
+    KnownIssue(
+        "he_update_envelope",
+        "OverflowError",
+        "he-harden",
+        lambda t: _repack(t.seeds[0], layout_json='[["a",[1e400],"float64","numpy"]]'),
+        "wire.unpack: layout shape 1e400",
+    ),
+    KnownIssue(
+        "he_server_add",
+        "RecursionError",
+        "he-harden",
+        lambda t: _repack(t.seeds[0], layout_json=_deep_json()),
+        "same as he_update_envelope (server path)",
+    ),
+    KnownIssue(
+        "he_server_add",
+        "OverflowError",
+        "he-harden",
+        lambda t: _repack(t.seeds[0], layout_json='[["a",[1e400],"float64","numpy"]]'),
+        "same as he_update_envelope (server path)",
+    ),
+    KnownIssue(
+        "he_keyholder_decrypt",
+        "RecursionError",
+        "he-harden",
+        lambda t: _repack(t.seeds[0], layout_json=_deep_json()),
+        "same as he_update_envelope (key-holder path)",
+    ),
+    KnownIssue(
+        "he_keyholder_decrypt",
+        "OverflowError",
+        "he-harden",
+        lambda t: _repack(t.seeds[0], flags=2, server_weight_sum=1.0, server_weight_sq_sum=1e308),
+        "release_grid(inf): a server-claimed Σw² of 1e308 makes the error bound infinite "
+        "(also: layout shape 1e400)",
+    ),
+    KnownIssue(
+        "he_keyholder_decrypt",
+        "ValueError",
+        "he-harden",
+        lambda t: _repack(t.seeds[0], flags=2, server_weight_sum=1.0, server_weight_sq_sum=-1.0),
+        "raw_error_bound: math domain error (sqrt) from a negative server-claimed Σw²",
+    ),
+    KnownIssue(
+        "dp_event",
+        "RecursionError",
+        "dp-tight",
+        lambda t: _deep_event(),
+        "event_from_dict recurses once per nested event (2000 composed levels)",
+    ),
+    KnownIssue(
+        "dp_event",
+        "RecursionError",
+        "dp-tight",
+        lambda t: {"type": deep(3000)},
+        "event_from_dict: repr() of a deeply nested 'type' value in the error message",
+    ),
+    KnownIssue(
+        "dp_event",
+        "TypeError",
+        "dp-tight",
+        lambda t: {"type": "composed", "events": True},
+        "event_from_dict: a non-list 'events' of a composed event is iterated unchecked",
+    ),
+    KnownIssue(
+        "policy_toml",
+        "RecursionError",
+        "audit-trust",
+        lambda t: 'name = "x"\ndescription = ' + "{ a = " * 3000 + "1" + " }" * 3000 + "\n",
+        "BudgetPolicy.load: tomllib's RecursionError on deep inline tables is not caught",
+    ),
+    KnownIssue(
+        "ledger_file",
+        "DatabaseError",
+        "audit-trust",
+        lambda t: _ledger_bytes(t, lambda b: b[: len(b) // 2]),
+        "verify_ledger / read_entries: sqlite3.DatabaseError while iterating rows of a "
+        "damaged file (truncated to half)",
+    ),
+    KnownIssue(
+        "ledger_file",
+        "OperationalError",
+        "audit-trust",
+        lambda t: _ledger_bytes(t, lambda b: b[:44] + b"\x00\x00\x00\xff" + b[48:]),
+        "verify_ledger: 'unsupported file format' (schema format byte) and 'Could not decode "
+        "to UTF-8 column' escape as sqlite3.OperationalError",
+    ),
+    KnownIssue(
+        "ledger_file",
+        "JSONDecodeError",
+        "audit-trust",
+        lambda t: _ledger_bytes(t, _first(b'"dp_event"', b"X")),
+        "Entry.payload: json.loads of a damaged payload (ValueError, not LedgerError)",
+    ),
+    KnownIssue(
+        "ledger_file",
+        "UnicodeDecodeError",
+        "audit-trust",
+        lambda t: _ledger_bytes(t, _first(b"); END", b"\xff" * 4)),
+        "verify_ledger: invalid UTF-8 in the stored schema SQL escapes from sqlite3 as "
+        "UnicodeDecodeError",
+    ),
+    KnownIssue(
+        "ledger_rows",
+        "RecursionError",
+        "audit-trust",
+        lambda t: (2, "payload", '{"a":' + _deep_json(3000) + "}"),
+        "verify: json.loads/_jsonable of a deeply nested payload (only ValueError is caught)",
+    ),
+    KnownIssue(
+        "ledger_rows",
+        "JSONDecodeError",
+        "audit-trust",
+        lambda t: (2, "payload", "{"),
+        "Entry.payload of an invalid payload",
+    ),
+    KnownIssue(
+        "ledger_rows",
+        "AssertionError",
+        "audit-trust",
+        lambda t: (2, "payload", "[]"),
+        "Entry.payload asserts the payload is an object",
+    ),
+    KnownIssue(
+        "ledger_rows",
+        "ValueError",
+        "audit-trust",
+        lambda t: (2, "round_id", "x"),
+        "_row_to_entry: int('x') of a text round_id / seq",
+    ),
+    KnownIssue(
+        "ledger_rows",
+        "OverflowError",
+        "audit-trust",
+        lambda t: (2, "round_id", "1e400"),
+        "_row_to_entry: int(inf) of a REAL round_id",
+    ),
+)
