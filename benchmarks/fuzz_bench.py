@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             reports.append(report)
             print(
                 f"{name:22s} {report.mutations:7d} mutations {report.seconds:6.1f} s "
-                f"(setup {setup:4.1f} s, max {1000 * report.max_seconds:7.1f} ms) "
+                f"(setup {setup:4.1f} s, slowest {1000 * report.max_seconds:6.1f} ms wall "
+                f"{1000 * report.max_cpu_seconds:6.1f} ms CPU) "
                 f"accepted {report.accepted:6d} typed {report.typed:7d} "
                 f"escapes {report.escapes} hangs {report.hangs} known {report.known}",
                 flush=True,

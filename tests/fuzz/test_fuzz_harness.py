@@ -28,8 +28,10 @@ from securefl.testing.fuzz import (
 def _decoder(data: bytes) -> object:
     if data[:1] == b"K":
         raise KeyError("untyped")
-    if data[:1] == b"S":
-        time.sleep(1.2)
+    if data[:1] == b"S":  # slow: busy for 1.2 s of CPU
+        end = time.process_time() + 1.2
+        while time.process_time() < end:
+            pass
     if data[:1] == b"T":
         time.sleep(30)
     if len(data) % 2:
@@ -47,7 +49,17 @@ def test_check_one_classifies() -> None:
     assert check_one(t, b"abc").kind == "typed"
     assert check_one(t, b"K").kind == "escape"
     slow = check_one(t, b"SS")
-    assert slow.kind == "accepted" and slow.seconds > 1.0
+    assert slow.kind == "accepted" and slow.is_hang(1.0)
+    assert not check_one(t, b"ab").is_hang(1.0)
+
+
+def test_only_cpu_time_or_a_long_block_makes_a_hang() -> None:
+    from securefl.testing.fuzz import Outcome
+
+    assert not Outcome("typed", seconds=1.7, cpu_seconds=0.01).is_hang(1.0)  # a stalled CI box
+    assert Outcome("typed", seconds=1.7, cpu_seconds=1.5).is_hang(1.0)
+    assert Outcome("accepted", seconds=6.0, cpu_seconds=0.0).is_hang(1.0)  # blocked on a lock
+    assert Outcome("timeout", seconds=0.3, cpu_seconds=0.0).is_hang(1.0)
 
 
 def test_a_decode_past_the_hard_limit_is_interrupted() -> None:

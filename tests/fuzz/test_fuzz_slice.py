@@ -47,8 +47,9 @@ def test_known_issue_still_reproduces(issue: KnownIssue, target: Callable[[str],
     """Fails once the owner fixes the decoder: then delete the entry from KNOWN_ISSUES."""
     t = target(issue.target)
     out = check_one(t, issue.reproducer(t))
-    got = "hang" if out.seconds > 1.0 else type(out.exception).__name__
-    if out.kind in ("accepted", "typed") and out.seconds <= 1.0:
+    hang = out.is_hang(1.0)
+    got = "hang" if hang else type(out.exception).__name__
+    if out.kind in ("accepted", "typed") and not hang:
         got = f"fixed ({out.kind})"
     assert got == issue.exception, (
         f"{issue.target}: the known {issue.exception} ({issue.owner}) now gives {got}; "
