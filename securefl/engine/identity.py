@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from securefl.crypto import keys
 from securefl.errors import ConfigurationError, SecureFLError
@@ -63,12 +64,12 @@ def generate_identity(path: str | Path, client_id: int) -> NodeIdentity:
 def load_identity(path: str | Path) -> NodeIdentity:
     """Read an identity file written by :func:`generate_identity`."""
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = _json_object(path)
         if doc.get("format") != _KEY_FILE_HEADER:
             raise ValueError("not a securefl identity file")
         key = keys.ed25519_private_from_bytes(bytes.fromhex(doc["private_key"]))
         client_id = doc["client_id"]
-    except (OSError, ValueError, TypeError, KeyError, SecureFLError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, RecursionError, SecureFLError) as exc:
         raise ConfigurationError(
             f"cannot load identity key {path}: {type(exc).__name__}", parameter="identity-key"
         ) from None
@@ -84,16 +85,33 @@ def save_registry(path: str | Path, public_keys: Mapping[int, bytes]) -> None:
 def load_registry(path: str | Path, *, minimum: int = 2) -> dict[int, bytes]:
     """Read a registry; every key must be a valid Ed25519 public key and ids in range."""
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = _json_object(path)
         if doc.get("format") != "securefl-registry-v1":
             raise ValueError("not a securefl registry")
         out = {check_client_id(int(u)): bytes.fromhex(pk) for u, pk in doc["keys"].items()}
         for pk in out.values():
             keys.load_ed25519_public(pk)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, SecureFLError) as exc:
+    except (
+        OSError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        RecursionError,
+        SecureFLError,
+    ) as exc:
         raise ConfigurationError(
             f"cannot load registry {path}: {type(exc).__name__}: {exc}", parameter="registry"
         ) from None
     if len(out) < minimum:
         raise ConfigurationError(f"needs at least {minimum} clients", parameter="registry")
     return out
+
+
+def _json_object(path: str | Path) -> dict[str, Any]:
+    """The JSON object in a UTF-8 file (ValueError if it is anything else; RecursionError if
+    nested deeper than the parser's limit: callers turn both into ConfigurationError)."""
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(doc, dict):
+        raise ValueError(f"not a JSON object but {type(doc).__name__}")
+    return doc

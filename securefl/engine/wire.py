@@ -56,8 +56,8 @@ def decode_config(data: bytes) -> SecAggConfig:
     """Parse and validate (SecAggConfig re-checks every bound) a configuration from the wire."""
     if not isinstance(data, bytes) or len(data) > MAX_CONFIG_BYTES:
         raise MalformedMessageError("round configuration is not a bounded byte string")
+    doc = _json_object(data, "round configuration")
     try:
-        doc = json.loads(data)
         return SecAggConfig(
             client_ids=tuple(int(i) for i in doc["client_ids"]),
             identity_keys=tuple(bytes.fromhex(k) for k in doc["identity_keys"]),
@@ -76,7 +76,8 @@ def decode_config(data: bytes) -> SecAggConfig:
         )
     except ConfigurationError as exc:
         raise MalformedMessageError(f"invalid round configuration: {exc}") from None
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        # OverflowError: int() of an infinite number (JSON 1e400 or Infinity)
         raise MalformedMessageError(f"unparsable round configuration: {exc!r}") from None
 
 
@@ -86,12 +87,27 @@ def encode_plan(plan: RingPlan) -> str:
 
 
 def decode_plan(text: str) -> RingPlan:
+    if not isinstance(text, str) or len(text) > MAX_CONFIG_BYTES:
+        raise MalformedMessageError("ring plan is not a bounded string")
+    doc = _json_object(text, "ring plan")
     try:
-        return RingPlan.from_dict(json.loads(text))
+        return RingPlan.from_dict(doc)
     except ConfigurationError as exc:
         raise MalformedMessageError(f"invalid ring plan: {exc}") from None
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
         raise MalformedMessageError(f"unparsable ring plan: {exc!r}") from None
+
+
+def _json_object(data: bytes | str, what: str) -> dict[str, Any]:
+    """A JSON object, or MalformedMessageError (also for nesting deeper than the parser's
+    recursion limit, which ``json`` reports as RecursionError)."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedMessageError(f"{what} is not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(doc, dict):
+        raise MalformedMessageError(f"{what} must be a JSON object, not {type(doc).__name__}")
+    return doc
 
 
 def model_digest(global_state: bytes, plan_text: str, round_index: int, task: str) -> bytes:
@@ -110,6 +126,8 @@ def model_digest(global_state: bytes, plan_text: str, round_index: int, task: st
 
 def field(record: Mapping[str, Any], name: str, kind: type) -> Any:
     """One typed field of a request/reply; missing or mistyped → MalformedMessageError."""
+    if not isinstance(record, Mapping):
+        raise MalformedMessageError(f"a record must be a mapping, not {type(record).__name__}")
     value = record.get(name)
     if kind is int and isinstance(value, bool):
         value = None

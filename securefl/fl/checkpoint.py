@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -63,28 +64,57 @@ class Checkpoint:
 
     @classmethod
     def from_json(cls, text: str) -> Checkpoint:
+        """Parse and type-check a checkpoint; anything damaged raises :class:`ResumeError`."""
         try:
             d = json.loads(text)
+            if not isinstance(d, dict):
+                raise ResumeError(f"checkpoint is a JSON {type(d).__name__}, not an object")
             if d.get("format") != FORMAT:
                 raise ResumeError(f"unknown checkpoint format {d.get('format')!r}")
-            raw = base64.b64decode(d["global_flat_b64"], validate=True)
+            raw = base64.b64decode(_typed(d, "global_flat_b64", str), validate=True)
             if hashlib.sha256(raw).hexdigest() != d["global_flat_sha256"]:
                 raise ResumeError("checkpoint global state does not match its SHA-256")
             flat = np.frombuffer(raw, dtype="<f8").astype(np.float64)
+            rounds_done = _typed(d, "rounds_done", int)
+            if rounds_done < 0:
+                raise ResumeError(f"rounds_done {rounds_done} is negative")
+            noise = d["noise_multiplier"]
+            if noise is not None and not (
+                type(noise) in (int, float) and math.isfinite(noise) and noise >= 0
+            ):
+                raise ResumeError("noise_multiplier must be null or a finite number ≥ 0")
+            last = d["last_round_entry"]
+            if last is not None and not isinstance(last, dict):
+                raise ResumeError("last_round_entry must be null or an object")
             return cls(
-                rounds_done=int(d["rounds_done"]),
+                rounds_done=rounds_done,
                 global_flat=flat,
-                layout_digest=str(d["layout_digest"]),
-                config_digest=str(d["config_digest"]),
-                run_id=str(d["run_id"]),
-                noise_multiplier=d["noise_multiplier"],
-                events=list(d["events"]),
-                last_round_entry=d["last_round_entry"],
-                rng=dict(d["rng"]),
-                metrics=list(d["metrics"]),
+                layout_digest=_typed(d, "layout_digest", str),
+                config_digest=_typed(d, "config_digest", str),
+                run_id=_typed(d, "run_id", str),
+                noise_multiplier=noise,
+                events=_objects(d, "events"),
+                last_round_entry=last,
+                rng=_typed(d, "rng", dict),
+                metrics=_objects(d, "metrics"),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ResumeError(f"damaged checkpoint ({exc})") from exc
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
+            # RecursionError: JSON nested deeper than the parser's limit
+            raise ResumeError(f"damaged checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def _typed(d: dict[str, Any], key: str, kind: type) -> Any:
+    value = d[key]
+    if type(value) is not kind:
+        raise ResumeError(f"checkpoint field {key!r} must be {kind.__name__}")
+    return value
+
+
+def _objects(d: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value: list[dict[str, Any]] = _typed(d, key, list)
+    if not all(isinstance(v, dict) for v in value):
+        raise ResumeError(f"checkpoint field {key!r} must be a list of objects")
+    return value
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -193,6 +193,16 @@ def validate(cfg: RunConfig) -> None:
         value = getattr(cfg, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigurationError(f"must be a positive integer, got {value!r}", parameter=name)
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise ConfigurationError(f"must be an integer, got {cfg.seed!r}", parameter="seed")
+    for name in ("name", "model", "device", "data", "text_column", "label_column", "he_preset"):
+        if not isinstance(getattr(cfg, name), str):
+            raise ConfigurationError("must be a string", parameter=name)
+    for name in ("policy", "out"):
+        if not isinstance(getattr(cfg, name), str | None):
+            raise ConfigurationError("must be a string or unset", parameter=name)
+    if not isinstance(cfg.extra, Mapping):
+        raise ConfigurationError("must be a table", parameter="extra")
     if cfg.server_lr is not None:
         _positive(cfg, "server_lr")
     for name in (
@@ -310,8 +320,10 @@ def from_mapping(values: Mapping[str, Any]) -> RunConfig:
     if "lora_targets" in flat:
         if isinstance(flat["lora_targets"], str):
             flat["lora_targets"] = tuple(t.strip() for t in flat["lora_targets"].split(","))
-        else:
+        elif isinstance(flat["lora_targets"], list | tuple):
             flat["lora_targets"] = tuple(flat["lora_targets"])
+        else:
+            raise ConfigurationError("must be a list of module names", parameter="lora_targets")
     for key in (
         "lora_alpha",
         "local_lr",
@@ -344,8 +356,12 @@ def load(path: str | Path, **overrides: Any) -> RunConfig:
         values = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigurationError(f"config file {p} not found", parameter="config") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: arrays/tables nested deeper than tomllib's recursion limit
         raise ConfigurationError(f"invalid TOML in {p}: {exc}", parameter="config") from exc
-    merged = dict(values.get("run", values))
+    run = values.get("run", values)
+    if not isinstance(run, Mapping):
+        raise ConfigurationError("[run] must be a table", parameter="run")
+    merged = dict(run)
     merged.update({k: v for k, v in overrides.items() if v is not None})
     return from_mapping(merged)

@@ -1,0 +1,1 @@
+"""Test tooling shipped with the package (used by tests/ and benchmarks/, never by a run)."""
