@@ -20,12 +20,13 @@ from securefl.he.params import (
     raw_error_bound,
     released_error_bound,
 )
-from securefl.he.release import ReleasePolicy
+from securefl.he.release import CentralNoise, ReleasePolicy
 from securefl.he.roles import HEClient, HEDecryption, HEServer, KeyHolder
 
 __all__ = [
     "HE_STANDARD_128",
     "PRESETS",
+    "CentralNoise",
     "ContextMismatchError",
     "HEClient",
     "HEDecryption",
