@@ -154,8 +154,10 @@ def unpack_context(data: bytes, *, allow_insecure: bool) -> tuple[HEPreset, int,
         described = json.loads(data[pos : pos + pj_len].decode())
         if not isinstance(described, dict):
             raise TypeError("preset must be a JSON object")
-    except (UnicodeDecodeError, ValueError, TypeError) as exc:
-        raise MalformedCiphertextError(f"context preset is not valid JSON ({exc})") from exc
+    except (UnicodeDecodeError, ValueError, TypeError, RecursionError) as exc:
+        raise MalformedCiphertextError(
+            f"context preset is not valid JSON ({type(exc).__name__})"
+        ) from None
     try:
         preset = HEPreset.from_dict(described)
     except InsecureParametersError:
