@@ -5,8 +5,9 @@ exact decryptions of ciphertexts an adversary helped build lets it recover the k
 (Li–Micciancio, EUROCRYPT 2021, IND-CPA^D). SEAL/TenSEAL have no mitigation, so we apply one:
 
 * ``round`` (default): round every coordinate to the grid g = 2^⌈log2 B⌉, B the stated raw
-  error bound. This removes the low-order bits that carry e for coordinates away from a grid
-  boundary; it is a heuristic (an adversary who chooses inputs near a boundary learns about one
+  error bound, evaluated at the key holder's own cohort/weight caps (never a server claim).
+  This removes the low-order bits that carry e for coordinates away from a grid boundary; it
+  is a heuristic (an adversary who chooses inputs near a boundary learns about one
   bit of e per query), documented as such in protocols/he_ckks.md §7.
 * ``flood_sigma``: add discrete Gaussian noise on the same grid from a cryptographic sampler
   (``securefl.dp.sampling``). Errors e, e' within ±B ≤ g move the rounded value by k ≤ 2 grid

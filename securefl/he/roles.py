@@ -99,6 +99,13 @@ class KeyHolder:
 
     Run it apart from the server and from every client (e.g. the compliance team's machine):
     then a server colluding with clients still holds no key (protocols/he_ckks.md §3).
+
+    * ``noise``: central DP added here before release (§7.1); once configured, every release
+      is noisy — the key holder is then the only party that sees the noiseless sum.
+    * ``max_contributions`` / ``max_server_weight``: the cohort and weight caps the release
+      rounding is sized for (§7, IND-CPA^D); the server's claimed count only makes it refuse.
+    * ``workers``: 1 (default) keeps the secret key in this process; > 1 is an explicit opt-in
+      to worker processes that hold it too (recorded as ``secret_key_processes``).
     """
 
     def __init__(
