@@ -170,3 +170,22 @@ def test_layout_text_in_envelope_only_typed_errors(parties: tuple, text: str) ->
     env = _envelope(kh, update, wire.KIND_UPDATE)
     with contextlib.suppress(SecureFLError):
         server.session().add(dataclasses.replace(env, layout_json=text).pack())
+
+
+def test_context_with_tampered_scale_typed(holders: dict[str, KeyHolder]) -> None:
+    """Found by the context mutation test: a context whose global scale was changed made
+    TenSEAL raise ValueError("scale out of bounds") while the role probed it."""
+    import tenseal as ts
+
+    from securefl.he import ContextMismatchError
+    from securefl.he.context import ROLE_PUBLIC, pack_context, unpack_context
+
+    kh = holders["fast"]
+    preset, _, ts_bytes = unpack_context(kh.public_context_bytes(), allow_insecure=False)
+    ctx = ts.context_from(ts_bytes)
+    ctx.global_scale = 2.0**200
+    bad = pack_context(preset, ROLE_PUBLIC, ctx.serialize(save_public_key=True))
+    with pytest.raises(ContextMismatchError, match="scale"):
+        HEServer(bad)
+    with pytest.raises(ContextMismatchError, match="scale"):
+        HEClient(bad)
