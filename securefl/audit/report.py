@@ -502,7 +502,7 @@ def _statement(g: Mapping[str, Any], verified: bool) -> str:
             " (see the caveats)."
         )
     text = (
-        f"(ε = {head['epsilon']:.3g}, δ = {g['delta']:.3g})-differential privacy for each"
+        f"(ε = {head['epsilon']:.4g}, δ = {g['delta']:.3g})-differential privacy for each"
         f" {unit} ({g['adjacency']} adjacency, {head['accountant'].upper()} accounting) over"
         f" {n} charged round(s)."
     )
