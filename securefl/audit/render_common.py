@@ -89,6 +89,15 @@ def sampling_text(s: Mapping[str, Any]) -> str:
     return fmt(s)
 
 
+def mechanisms_text(mechanisms: Sequence[str]) -> str:
+    """Recorded mechanism names; a non-private release is named as such."""
+    names = [
+        "none (released without DP noise)" if m == "non_private" else m.replace("_", " ")
+        for m in mechanisms
+    ]
+    return ", ".join(names) or "none"
+
+
 def number_list(values: Sequence[float]) -> str:
     return ", ".join(f"{v:.4g}" for v in values) if values else "not recorded"
 
@@ -122,17 +131,20 @@ def parameter_rows(params: Mapping[str, Any]) -> list[list[str]]:
     return rows
 
 
-def budget_text(b: Mapping[str, Any] | None) -> str:
+def budget_text(b: Mapping[str, Any] | None, *, verified: bool = True) -> str:
+    """The budget and the recomputed spend; no verdict on an unverified ledger."""
     if not b:
         return "no budget recorded"
     acct = f", {accountant_name(b['accountant'])}" if b.get("accountant") else ""
     delta = f" at δ = {b['delta']:g}" if b.get("delta") is not None else ""
-    spent = (
-        ""
-        if b.get("spent") is None
-        else f"; spent ε = {b['spent']:.4g}"
-        + (" (within budget)" if b.get("within") else " (OVER BUDGET)")
-    )
+    if b.get("spent") is None:
+        spent = ""
+    elif not verified:
+        spent = f"; recomputed ε = {b['spent']:.4g} from unverified entries (no verdict)"
+    else:
+        spent = f"; spent ε = {b['spent']:.4g}" + (
+            " (within budget)" if b.get("within") else " (OVER BUDGET)"
+        )
     return f"ε ≤ {b['epsilon']:g}{delta} ({b['source']}{acct}){spent}"
 
 
@@ -340,7 +352,7 @@ def report_blocks(report: Mapping[str, Any]) -> list[Block]:
                 [[accountant_name(k), epsilon_value(x)] for k, x in g["epsilon"].items()],
             )
         )
-        out.append(("p", f"Budget: {budget_text(g.get('budget'))}.", ""))
+        out.append(("p", f"Budget: {budget_text(g.get('budget'), verified=verified)}.", ""))
         out.append(("chart", "epsilon"))
     elif g["dp_status"] == "no_releases":
         out.append(("p", "No round was charged: nothing to account.", ""))
@@ -362,7 +374,7 @@ def report_blocks(report: Mapping[str, Any]) -> list[Block]:
             "table",
             ["item", "value"],
             [
-                ["mechanism(s)", ", ".join(g["mechanisms"]) or "none"],
+                ["mechanism(s)", mechanisms_text(g["mechanisms"])],
                 [
                     "sampling (as performed)",
                     "; ".join(sampling_text(s) for s in g["sampling"]) or "not applicable",
@@ -491,11 +503,20 @@ def report_blocks(report: Mapping[str, Any]) -> list[Block]:
             (
                 "banner",
                 f"Policy {pol['name']}: {'satisfied' if pol['ok'] else 'VIOLATED'}"
-                f"{unverified}; budget {budget_text(g.get('budget'))}; sha256 {pol['sha256']}",
+                if verified
+                else f"Policy {pol['name']}: NOT ASSESSED, the ledger failed verification",
                 bool(pol["ok"]) and verified,
                 "policy-status",
             ),
         ]
+        out.append(
+            (
+                "p",
+                f"Budget: {budget_text(g.get('budget'), verified=verified)}. Policy sha256"
+                f" {pol['sha256']}.",
+                "",
+            )
+        )
         notes = [f"violation: {x}" for x in pol["violations"]]
         notes += [f"warning: {cli_text(x)}" for x in pol["warnings"]]
         if notes:

@@ -35,6 +35,7 @@ th{background:#f0f0f0}.strong{font-weight:700;font-size:1.1em}.bad{color:#b00020
 .muted{color:#666;font-size:.92em}
 .banner{padding:10px 14px;border-radius:6px;margin:10px 0;font-weight:600}
 .banner.ok{background:#e6f4ea;color:#11691b}.banner.bad{background:#fde7e9;color:#b00020}
+.banner,th{-webkit-print-color-adjust:exact;print-color-adjust:exact}
 .charts{display:flex;flex-wrap:wrap;gap:12px}.chart{background:#fff;border:1px solid #e3e3e3;
 max-width:100%;height:auto}
 .ct{font-size:13px;font-weight:600}.tick{font-size:10px;fill:#555}.al{font-size:11px;fill:#333}
@@ -89,8 +90,9 @@ def _epsilon_chart(report: Mapping[str, Any]) -> str:
         series[accountant_name(name) if has else f"{accountant_name(name)}: {NOT_BOUNDED}"] = ys
     b = g.get("budget")
     hlines = {f"budget ε = {b['epsilon']:g}": float(b["epsilon"])} if b else None
+    unverified = "" if g.get("verified", True) else " (UNVERIFIED)"
     return line_chart(
-        f"cumulative ε after each round at δ = {g['delta']:g}",
+        f"cumulative ε after each round at δ = {g['delta']:g}{unverified}",
         xs,
         series,
         x_label="round",

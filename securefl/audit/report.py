@@ -824,6 +824,7 @@ def _checklist(
     from securefl.audit.render_common import (
         code_version_text,
         epsilon_text,
+        mechanisms_text,
         number_list,
         sampling_text,
     )
@@ -840,7 +841,7 @@ def _checklist(
         item("adjacency (neighbouring relation)", str(g["adjacency"]), True),
         item(
             "mechanism(s)",
-            ", ".join(g["mechanisms"]) or "none",
+            mechanisms_text(g["mechanisms"]),
             dp,
         ),
         item(
