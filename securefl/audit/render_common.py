@@ -292,6 +292,24 @@ def _audit_rows(audits: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[li
     return headings, cells
 
 
+def audit_sentence(a: Mapping[str, Any]) -> str:
+    """What one empirical audit shows, and the most it could have shown."""
+    what = a.get("mechanism") or "a mechanism not stated in the record"
+    text = (
+        f"Run {a.get('run_id')}: audited {what} with {fmt(a.get('canaries'))} canaries and"
+        f" {fmt(a.get('guesses'))} guesses ({fmt(a.get('correct'))} correct) at δ ="
+        f" {fmt(a.get('delta'))} and {fmt(a.get('confidence'))} confidence: ε ≥"
+        f" {fmt(a.get('epsilon_lower_bound'))}."
+    )
+    best, claim = a.get("max_provable_lower_bound"), a.get("epsilon_theoretical")
+    if isinstance(best, int | float):
+        text += f" This design can show at most ε ≥ {best:.3g}"
+        if isinstance(claim, int | float) and best <= claim:
+            text += f", so it cannot refute the claimed ε = {claim:.3g}"
+        text += "."
+    return text
+
+
 def report_blocks(report: Mapping[str, Any]) -> list[Block]:
     """Every section of the report, in reading order (NIST SP 800-226 items first)."""
     g = report["guarantee"]
@@ -553,6 +571,7 @@ def report_blocks(report: Mapping[str, Any]) -> list[Block]:
                 "muted",
             ),
             ("table", *_audit_rows(report["empirical_audits"])),
+            ("ul", [audit_sentence(a) for a in report["empirical_audits"]]),
         ]
     out += [
         ("h2", "Reporting checklist"),

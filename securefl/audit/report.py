@@ -726,6 +726,20 @@ def build_report(
         if e.kind == EMPIRICAL_AUDIT
     ]
     for audit in empirical:
+        best, claim = (
+            _num(audit.get("max_provable_lower_bound")),
+            _num(audit.get("epsilon_theoretical")),
+        )
+        if audit["run_id"] not in runs:
+            caveats.append(
+                f"the empirical audit recorded as run {audit['run_id']} is not a training run"
+                " in this ledger: it did not audit the model this report covers"
+            )
+        if best is not None and claim is not None and best <= claim:
+            caveats.append(
+                f"the empirical audit of run {audit['run_id']} could show at most ε ≥ {best:.3g},"
+                f" not above the claimed ε = {claim:.3g}: it cannot refute the claim"
+            )
         if audit.get("claim_violated"):
             caveats.append(
                 f"the empirical audit of run {audit['run_id']} found ε ≥"
