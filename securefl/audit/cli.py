@@ -1,8 +1,10 @@
-"""``securefl audit …``: verify, check, report, account, keygen — built for CI pipelines.
+"""``securefl audit …``: verify, check, report, account, anchor, keygen — built for CI.
 
-Exit codes: 0 ok; 1 the ledger is invalid or the policy is violated; 2 usage error (bad
-option, missing/unreadable file, malformed policy or key). Verification never trusts the key
-stored in the ledger silently: pass ``--public-key`` (or say ``--trust-stored-key``).
+Exit codes: 0 ok; 1 the ledger is invalid or the policy is violated; 2 usage or I/O error
+(bad option, missing/unreadable file — a ledger that cannot be *read* is never reported
+"INVALID" —, malformed policy, key or anchor log). Verification never trusts the key stored
+in the ledger silently: pass ``--public-key`` (or say ``--trust-stored-key``); rollback is
+detected with ``--anchors FILE`` (the anchor log) or ``--expect-head SEQ:HASH``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ AnchorOpt = Annotated[
     str | None,
     typer.Option("--expect-head", help="published head anchor SEQ:HASH (detects rollback)"),
 ]
+AnchorsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--anchors",
+        help="anchor log (JSON lines written by `securefl audit anchor` or at the end of a run):"
+        " every anchor published for this ledger must be in it (detects rollback)",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
@@ -58,14 +68,40 @@ def _key_args(public_key: Path | None, trust: bool) -> Path | None:
     return public_key
 
 
-def _verify(ledger: Path, public_key: Path | None, anchor: str | None) -> Any:
+def _verify(
+    ledger: Path, public_key: Path | None, anchor: str | None, anchors: Path | None = None
+) -> Any:
     from securefl.audit.ledger import verify_ledger
 
     _need_file(ledger, "ledger")
+    if anchors is not None:
+        _need_file(anchors, "anchor log")
     try:
-        return verify_ledger(ledger, public_key, expected_head=anchor)
+        return verify_ledger(ledger, public_key, expected_head=anchor, anchors=anchors)
     except SecureFLError as exc:
         _usage(str(exc))
+
+
+def _report_anchor(ledger: Path, anchor: str | None, anchors: Path | None) -> str | None:
+    """The anchor a report is verified against: ``--expect-head``, else the latest anchor
+    published for this ledger in ``--anchors`` (a log without one is an error)."""
+    if anchors is None:
+        return anchor
+    from securefl.audit.anchors import latest_anchor, read_anchors
+    from securefl.audit.ledger import read_ledger_id
+
+    _need_file(anchors, "anchor log")
+    try:
+        lid = read_ledger_id(ledger)
+        latest = latest_anchor(read_anchors(anchors, ledger_id=lid))
+    except SecureFLError as exc:
+        _usage(str(exc))
+    if latest is None:
+        typer.echo(f"INVALID: {anchors} holds no anchor for ledger {lid}", err=True)
+        raise typer.Exit(EXIT_FAIL)
+    if anchor is not None and anchor.strip().lower() != latest.text:
+        _usage("give --expect-head or --anchors, not both")
+    return latest.text
 
 
 def keygen(
@@ -85,16 +121,53 @@ def keygen(
     typer.echo(f"fingerprint: {fingerprint(load_public_key(pub))}")
 
 
+def anchor(
+    ledger: LedgerArg,
+    public_key: PublicKeyOpt = None,
+    trust_stored_key: TrustOpt = False,
+    anchors: Annotated[
+        Path | None,
+        typer.Option(
+            "--anchors",
+            help="anchor log to append to (default: anchors.jsonl in the key directory)",
+        ),
+    ] = None,
+    key_dir: Annotated[
+        Path | None,
+        typer.Option("--key-dir", help="key directory (default: $SECUREFL_KEY_DIR or ~/.config)"),
+    ] = None,
+) -> None:
+    """Verify the ledger, then publish its head SEQ:HASH to the anchor log."""
+    from securefl.audit.anchors import publish_anchor
+
+    key = _key_args(public_key, trust_stored_key)
+    result = _verify(ledger, key, None)
+    if not result.ok:
+        typer.echo("INVALID ledger: head not published", err=True)
+        for e in result.errors:
+            typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(EXIT_FAIL)
+    try:
+        published = publish_anchor(result, anchor_log=anchors, key_dir=key_dir)
+    except SecureFLError as exc:
+        _usage(str(exc))
+    typer.echo(f"published head anchor {published.text} of ledger {published.ledger_id}")
+
+
 def verify(
     ledger: LedgerArg,
     public_key: PublicKeyOpt = None,
     trust_stored_key: TrustOpt = False,
     expect_head: AnchorOpt = None,
+    anchors: AnchorsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recompute every entry hash and the signed head; exit 1 if anything was tampered with."""
+    """Recompute every entry hash and the signed head; exit 1 if anything was tampered with.
+
+    Read-only: nothing is written beside the ledger, so a copy on read-only media verifies.
+    """
     key = _key_args(public_key, trust_stored_key)
-    result = _verify(ledger, key, expect_head)
+    result = _verify(ledger, key, expect_head, anchors)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -126,16 +199,20 @@ def check(
     public_key: PublicKeyOpt = None,
     trust_stored_key: TrustOpt = False,
     expect_head: AnchorOpt = None,
+    anchors: AnchorsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Verify the ledger, then evaluate it against a budget policy (ε recomputed)."""
     key = _key_args(public_key, trust_stored_key)
     pol = _load_policy(policy)
-    result = _verify(ledger, key, expect_head)
+    result = _verify(ledger, key, expect_head, anchors)
     if not result.ok:
         out: dict[str, Any] = {"ok": False, "verification": result.to_dict(), "policy": None}
     else:
-        res = pol.check(ledger)
+        try:
+            res = pol.check(ledger)
+        except SecureFLError as exc:
+            _usage(str(exc))
         out = {"ok": res.ok, "verification": result.to_dict(), "policy": res.to_dict()}
     if as_json:
         typer.echo(json.dumps(out, indent=2))
@@ -166,6 +243,7 @@ def report(
     public_key: PublicKeyOpt = None,
     trust_stored_key: TrustOpt = False,
     expect_head: AnchorOpt = None,
+    anchors: AnchorsOpt = None,
     formats: Annotated[str, typer.Option("--formats", help="comma list: json,md,html")] = (
         "json,md,html"
     ),
@@ -183,6 +261,7 @@ def report(
     if bad or not wanted:
         _usage(f"unknown format(s) {bad}; use json, md, html")
     _need_file(ledger, "ledger")
+    expect_head = _report_anchor(ledger, expect_head, anchors)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -241,6 +320,7 @@ def account(
 for _name, _fn in (
     ("keygen", keygen),
     ("verify", verify),
+    ("anchor", anchor),
     ("check", check),
     ("report", report),
     ("account", account),

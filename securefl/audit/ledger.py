@@ -8,8 +8,14 @@ entry) and a head forged with another key (when the caller pins the public key).
 
 What a signature cannot detect: an attacker who holds an *older copy* of the whole database
 (or deletes the tail and restores an old head row) presents a shorter ledger that was valid at
-some time. Only an external anchor defeats that rollback: publish the head hash (e.g. in the
-model card, a transparency log or a ticket) and verify with ``expected_head=``.
+some time. Only an external anchor defeats that rollback: publish the head
+(:func:`securefl.audit.anchors.publish_anchor` appends it to an anchor log outside the run
+directory; copy it to a model card, transparency log or ticket) and verify with ``anchors=``
+(``--anchors FILE``) or ``expected_head=`` (``--expect-head SEQ:HASH``).
+
+Reading never changes the file: :func:`verify_ledger` and :func:`read_entries` open a closed
+ledger ``immutable`` (no ``-wal``/``-shm`` created, so read-only copies verify) and a live one
+through its WAL; :meth:`Ledger.finalize` makes a finished ledger one self-contained file.
 
 Durability and concurrency: WAL journal, ``synchronous=FULL`` (a commit is on disk when
 ``append`` returns), and ``BEGIN IMMEDIATE`` so that reading the head and writing the next entry
@@ -22,21 +28,23 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import secrets
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from securefl.audit.keys import (
     PublicKeySource,
+    Signer,
     SigningKeySource,
     fingerprint,
     load_public_key,
@@ -61,6 +69,8 @@ ROUND_REFUSED = "round_refused"
 POLICY = "policy"
 MODEL_PROVENANCE = "model_provenance"
 RUN_FINISHED = "run_finished"
+ROUND_ABORTED = "round_aborted"
+RUN_RESUMED = "run_resumed"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -88,8 +98,45 @@ BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
 """
 
 
+class RecordLike(Protocol):
+    """What :meth:`Ledger.append_record` needs (see :mod:`securefl.audit.records`)."""
+
+    PER_ROUND: ClassVar[bool]
+
+    @property
+    def kind(self) -> str: ...
+
+    def to_payload(self) -> dict[str, Any]: ...
+
+
 class LedgerError(SecureFLError):
     """The ledger file cannot be opened or written (not a ledger, wrong version, I/O)."""
+
+
+class LedgerOpenError(LedgerError):
+    """The ledger could not be *read* (missing, permissions, I/O, locked): says nothing about
+    whether the ledger is valid, so verification reports it apart from "INVALID" (CLI exit 2).
+    """
+
+
+class AnchorLike(Protocol):
+    """A published anchor (:class:`securefl.audit.anchors.Anchor`)."""
+
+    @property
+    def ledger_id(self) -> str: ...
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def entry_hash(self) -> str: ...
+
+
+AnchorSpec = str | tuple[int, str] | AnchorLike
+
+
+class NotALedgerError(LedgerError):
+    """The file was read but is not a SQLite ledger (verification reports it INVALID)."""
 
 
 def _jsonable(value: Any, where: str) -> Any:
@@ -280,20 +327,68 @@ class VerifyResult:
         }
 
 
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """Open for reading without changing anything on disk (issue 14, Trust 2).
+
+    - no ``-wal`` beside the file (a finalized or cleanly closed ledger; a live writer always
+      has one): ``immutable=1`` — SQLite reads the file as is and creates no ``-wal``/``-shm``;
+    - a ``-wal`` exists (a writer is live, or died): ``mode=ro``, which reads the committed
+      WAL frames too and so sees every committed entry. On read-only media this needs the
+      ``-shm`` beside it; without it the ledger cannot be read *completely*, which is reported
+      as :class:`LedgerOpenError` (never as a valid but shorter ledger).
+    """
+    if not path.is_file():
+        raise LedgerOpenError(f"ledger file {path} does not exist")
+    if not os.access(path, os.R_OK):
+        raise LedgerOpenError(f"ledger file {path} is not readable (permission denied)")
+    wal = path.with_name(path.name + "-wal")
+    uri = path.resolve().as_uri()
+    has_wal = wal.exists() and wal.stat().st_size > 0
+    if not has_wal and not wal.exists():
+        uri += "?mode=ro&immutable=1"
+    else:
+        uri += "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=60.0)
+        conn.isolation_level = None
+        conn.execute("PRAGMA busy_timeout = 60000")
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as exc:
+        if has_wal and not _writable(path):
+            raise LedgerOpenError(
+                f"cannot read {path} from a read-only location: it has an un-checkpointed"
+                f" write-ahead log ({wal.name}) and SQLite needs {path.name}-shm beside it;"
+                " copy the ledger with both files, or finalize the ledger before copying"
+                f" ({exc})"
+            ) from exc
+        if _is_open_failure(exc):
+            raise LedgerOpenError(f"cannot read ledger {path}: {exc}") from exc
+        raise NotALedgerError(f"{path} is not a usable ledger: {exc}") from exc
+    return conn
+
+
+def _is_open_failure(exc: sqlite3.DatabaseError) -> bool:
+    """I/O, permission and locking failures (as opposed to a file that is not a ledger)."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    text = str(exc).lower()
+    return "no such table" not in text and "no such column" not in text
+
+
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
     if readonly:
-        if not path.is_file():
-            raise LedgerError(f"ledger file {path} does not exist")
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60.0)
-    else:
-        conn = sqlite3.connect(str(path), timeout=60.0, isolation_level=None)
+        return _connect_readonly(path)
+    conn = sqlite3.connect(str(path), timeout=60.0, isolation_level=None)
     conn.isolation_level = None  # explicit transactions only
     conn.execute("PRAGMA busy_timeout = 60000")
-    if not readonly:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise LedgerError(f"cannot enable WAL journal on {path} (got {mode})")
-        conn.execute("PRAGMA synchronous = FULL")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise LedgerError(f"cannot enable WAL journal on {path} (got {mode})")
+    conn.execute("PRAGMA synchronous = FULL")
     return conn
 
 
@@ -323,35 +418,68 @@ _INSERT_ENTRY = (
 class Ledger:
     """An append-only, hash-chained, head-signed ledger file.
 
-    ``signing_key`` (key object, PEM/raw bytes or a PEM path) is needed only to append;
-    readers and auditors open the ledger without it. ``run_id`` is the default run id of
-    appended entries.
+    ``signing_key`` is needed only to append: a :class:`~securefl.audit.keys.Signer` (e.g.
+    :func:`securefl.audit.keys.default_signer`, or a KMS/HSM adapter), or a key object,
+    PEM/raw bytes or a PEM path. Readers and auditors open the ledger without it (or with
+    :func:`verify_ledger`, which never writes). ``run_id`` is the default run id of appended
+    entries.
     """
 
     def __init__(
         self,
         path: str | PathLike[str],
-        signing_key: SigningKeySource | None = None,
+        signing_key: Signer | SigningKeySource | None = None,
         *,
         run_id: str | None = None,
         create: bool = True,
     ) -> None:
         self.path = Path(path)
         self.run_id = run_id
-        self._key: Ed25519PrivateKey | None = (
-            None if signing_key is None else load_signing_key(signing_key)
-        )
+        self._key: Signer | None
+        if signing_key is None:
+            self._key = None
+        elif isinstance(signing_key, Ed25519PrivateKey | bytes | str | PathLike):
+            self._key = load_signing_key(signing_key)
+        elif isinstance(signing_key, Signer):
+            self._key = signing_key
+        else:
+            raise ConfigurationError(
+                f"expected a Signer or an Ed25519 key, got {type(signing_key).__name__}",
+                parameter="signing_key",
+            )
         if not create and not self.path.is_file():
             raise LedgerError(f"ledger file {self.path} does not exist")
         try:
             self._conn = _connect(self.path, readonly=False)
             self._init_schema()
         except sqlite3.DatabaseError as exc:
+            if _is_open_failure(exc):
+                raise LedgerOpenError(f"cannot open ledger {self.path}: {exc}") from exc
             raise LedgerError(f"{self.path} is not a usable ledger: {exc}") from exc
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
         self._conn.close()
+
+    def finalize(self) -> None:
+        """Make the finished ledger one self-contained file: checkpoint the write-ahead log
+        into the main file and switch to ``journal_mode=DELETE`` (no ``-wal``/``-shm`` stay
+        beside it, so a copy of the one file is complete and verifies on read-only media).
+
+        Call at the end of a run, after the last append; a later append still works (with a
+        rollback journal), and reopening the ledger for writing returns it to WAL mode.
+        Fails with :class:`LedgerError` while another connection has the ledger open.
+        """
+        conn = self._conn
+        try:
+            busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:
+                raise LedgerError(f"cannot finalize {self.path}: another connection is using it")
+            mode = conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"cannot finalize {self.path}: {exc}") from exc
+        if str(mode).lower() != "delete":
+            raise LedgerError(f"cannot finalize {self.path}: journal mode stayed {mode}")
 
     def __enter__(self) -> Ledger:
         return self
@@ -390,11 +518,17 @@ class Ledger:
     # -- writing ---------------------------------------------------------------------------
     def _write_head(self, seq: int, head_hash: str) -> None:
         assert self._key is not None
-        sig = self._key.sign(head_message(self.ledger_id, seq, head_hash))
+        message = head_message(self.ledger_id, seq, head_hash)
+        sig = self._key.sign(message)
+        pub = self._key.public_key()
+        try:  # a plugged-in signer (KMS/HSM adapter) must return a valid Ed25519 signature
+            pub.verify(sig, message)
+        except (InvalidSignature, TypeError, ValueError) as exc:
+            raise LedgerError("the signer returned an invalid head signature") from exc
         self._conn.execute(
             "INSERT OR REPLACE INTO head(id, seq, entry_hash, signature, public_key)"
             " VALUES (1, ?, ?, ?, ?)",
-            (seq, head_hash, sig.hex(), public_key_raw(self._key.public_key()).hex()),
+            (seq, head_hash, sig.hex(), public_key_raw(pub).hex()),
         )
 
     def _prepare(self, item: PendingEntry) -> tuple[str, str | None, int | None, str, str]:
@@ -428,6 +562,26 @@ class Ledger:
     ) -> Entry:
         """Append one entry durably (committed and fsynced when this returns)."""
         return self.append_many([PendingEntry(kind, payload, run_id, round_id, timestamp)])[0]
+
+    def append_record(
+        self,
+        record: RecordLike,
+        *,
+        round_id: int | None = None,
+        run_id: str | None = None,
+        timestamp: datetime | str | None = None,
+    ) -> Entry:
+        """Append a typed record (:mod:`securefl.audit.records`): its kind and canonical payload.
+
+        Per-round records (projected / completed / refused / aborted) require ``round_id``.
+        """
+        if record.PER_ROUND and round_id is None:
+            raise ConfigurationError(
+                f"a {record.kind} record needs a round_id", parameter="round_id"
+            )
+        return self.append(
+            record.kind, record.to_payload(), run_id=run_id, round_id=round_id, timestamp=timestamp
+        )
 
     def append_many(self, items: Iterable[PendingEntry]) -> list[Entry]:
         """Append several entries in ONE durable transaction (all or nothing)."""
@@ -484,12 +638,13 @@ class Ledger:
         self,
         public_key: PublicKeySource | None = None,
         *,
-        expected_head: str | tuple[int, str] | None = None,
+        expected_head: AnchorSpec | list[AnchorSpec] | None = None,
+        anchors: str | PathLike[str] | Sequence[AnchorLike] | None = None,
     ) -> VerifyResult:
         """See :func:`verify_ledger`; without ``public_key`` this Ledger's own key is pinned."""
         if public_key is None and self._key is not None:
             public_key = self._key.public_key()
-        return _verify_conn(self._conn, public_key, expected_head)
+        return _verify_conn(self._conn, public_key, _expected(expected_head, anchors))
 
 
 def _iter_entries(
@@ -518,37 +673,79 @@ def _read_head(conn: sqlite3.Connection) -> Head | None:
     return Head(int(row[0]), str(row[1]), str(row[2]), str(row[3]))
 
 
-def _parse_anchor(expected: str | tuple[int, str]) -> tuple[int | None, str]:
+@dataclass(frozen=True)
+class _Expected:
+    """Anchors the ledger must contain: ``(seq or None, hash, ledger_id or None)``; ``log`` is
+    set when they came from an anchor log (then at least one must name this ledger)."""
+
+    anchors: tuple[tuple[int | None, str, str | None], ...]
+    log: str | None = None
+
+
+def _parse_anchor(expected: AnchorSpec) -> tuple[int | None, str, str | None]:
     if isinstance(expected, tuple):
-        return int(expected[0]), str(expected[1]).lower()
+        return int(expected[0]), str(expected[1]).lower(), None
+    if not isinstance(expected, str):
+        return int(expected.seq), str(expected.entry_hash).lower(), str(expected.ledger_id)
     text = expected.strip().lower()
     if ":" in text:
         seq_text, h = text.split(":", 1)
         try:
-            return int(seq_text), h
+            return int(seq_text), h, None
         except ValueError as exc:
-            raise ConfigurationError("anchor must be SEQ:HASH", parameter="expected_head") from exc
-    return None, text
+            raise ConfigurationError(
+                "anchor must be SEQ:HASH (as printed by securefl audit verify)",
+                parameter="--expect-head",
+            ) from exc
+    return None, text, None
+
+
+def _expected(
+    expected_head: AnchorSpec | list[AnchorSpec] | None,
+    anchors: str | PathLike[str] | Sequence[AnchorLike] | None,
+) -> _Expected:
+    items: list[tuple[int | None, str, str | None]] = []
+    if expected_head is not None:
+        if isinstance(expected_head, list):  # several published anchors
+            items += [_parse_anchor(x) for x in expected_head]
+        else:
+            items.append(_parse_anchor(expected_head))
+    log: str | None = None
+    if anchors is not None:
+        if isinstance(anchors, str | PathLike):
+            from securefl.audit.anchors import read_anchors
+
+            log = str(anchors)
+            items += [_parse_anchor(a) for a in read_anchors(anchors)]
+        else:
+            log = "the given anchors"
+            items += [_parse_anchor(a) for a in anchors]
+    return _Expected(tuple(items), log)
 
 
 def _verify_conn(
     conn: sqlite3.Connection,
     public_key: PublicKeySource | None,
-    expected_head: str | tuple[int, str] | None,
+    expected: _Expected,
 ) -> VerifyResult:
     """Verify inside ONE read transaction: a concurrent append cannot make the head and the
-    entries come from different snapshots."""
-    conn.execute("BEGIN")
+    entries come from different snapshots. A failure to *read* raises LedgerOpenError."""
     try:
-        return _verify_snapshot(conn, public_key, expected_head)
-    finally:
-        conn.execute("ROLLBACK")
+        conn.execute("BEGIN")
+        try:
+            return _verify_snapshot(conn, public_key, expected)
+        finally:
+            conn.execute("ROLLBACK")
+    except sqlite3.DatabaseError as exc:
+        if _is_open_failure(exc):
+            raise LedgerOpenError(f"cannot read the ledger: {exc}") from exc
+        raise
 
 
 def _verify_snapshot(
     conn: sqlite3.Connection,
     public_key: PublicKeySource | None,
-    expected_head: str | tuple[int, str] | None,
+    expected: _Expected,
 ) -> VerifyResult:
     errors: list[str] = []
     warnings: list[str] = []
@@ -563,6 +760,8 @@ def _verify_snapshot(
         head = _read_head(conn)
         rows = conn.execute(_SELECT_ENTRIES + " ORDER BY seq")  # streamed, not loaded
     except sqlite3.DatabaseError as exc:
+        if _is_open_failure(exc):
+            raise
         return VerifyResult(False, 0, None, None, pinned is not None, [f"not a ledger: {exc}"])
     ledger_id = meta.get("ledger_id")
     if ledger_id is None:
@@ -570,11 +769,13 @@ def _verify_snapshot(
     if meta.get("format") != str(FORMAT_VERSION):
         err(f"unsupported ledger format {meta.get('format')!r}")
 
-    anchor_seq: int | None = None
-    anchor_hash: str | None = None
-    anchor_found = False
-    if expected_head is not None:
-        anchor_seq, anchor_hash = _parse_anchor(expected_head)
+    wanted = [(sq, h) for sq, h, lid in expected.anchors if lid in (None, ledger_id)]
+    if expected.log is not None and not any(lid == ledger_id for _s, _h, lid in expected.anchors):
+        err(f"{expected.log} holds no anchor for ledger {ledger_id} (a substituted ledger?)")
+    by_hash: dict[str, list[int | None]] = {}
+    for sq, h in wanted:
+        by_hash.setdefault(h, []).append(sq)
+    found: set[tuple[int | None, str]] = set()
 
     prev = genesis_hash(ledger_id)
     expected_seq = 1
@@ -609,15 +810,20 @@ def _verify_snapshot(
             err(f"entry {e.seq}: payload is not valid JSON")
         if not _TS_RE.match(e.timestamp):
             err(f"entry {e.seq}: malformed timestamp")
-        if e.entry_hash == anchor_hash and anchor_seq in (None, e.seq):
-            anchor_found = True
+        for sq in by_hash.get(e.entry_hash, ()):
+            if sq in (None, e.seq):
+                found.add((sq, e.entry_hash))
         prev = e.entry_hash
         expected_seq = e.seq + 1
         last_seq, last_hash = e.seq, e.entry_hash
 
-    genesis_anchor = anchor_seq == 0 and anchor_hash == genesis_hash(ledger_id)
-    if anchor_hash is not None and not anchor_found and not genesis_anchor:
-        err("the externally anchored head is not in this ledger (rolled back or forked)")
+    genesis = genesis_hash(ledger_id)
+    for sq, h in dict.fromkeys(wanted):
+        if (sq, h) not in found and not (sq == 0 and h == genesis):
+            err(
+                f"the externally anchored head {'' if sq is None else f'{sq}:'}{h[:16]}… is not"
+                " in this ledger (rolled back or forked)"
+            )
 
     if head is None:
         err("signed head missing (ledger truncated or head deleted)")
@@ -650,12 +856,13 @@ def _verify_snapshot(
     if pinned is None:
         warnings.append(
             "public key not pinned: the stored key was used, so a ledger rewritten and re-signed"
-            " with another key would also pass; pass the expected public key"
+            " with another key would also pass; pin the signer with --public-key"
         )
-    if expected_head is None:
+    if not expected.anchors:
         warnings.append(
-            "no external anchor given: a rollback to an older, validly signed copy of the whole"
-            " ledger cannot be detected; publish head anchors and pass expected_head"
+            "no published anchor given: a rollback to an older, validly signed copy of the"
+            " whole ledger cannot be detected; verify with --anchors FILE (the anchor log) or"
+            " --expect-head SEQ:HASH"
         )
     return VerifyResult(
         ok=not errors,
@@ -672,27 +879,58 @@ def verify_ledger(
     path: str | PathLike[str],
     public_key: PublicKeySource | None = None,
     *,
-    expected_head: str | tuple[int, str] | None = None,
+    expected_head: AnchorSpec | list[AnchorSpec] | None = None,
+    anchors: str | PathLike[str] | Sequence[AnchorLike] | None = None,
 ) -> VerifyResult:
-    """Recompute every hash and the head signature of the ledger at ``path`` (read-only).
+    """Recompute every hash and the head signature of the ledger at ``path``.
+
+    Read-only in the strict sense: nothing is created or changed beside the file (see
+    :func:`_connect_readonly`), so a copy on read-only media verifies. A file that cannot be
+    read raises :class:`LedgerOpenError` — it is never reported as an invalid ledger.
 
     ``public_key`` pins the signer (without it the key stored in the file is used and the result
-    says ``key_pinned=False``). ``expected_head`` (``"SEQ:HASH"`` or a bare hash published
-    earlier) must be an entry of this ledger, which detects rollback and forks.
+    says ``key_pinned=False``). ``expected_head`` (``"SEQ:HASH"``, a bare hash, or several) and
+    ``anchors`` (an anchor log path, see :mod:`securefl.audit.anchors`, or anchors) name heads
+    published earlier: each must be an entry of this ledger, which detects rollback and forks.
     """
-    conn = _connect(Path(path), readonly=True)
+    expected = _expected(expected_head, anchors)
     try:
-        return _verify_conn(conn, public_key, expected_head)
+        conn = _connect(Path(path), readonly=True)
+    except NotALedgerError as exc:
+        pinned = public_key is not None
+        return VerifyResult(False, 0, None, None, pinned, [f"not a ledger: {exc}"])
+    try:
+        return _verify_conn(conn, public_key, expected)
     finally:
         conn.close()
+
+
+def read_ledger_id(path: str | PathLike[str]) -> str:
+    """The random id of the ledger at ``path`` (read-only, unverified)."""
+    conn = _connect(Path(path), readonly=True)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'ledger_id'").fetchone()
+    except sqlite3.DatabaseError as exc:
+        if _is_open_failure(exc):
+            raise LedgerOpenError(f"cannot read ledger {path}: {exc}") from exc
+        raise LedgerError(f"{path} is not a ledger: {exc}") from exc
+    finally:
+        conn.close()
+    if row is None:
+        raise LedgerError(f"{path} is not a ledger: no ledger id")
+    return str(row[0])
 
 
 def read_entries(
     path: str | PathLike[str], *, run_id: str | None = None, kind: str | None = None
 ) -> list[Entry]:
-    """All entries of a ledger file, read-only (for reports and checks)."""
+    """All entries of a ledger file, read-only (for reports and checks; see verify_ledger)."""
     conn = _connect(Path(path), readonly=True)
     try:
         return list(_iter_entries(conn, run_id=run_id, kind=kind))
+    except sqlite3.DatabaseError as exc:
+        if _is_open_failure(exc):
+            raise LedgerOpenError(f"cannot read ledger {path}: {exc}") from exc
+        raise LedgerError(f"{path} is not a usable ledger: {exc}") from exc
     finally:
         conn.close()

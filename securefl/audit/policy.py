@@ -15,20 +15,27 @@ import hashlib
 import math
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 from securefl.audit.ledger import (
-    POLICY,
-    ROUND_REFUSED,
     RUN_STARTED,
     Entry,
     Ledger,
     canonical_json,
     read_entries,
+)
+from securefl.audit.records import (
+    PolicyRecorded,
+    RoundCompleted,
+    RoundProjected,
+    RoundRefused,
+    RunStarted,
+    parse,
+    parse_as,
 )
 from securefl.audit.spend import (
     ACCOUNTANTS,
@@ -271,20 +278,27 @@ class BudgetPolicy:
             return math.inf, f"accountant {self.accountant!r} does not support the recorded events"
         return eps, None
 
-    def _round_rules(self, info: Mapping[str, Any], event: Mapping[str, Any] | None) -> list[str]:
-        """Cohort, protocol, threshold, unit, adjacency and mechanism rules for one round."""
+    def _round_rules(self, info: RoundFacts, event: Mapping[str, Any] | None) -> list[str]:
+        """Cohort, protocol, threshold, unit, adjacency and mechanism rules for one round.
+
+        A rule whose input was not recorded is *refused*, never skipped: a round whose cohort
+        is unknown cannot satisfy ``min_cohort`` > 1 (a misspelt key used to skip the rule).
+        """
         reasons: list[str] = []
-        unit = info.get("privacy_unit")
-        if unit is not None and unit != self.privacy_unit:
-            reasons.append(f"privacy unit {unit!r} is not the policy's {self.privacy_unit!r}")
-        adj = info.get("adjacency")
-        if adj is not None and adj != self.adjacency:
-            reasons.append(f"adjacency {adj!r} is not the policy's {self.adjacency!r}")
-        cohort = info.get("participants", info.get("cohort_size"))
-        if isinstance(cohort, int) and not isinstance(cohort, bool) and cohort < self.min_cohort:
-            reasons.append(f"{cohort} participants < minimum cohort {self.min_cohort}")
-        agg = info.get("aggregation")
-        agg = agg if isinstance(agg, Mapping) else {}
+        if info.privacy_unit is not None and info.privacy_unit != self.privacy_unit:
+            reasons.append(
+                f"privacy unit {info.privacy_unit!r} is not the policy's {self.privacy_unit!r}"
+            )
+        if info.adjacency is not None and info.adjacency != self.adjacency:
+            reasons.append(f"adjacency {info.adjacency!r} is not the policy's {self.adjacency!r}")
+        if info.participants is None:
+            if self.min_cohort > 1:
+                reasons.append(
+                    f"participants not recorded: minimum cohort {self.min_cohort} cannot be checked"
+                )
+        elif info.participants < self.min_cohort:
+            reasons.append(f"{info.participants} participants < minimum cohort {self.min_cohort}")
+        agg = info.aggregation or {}
         protocol = agg.get("protocol")
         allowed = self.allowed_aggregation_protocols
         if allowed is not None and protocol not in allowed:
@@ -306,20 +320,21 @@ class BudgetPolicy:
                 reasons.append(f"mechanism {mech!r} is not allowed")
         return reasons
 
-    def _run_context(self, entries: list[Entry]) -> dict[str, dict[str, Any]]:
-        """Per run: the ``run_started`` payload (unit, adjacency, aggregation defaults)."""
-        ctx: dict[str, dict[str, Any]] = {}
+    @staticmethod
+    def _run_context(entries: list[Entry]) -> dict[str, RunStarted]:
+        """Per run: its ``run_started`` record (unit, adjacency, aggregation defaults)."""
+        ctx: dict[str, RunStarted] = {}
         for e in entries:
             if e.kind == RUN_STARTED and e.run_id not in ctx:
-                ctx[e.run_id] = e.payload
+                ctx[e.run_id] = parse_as(e, RunStarted)
         return ctx
 
     def check(self, ledger: LedgerSource) -> CheckResult:
         """Evaluate every recorded round and the recomputed cumulative ε."""
         entries = _entries(ledger)
         result = CheckResult(ok=True, policy=self.name)
-        runs = self._run_context(entries)
         try:
+            runs = self._run_context(entries)
             charged = charged_rounds(entries)
         except ConfigurationError as exc:
             result.ok = False
@@ -334,13 +349,25 @@ class BudgetPolicy:
             )
         by_seq = {e.seq: e for e in entries}
         broken: dict[tuple[str, str], list[int | None]] = {}
+        unknown_cohort: list[int | None] = []
         for c in charged:
-            info = {**_run_info(runs.get(c.run_id, {})), **_round_info(by_seq[c.seq].payload)}
+            info = RoundFacts.of_entry(by_seq[c.seq], runs.get(c.run_id))
+            if c.status == "in_flight" and info.participants is None:
+                # A projection that never completed has no recorded cohort (its aggregate,
+                # if any, left no record): said as a warning, the round is charged in full.
+                info = replace(info, participants=self.min_cohort)
+                if self.min_cohort > 1:
+                    unknown_cohort.append(c.round_id)
             for r in self._round_rules(info, c.event):
                 broken.setdefault((c.run_id, r), []).append(c.round_id)
         for (run_id, reason), rounds in broken.items():
             shown = ", ".join(str(r) for r in rounds[:5]) + (" …" if len(rounds) > 5 else "")
             result.violations.append(f"run {run_id}: {reason} ({len(rounds)} round(s): {shown})")
+        if unknown_cohort:
+            result.warnings.append(
+                f"minimum cohort {self.min_cohort} cannot be checked for {len(unknown_cohort)}"
+                " in-flight round(s) whose projection stated no expected_cohort"
+            )
         for run_id in sorted({c.run_id for c in charged} - set(runs)):
             result.warnings.append(f"run {run_id}: no run_started entry")
         groups: dict[str, list[ChargedRound]] = {}
@@ -368,9 +395,12 @@ class BudgetPolicy:
         """May the next round run? Composes the charged history (policy scope) with
         ``projected_event`` and applies every per-round rule to ``round_info``.
 
-        ``round_info`` keys (all optional but checked when present): ``run_id``, ``round_id``,
-        ``privacy_unit``, ``adjacency``, ``participants`` (or ``cohort_size``: the clients
-        selected), ``aggregation`` = {``protocol``, ``threshold``, ``degree``, ...}.
+        ``round_info`` keys (see :data:`ROUND_INFO_KEYS`; an unknown key is refused, so a
+        typo cannot skip a rule): ``run_id``, ``round_id``, ``privacy_unit``, ``adjacency``,
+        ``participants`` (or ``cohort_size`` / ``expected_cohort``: the clients that will be
+        in the sum; required when the policy's ``min_cohort`` > 1), ``aggregation`` =
+        {``protocol``, ``threshold``, ``degree``, ...}. Values not given are taken from the
+        run's ``run_started`` record.
         """
         event = _event_dict(projected_event)
         entries = _entries(ledger)
@@ -390,9 +420,13 @@ class BudgetPolicy:
                 f"projected ε = {eps:.4g} at δ = {self.delta:g} ({self.accountant}) would exceed"
                 f" the budget {self.max_epsilon:g}"
             )
-        runs = self._run_context(entries)
-        base = _run_info(runs.get(run_id, {})) if isinstance(run_id, str) else {}
-        reasons += self._round_rules({**base, **dict(round_info)}, event)
+        try:
+            runs = self._run_context(entries)
+        except ConfigurationError as exc:
+            runs = {}
+            reasons.append(f"ledger cannot be read: {exc}")
+        run = runs.get(run_id) if isinstance(run_id, str) else None
+        reasons += self._round_rules(RoundFacts.of_round_info(round_info, run), event)
         return Decision(allowed=not reasons, reasons=reasons, projected_epsilon=eps)
 
 
@@ -407,14 +441,79 @@ def _event_dict(event: Any) -> dict[str, Any]:
     raise ConfigurationError("must be a DpEvent or its to_dict()", parameter="projected_event")
 
 
-def _run_info(payload: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("privacy_unit", "adjacency", "aggregation")
-    return {k: payload[k] for k in keys if k in payload}
+ROUND_INFO_KEYS = frozenset(
+    {
+        "run_id",
+        "round_id",
+        "privacy_unit",
+        "adjacency",
+        "aggregation",
+        "participants",
+        "cohort_size",
+        "expected_cohort",
+    }
+)
 
 
-def _round_info(payload: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("privacy_unit", "adjacency", "aggregation", "participants", "cohort_size")
-    return {k: payload[k] for k in keys if k in payload}
+@dataclass(frozen=True)
+class RoundFacts:
+    """What the per-round rules read, from typed records (never from guessed payload keys)."""
+
+    privacy_unit: str | None
+    adjacency: str | None
+    aggregation: Mapping[str, Any] | None
+    participants: int | None
+
+    @classmethod
+    def of_entry(cls, entry: Entry, run: RunStarted | None) -> RoundFacts:
+        """A charged round: completed (its recorded participants) or in flight (its
+        projected cohort, if it stated one)."""
+        rec = parse(entry)
+        if isinstance(rec, RoundCompleted):
+            participants = rec.participants
+        elif isinstance(rec, RoundProjected):
+            participants = rec.expected_cohort
+        else:  # pragma: no cover - charged_rounds yields only these two kinds
+            raise ConfigurationError(f"entry {entry.seq} is not a round", parameter="kind")
+        return cls(
+            privacy_unit=rec.privacy_unit or (run.privacy_unit if run else None),
+            adjacency=rec.adjacency or (run.adjacency if run else None),
+            aggregation=rec.aggregation or (run.aggregation if run else None),
+            participants=participants,
+        )
+
+    @classmethod
+    def of_round_info(cls, info: Mapping[str, Any], run: RunStarted | None) -> RoundFacts:
+        """The caller's description of the next round (keys checked, see ``check_round``)."""
+        if not isinstance(info, Mapping):
+            raise PolicyError("must be a mapping", parameter="round_info")
+        unknown = sorted(set(info) - ROUND_INFO_KEYS)
+        if unknown:
+            raise PolicyError(
+                f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(ROUND_INFO_KEYS))}",
+                parameter=f"round_info.{unknown[0]}",
+            )
+        participants: int | None = None
+        for key in ("participants", "cohort_size", "expected_cohort"):
+            v = info.get(key)
+            if v is None:
+                continue
+            if isinstance(v, list):
+                v = len(v)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise PolicyError("must be a count >= 0", parameter=f"round_info.{key}")
+            participants = v
+            break
+        agg = info.get("aggregation")
+        if agg is not None and not isinstance(agg, Mapping):
+            raise PolicyError("must be a mapping", parameter="round_info.aggregation")
+        unit, adj = info.get("privacy_unit"), info.get("adjacency")
+        return cls(
+            privacy_unit=unit if isinstance(unit, str) else (run.privacy_unit if run else None),
+            adjacency=adj if isinstance(adj, str) else (run.adjacency if run else None),
+            aggregation=agg if agg is not None else (run.aggregation if run else None),
+            participants=participants,
+        )
 
 
 def check(ledger: LedgerSource, policy: BudgetPolicy) -> CheckResult:
@@ -437,12 +536,8 @@ def record_policy(
     timestamp: datetime | str | None = None,
 ) -> Entry:
     """Record which policy governs the run (its content and SHA-256)."""
-    return ledger.append(
-        POLICY,
-        {"policy": policy.to_dict(), "policy_sha256": policy.sha256},
-        run_id=run_id,
-        timestamp=timestamp,
-    )
+    record = PolicyRecorded(policy=policy.to_dict(), policy_sha256=policy.sha256)
+    return ledger.append_record(record, run_id=run_id, timestamp=timestamp)
 
 
 def record_refusal(
@@ -463,21 +558,16 @@ def record_refusal(
         )
     rid = run_id if run_id is not None else round_info.get("run_id")
     rnd = round_id if round_id is not None else round_info.get("round_id")
-    payload: dict[str, Any] = {
-        "reasons": list(decision.reasons),
-        "projected_epsilon": decision.projected_epsilon
-        if math.isfinite(decision.projected_epsilon)
-        else None,
-        "round_info": {k: v for k, v in round_info.items() if k not in {"run_id", "round_id"}},
-    }
-    if projected_event is not None:
-        payload["dp_event"] = _event_dict(projected_event)
-    if policy is not None:
-        payload["policy"] = policy.name
-        payload["policy_sha256"] = policy.sha256
-    return ledger.append(
-        ROUND_REFUSED,
-        payload,
+    record = RoundRefused(
+        reasons=list(decision.reasons),
+        projected_epsilon=decision.projected_epsilon,
+        round_info={k: v for k, v in round_info.items() if k not in {"run_id", "round_id"}},
+        dp_event=None if projected_event is None else _event_dict(projected_event),
+        policy=None if policy is None else policy.name,
+        policy_sha256=None if policy is None else policy.sha256,
+    )
+    return ledger.append_record(
+        record,
         run_id=rid if isinstance(rid, str) else None,
         round_id=rnd if isinstance(rnd, int) else None,
         timestamp=timestamp,

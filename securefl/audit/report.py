@@ -18,15 +18,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from securefl.audit.keys import PublicKeySource
 from securefl.audit.ledger import (
     MODEL_PROVENANCE,
     POLICY,
+    ROUND_ABORTED,
     ROUND_COMPLETED,
     ROUND_REFUSED,
     RUN_FINISHED,
+    RUN_RESUMED,
     RUN_STARTED,
     Entry,
     Ledger,
@@ -36,9 +38,9 @@ from securefl.audit.ledger import (
     verify_ledger,
 )
 from securefl.audit.policy import BudgetPolicy
+from securefl.audit.records import Record, RecordError, RunStarted, parse_as
 from securefl.audit.spend import (
     ACCOUNTANTS,
-    ROUND_ABORTED,
     ChargedRound,
     charged_rounds,
     curve_points,
@@ -51,7 +53,6 @@ from securefl.errors import ConfigurationError
 
 SCHEMA_VERSION = 2
 EMPIRICAL_AUDIT = "empirical_audit"
-RUN_RESUMED = "run_resumed"
 DEFAULT_DELTA = 1e-5
 METRIC_KEYS = ("accuracy", "loss", "bytes_up", "bytes_down", "participants", "dropouts")
 # PLD and PRV recompose at every point (~0.2 s and ~1 s each here), RDP adds curves (cheap):
@@ -198,7 +199,27 @@ def _field(payload: Mapping[str, Any], key: str, *subs: str) -> Any:
     return None
 
 
-# -- payload readers (one small function per field, so a typed record parser can replace them)
+# -- payload readers: the typed records (securefl.audit.records) first; a malformed entry (a
+#    tampered ledger is still reported) falls back to reading the raw payload.
+
+_R = TypeVar("_R", bound=Record)
+
+
+def _record(e: Entry, cls: type[_R]) -> _R | None:
+    try:
+        return parse_as(e, cls)
+    except RecordError:
+        return None
+
+
+def run_started_fields(e: Entry) -> tuple[int | None, dict[str, Any] | None]:
+    """(planned rounds, code version) of a ``run_started`` entry."""
+    rec = _record(e, RunStarted)
+    planned = rec.planned_rounds if rec is not None else None
+    cv = dict(rec.code_version) if rec is not None and rec.code_version else None
+    if planned is None:
+        planned = planned_rounds(e.payload)
+    return planned, cv if cv is not None else code_version_of(e.payload)
 
 
 def planned_rounds(run_started: Mapping[str, Any]) -> int | None:
@@ -257,6 +278,18 @@ def _round_row(
     }
 
 
+def _portable_path(value: Any) -> Any:
+    """A recorded absolute file path shortened to its last two parts: the operator's
+    machine layout (home and venv directories) is not the auditor's business, and the weights'
+    SHA-256 identifies the model. The ledger keeps the full value."""
+    if not isinstance(value, str):
+        return value
+    if value.startswith(("/", "~")) or (len(value) > 2 and value[1] == ":" and value[2] in "\\/"):
+        parts = [x for x in value.replace("\\", "/").split("/") if x]
+        return "(local path) …/" + "/".join(parts[-2:])
+    return value
+
+
 def _provenance(entries: Sequence[Entry]) -> list[dict[str, Any]]:
     """Model provenance from ``model_provenance`` entries and ``run_started["model"]``."""
     raw = [e.payload for e in entries if e.kind == MODEL_PROVENANCE]
@@ -271,7 +304,7 @@ def _provenance(entries: Sequence[Entry]) -> list[dict[str, Any]]:
             "base_model": str(_first([p.get("base_model"), p.get("name"), "unknown"])),
             "weights_sha256": p.get("weights_sha256"),
             "licence": _first([p.get("licence"), p.get("license")]),
-            "source": _first([p.get("source"), p.get("path")]),
+            "source": _portable_path(_first([p.get("source"), p.get("path")])),
         }
         if item not in out:
             out.append(item)
@@ -665,6 +698,7 @@ def build_report(
         agg = p.get("aggregation") if isinstance(p.get("aggregation"), Mapping) else None
         if agg:
             aggs[json.dumps(agg, sort_keys=True)] = dict(agg)
+        started_fields = run_started_fields(e)
         mode = _field(p, "mode", "dp")
         if isinstance(mode, str):
             dp_modes.add(mode)
@@ -679,7 +713,7 @@ def build_report(
                 "mechanism": _first([p.get("mechanism"), mode]),
                 "clip": _num(_field(p, "clip", "dp")),
                 "noise_multiplier": _num(_field(p, "noise_multiplier", "dp")),
-                "planned_rounds": planned_rounds(p),
+                "planned_rounds": started_fields[0],
                 "rounds_completed": n_done,
                 "rounds_refused": sum(1 for r in refusals if r["run_id"] == run_id),
                 "resumes": sum(1 for r in disclosures["resumes"] if r["run_id"] == run_id),
@@ -687,7 +721,7 @@ def build_report(
                     1 for r in disclosures["uncharged_rounds"] if r["run_id"] == run_id
                 ),
                 "aggregation": dict(agg) if agg else None,
-                "code_version": code_version_of(p),
+                "code_version": started_fields[1],
             }
         )
     if run_rows and any(r["code_version"] is None for r in run_rows):

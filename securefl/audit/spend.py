@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from securefl.audit.ledger import (
+    ROUND_ABORTED,
     ROUND_COMPLETED,
     ROUND_PROJECTED,
     Entry,
     canonical_json,
 )
-from securefl.errors import ConfigurationError
+from securefl.audit.records import RoundAborted, RoundCompleted, RoundProjected, parse_as
 
-ROUND_ABORTED = "round_aborted"
 ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv", "pld")
 _NEIGHBORING: dict[str, Any] = {"add-remove": "add_remove", "replace-one": "replace_one"}
 # Wrapper event types (sampling/composition); everything else is a mechanism.
@@ -48,38 +48,34 @@ class ChargedRound:
 
 
 def charged_rounds(entries: Iterable[Entry], *, run_id: str | None = None) -> list[ChargedRound]:
-    """The rounds charged by the rule in the module docstring, in ledger order."""
-    pending: dict[tuple[str, int | None], list[Entry]] = {}
+    """The rounds charged by the rule in the module docstring, in ledger order.
+
+    Payloads are read through :mod:`securefl.audit.records`: a round entry without a valid
+    ``dp_event`` raises :class:`~securefl.audit.records.RecordError` naming the field.
+    """
+    pending: dict[tuple[str, int | None], list[tuple[Entry, RoundProjected]]] = {}
     charged: list[ChargedRound] = []
     for e in entries:
         if run_id is not None and e.run_id != run_id:
             continue
         key = (e.run_id, e.round_id)
         if e.kind == ROUND_PROJECTED:
-            pending.setdefault(key, []).append(e)
+            pending.setdefault(key, []).append((e, parse_as(e, RoundProjected)))
         elif e.kind == ROUND_COMPLETED:
+            done = parse_as(e, RoundCompleted)
             waiting = pending.get(key)
             if waiting:
                 waiting.pop()
-            payload = e.payload
-            event = payload.get("dp_event")
-            if not isinstance(event, Mapping):
-                raise ConfigurationError(
-                    f"entry {e.seq}: round_completed without a dp_event", parameter="dp_event"
-                )
-            charged.append(ChargedRound(e.run_id, e.round_id, e.seq, dict(event), "completed"))
-        elif e.kind == ROUND_ABORTED and e.payload.get("released") is False:
+            charged.append(ChargedRound(e.run_id, e.round_id, e.seq, done.dp_event, "completed"))
+        elif e.kind == ROUND_ABORTED and parse_as(e, RoundAborted).released is False:
             waiting = pending.get(key)
             if waiting:
                 waiting.pop()
     for waiting in pending.values():
-        for e in waiting:
-            event = e.payload.get("dp_event")
-            if not isinstance(event, Mapping):
-                raise ConfigurationError(
-                    f"entry {e.seq}: round_projected without a dp_event", parameter="dp_event"
-                )
-            charged.append(ChargedRound(e.run_id, e.round_id, e.seq, dict(event), "in_flight"))
+        for e, projected in waiting:
+            charged.append(
+                ChargedRound(e.run_id, e.round_id, e.seq, projected.dp_event, "in_flight")
+            )
     charged.sort(key=lambda c: c.seq)
     return charged
 

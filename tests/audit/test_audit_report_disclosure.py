@@ -205,3 +205,16 @@ def test_no_reprs_artefacts_or_python_names(make_ledger: Callable[..., Ledger]) 
     page = render_html(rep)
     assert "cannot bound these events" in page  # the accountants' legend and table say so
     assert "threshold t (smallest recorded)" in page and "range 6–8" in page
+
+
+def test_local_paths_are_not_shown(make_ledger: Callable[..., Ledger]) -> None:
+    ledger = make_ledger(1)
+    ledger.append(
+        "model_provenance",
+        {"base_model": "m", "source": "/home/alice/venv/lib/site-packages/pkg/model"},
+        timestamp=TS,
+    )
+    rep = build_report(ledger, generated_at=TS, accountants=("rdp",), source_label="ledger.db")
+    assert rep["model_provenance"][0]["source"] == "(local path) …/pkg/model"
+    for page in _pages(rep):
+        assert "/home/alice" not in page and "pkg/model" in page
