@@ -21,6 +21,15 @@ _PARAM_NAMES = {
     "threshold_range": "threshold t (range over rounds)",
     "degree": "graph degree k",
     "modulus_bits": "ring modulus (bits)",
+    "bits": "ring modulus (bits)",
+    "n": "clients in the round (n)",
+    "delta": "tolerated dropout fraction δ (SecAgg+ parameter, not the DP δ)",
+    "gamma": "tolerated corrupt fraction γ (SecAgg+ parameter)",
+    "threat_model": "threat model",
+    "refused": "clients refused",
+    "coordinate_clip": "coordinate clip (encoding)",
+    "encoding_error_bound": "encoding error bound",
+    "complete_graph": "complete graph",
     "frac_bits": "fixed-point fraction bits",
     "he_preset": "CKKS preset",
     "poly_modulus_degree": "CKKS ring degree",
@@ -122,7 +131,7 @@ def parameter_rows(params: Mapping[str, Any]) -> list[list[str]]:
     """Aggregation parameters as (name, value) rows for a small table."""
     rows = []
     for k, v in params.items():
-        if k == "threshold_range":
+        if k == "threshold_range" or (k == "model" and params.get("threat_model") == v):
             continue
         name = _PARAM_NAMES.get(k, k.replace("_", " "))
         if k == "threshold" and "threshold_range" in params:

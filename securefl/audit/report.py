@@ -327,9 +327,10 @@ def _merge_aggregations(aggs: Mapping[str, Mapping[str, Any]]) -> list[dict[str,
             if len(vs) == 1:
                 merged[k] = vs[0]
             elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in vs):
-                merged[k] = min(vs) if k == "threshold" else f"{min(vs)}–{max(vs)}"
+                span = f"{min(vs):.4g}–{max(vs):.4g}"
+                merged[k] = min(vs) if k == "threshold" else span
                 if k == "threshold":
-                    merged["threshold_range"] = f"{min(vs)}–{max(vs)}"
+                    merged["threshold_range"] = span
             else:
                 merged[k] = [
                     json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for v in vs

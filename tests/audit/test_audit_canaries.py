@@ -4,7 +4,8 @@ end to end on a small DP-FedAvg simulation in numpy.
 False-failure rate: ``test_noisy_run_stays_below_theory`` fails only if the audit's 95 %
 guarantee fails in one of its trials (probability ≤ 5 % each for a correct implementation;
 with the noise used the bound is in practice far below the theoretical ε, see the margin
-asserted). The no-noise test is deterministic in outcome: canary signal ≫ background.
+asserted). The no-noise test fails only if an included canary is never sampled in 20 rounds
+(about 100 · 2⁻²⁰ ≈ 1e-4) — its score is then pure background.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from securefl.audit.canaries import CanaryDesign, max_provable_lower_bound
 from securefl.audit.empirical import _CryptoNormal, epsilon_lower_bound
 from securefl.errors import ConfigurationError
 
-D, N_REAL, M, ROUNDS, Q, CLIP, DELTA = 4000, 40, 200, 12, 0.5, 1.0, 1e-5
+D, N_REAL, M, ROUNDS, Q, CLIP, DELTA = 4000, 40, 200, 20, 0.5, 1.0, 1e-5
 
 
 @dataclass(frozen=True)
@@ -98,16 +99,18 @@ def test_no_noise_is_detected() -> None:
 
 
 def test_noisy_run_stays_below_theory() -> None:
-    z = 1.0
-    bounds = []
+    """z = 3 gives ε ≈ 3.4 at δ = 1e-5, just below the most this design can show (≈ 3.49), so
+    the audit could refute the claim if the noise, clipping or sampling were wrong."""
+    z = 3.0
     for trial in range(3):
         design = CanaryDesign.create(M, D, CLIP)
         sim = dp_fedavg(design, z=z, seed=trial)
         assert sim.epsilon is not None
         result = design.audit(sim.final_delta, DELTA, epsilon_theoretical=sim.epsilon)
+        assert result.max_provable_lower_bound is not None
+        assert result.max_provable_lower_bound > sim.epsilon  # the test is not vacuous
         assert not result.claim_violated
-        bounds.append(result.epsilon_lower_bound)
-    assert max(bounds) < 0.75 * sim.epsilon, (bounds, sim.epsilon)
+        assert result.epsilon_lower_bound < sim.epsilon
 
 
 def test_false_claim_is_refuted() -> None:
