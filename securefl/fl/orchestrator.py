@@ -19,6 +19,7 @@ A killed run resumes from its checkpoint and reconciles the ledger (:func:`recon
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -562,7 +563,7 @@ class Orchestrator:
         anchor = finish_ledger(self.ledger, run_dir=self.run_dir, key_dir=self.key_dir)
         result.anchor = anchor.text
         result.public_key = str(self.public_key_path)
-        result.report_paths = self._write_reports()
+        result.report_paths = self._write_reports(anchor.text)
         (self.run_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2), "utf-8")
         _emit(self.callback, "finished", **result.summary())
         return result
@@ -612,26 +613,28 @@ class Orchestrator:
         )
         ckpt_mod.atomic_write_text(self.run_dir / METRICS_NAME, text)
 
-    def _write_reports(self) -> dict[str, str]:
-        """Audit report (JSON / Markdown / HTML) of this run's ledger."""
+    def _write_reports(self, anchor: str | None = None) -> dict[str, str]:
+        """Audit report (JSON / Markdown / HTML, and PDF where a Chromium is installed) of this
+        run's ledger, verified against its key and the head anchor just published."""
         from securefl.audit import report as report_mod
+        from securefl.audit.render_pdf import PdfRenderError
 
         report = report_mod.build_report(
             self.ledger,
             policy=self.policy,
             metrics={int(m["round"]): m for m in self.metrics},
             public_key=self.public_key_path,
+            expected_head=anchor,
             delta=self.cfg.delta,
         )
-        out: dict[str, str] = {}
-        for fmt, writer in (
-            ("json", report_mod.write_json),
-            ("md", report_mod.write_markdown),
-            ("html", report_mod.write_html),
-        ):
-            path = self.run_dir / f"report.{fmt}"
-            writer(report, path)
-            out[fmt] = str(path)
+        stem = self.run_dir / "report"
+        out = {
+            fmt: str(path)
+            for fmt, path in report_mod.write_report(report, stem, ("json", "md", "html")).items()
+        }
+        # No headless Chromium here: no PDF (the HTML report is the same page).
+        with contextlib.suppress(PdfRenderError):
+            out["pdf"] = str(report_mod.write_pdf(report, stem.with_suffix(".pdf")))
         return out
 
 
