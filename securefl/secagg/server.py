@@ -11,6 +11,9 @@ longer be recovered, ``close_stage`` raises :class:`AbortError`.
 Unmasking reconstructs only what is needed: b_w for each survivor w ∈ U3 and s_v^SK for each
 client v ∈ U2 \\ U3 that dropped after sharing, then removes all masks in one chunk-major pass
 of the PRG over the running sum (the masked inputs are summed on arrival, never stored).
+Reconstruction uses every share received, not just t (spec §8.1): an inconsistent share is
+corrected around when the surplus allows (its holder is named in ``blamed``), and otherwise the
+round aborts — a wrong sum is never released.
 """
 
 from __future__ import annotations
@@ -95,6 +98,10 @@ class ServerProtocol:
         self.state = ServerState.COLLECT_ADVERTISE
         self.word = np.dtype(np.uint32) if config.bits <= 32 else np.dtype(np.uint64)
         self.rejected: dict[int, str] = {}
+        #: Clients whose revealed share was inconsistent with the others' (corrected around).
+        self.blamed: dict[int, str] = {}
+        #: Secrets rebuilt from exactly t shares: nothing to check them against (spec §8.1).
+        self.unchecked: set[tuple[int, ShareKind]] = set()
         self.pruned: dict[int, str] = {}
         self.dropped: dict[Stage, frozenset[int]] = {}
         self._expected: set[int] = set(config.client_ids)
@@ -354,11 +361,22 @@ class ServerProtocol:
 
     # ------------------------------------------------------------------ unmasking
     def _recover(self, v: int, kind: ShareKind) -> bytes:
+        """Robust reconstruction (spec §8.1): with s shares, up to ⌊(s − t)/2⌋ wrong ones are
+        corrected and their holders blamed; more → abort, never a wrong secret."""
         shares = self._shares.get((v, kind), {})
         try:
-            return shamir.reconstruct(shares, self.config.threshold)
+            got = shamir.reconstruct_robust(shares, self.config.threshold)
         except SecureFLError as exc:
             raise self._fail(f"unmask: cannot recover the {kind.name} of {v}: {exc}") from None
+        if len(shares) == self.config.threshold:
+            self.unchecked.add((v, kind))
+        for holder in sorted(got.inconsistent):
+            self.blamed.setdefault(
+                holder,
+                f"unmask: its {kind.name} share of {v} is off the polynomial of the other "
+                f"{len(shares) - 1} shares (corrected; client {holder} or dealer {v} is faulty)",
+            )
+        return got.secret
 
     def _unmask(self) -> npt.NDArray[Any]:
         cfg = self.config

@@ -35,7 +35,7 @@ class Harness:
     def advertise(self, skip: frozenset[int] = frozenset()) -> dict[int, Message]:
         for u, c in self.clients.items():
             if u not in skip:
-                self.server.receive(c.advertise_keys())
+                self.server.receive(c.advertise_keys(), transport_sender=u)
         self.outbox = self.server.close_stage()
         self.stage = Stage.SHARE_KEYS
         return self.outbox
@@ -46,7 +46,7 @@ class Harness:
             if u in skip:
                 continue
             values = self.inputs[u] if self.stage is Stage.MASKED_INPUT else None
-            self.server.receive(self.clients[u].handle(m, values))
+            self.server.receive(self.clients[u].handle(m, values), transport_sender=u)
         self.outbox = self.server.close_stage()
         assert self.stage is not None
         self.stage = Stage(self.stage + 1) if self.stage < Stage.UNMASK else None
