@@ -3,10 +3,13 @@
 The server collects client messages for the current stage (``receive`` / ``receive_bytes``)
 and, when its caller decides the stage is over (all in, or a timeout the caller measured),
 ``close_stage`` fixes the set of live clients U1 ⊇ U2 ⊇ U3 ⊇ U4 ⊇ U5 and returns the messages
-of the next stage. A malformed, misaddressed, replayed or duplicate client message never
-crashes the server: the client is dropped with a recorded reason (``rejected``). Clients whose
-neighbourhood has fallen below t are pruned (they would refuse anyway); when the sum can no
-longer be recovered, ``close_stage`` raises :class:`AbortError`.
+of the next stage. Every message is attributed to the client its *transport* authenticated
+(``transport_sender``, mandatory), never to its header. No client message crashes the server:
+a possible replay or re-delivery (other session, round or stage, a duplicate) is ignored
+without touching anyone (``ignored``); a fresh message that fails validation drops the client
+whose channel sent it (``rejected``) — so nobody can evict another client (spec §6.1).
+Clients whose neighbourhood has fallen below t are pruned (they would refuse anyway); when the
+sum can no longer be recovered, ``close_stage`` raises :class:`AbortError`.
 
 Unmasking reconstructs only what is needed: b_w for each survivor w ∈ U3 and s_v^SK for each
 client v ∈ U2 \\ U3 that dropped after sharing, then removes all masks in one chunk-major pass
@@ -18,7 +21,7 @@ round aborts — a wrong sum is never released.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from enum import Enum
 from typing import Any
 
@@ -28,6 +31,7 @@ import numpy.typing as npt
 from securefl.crypto import keys, prg, shamir
 from securefl.errors import (
     AbortError,
+    ConfigurationError,
     LocalProtocolError,
     MalformedMessageError,
     SecureFLError,
@@ -86,7 +90,19 @@ _LOW_ORDER_PROBE = keys.x25519_private_from_bytes(
 
 
 class _Reject(Exception):
-    """Internal: the current client message is dropped with this reason."""
+    """Internal: the sender of the current message is dropped with this reason."""
+
+
+class _Ignore(Exception):
+    """Internal: the current message is ignored (maybe a replay); nobody is dropped."""
+
+
+def _check_sender(transport_sender: object) -> int:
+    if isinstance(transport_sender, bool) or not isinstance(transport_sender, int):
+        raise ConfigurationError(
+            "must be the client id the transport authenticated", parameter="transport_sender"
+        )
+    return transport_sender
 
 
 class ServerProtocol:
@@ -102,6 +118,9 @@ class ServerProtocol:
         self.blamed: dict[int, str] = {}
         #: Secrets rebuilt from exactly t shares: nothing to check them against (spec §8.1).
         self.unchecked: set[tuple[int, ShareKind]] = set()
+        #: Messages ignored without dropping anyone (first reason per client; spec §6.1).
+        self.ignored: dict[int, str] = {}
+        self.ignored_count = 0
         self.pruned: dict[int, str] = {}
         self.dropped: dict[Stage, frozenset[int]] = {}
         self._expected: set[int] = set(config.client_ids)
@@ -130,19 +149,44 @@ class ServerProtocol:
         return _STAGE_OF.get(self.state)
 
     def receive_bytes(self, data: bytes, *, transport_sender: int) -> bool:
-        """Decode and record one client message; False (and a recorded reason) if dropped."""
+        """Decode and record one client message; False if it was not accepted.
+
+        ``transport_sender`` is the client id the *transport* authenticated (TLS identity,
+        signed envelope, …) — never read from the message. Bytes that do not decode came from
+        that channel and are its fault: that client is dropped (spec §6.1).
+        """
+        sender = _check_sender(transport_sender)
         try:
             message = decode(data, config=self.config)
         except MalformedMessageError as exc:
-            self._drop(transport_sender, f"malformed message: {exc}")
+            if self._accepted_this_stage(sender):
+                self._ignore(sender, f"malformed message after its accepted one: {exc}")
+            else:
+                self._drop(sender, f"malformed message: {exc}")
             return False
-        return self.receive(message, transport_sender=transport_sender)
+        return self.receive(message, transport_sender=sender)
 
-    def receive(self, message: Message, *, transport_sender: int | None = None) -> bool:
-        """Record one client message for the current stage; False if the client was dropped."""
-        sender = message.sender if transport_sender is None else transport_sender
+    def receive(self, message: Message, *, transport_sender: int) -> bool:
+        """Record one client message for the current stage; False if it was not accepted.
+
+        Sender rule (spec §6.1): the message is attributed to ``transport_sender`` only, and
+        its header must name the same client. A message that may be a replay or a
+        re-delivery — another session, round or stage, a client not live here, a second
+        message for the stage — is *ignored* (``ignored``): it removes nobody and nothing
+        already accepted. A fresh message of this stage from the client's own channel that
+        fails validation (forged header, bad signature, wrong recipients, shapes, shares) is
+        that client's fault: it is dropped (``rejected``).
+        """
+        sender = _check_sender(transport_sender)
         try:
             self._check(message, sender)
+        except _Ignore as exc:
+            self._ignore(sender, str(exc))
+            return False
+        except _Reject as exc:
+            self._drop(sender, str(exc))
+            return False
+        try:
             self._accept(message)
         except _Reject as exc:
             self._drop(sender, str(exc))
@@ -157,25 +201,44 @@ class ServerProtocol:
             self._expected.discard(client)
             self.rejected.setdefault(client, reason)
 
+    def _ignore(self, client: int, reason: str) -> None:
+        self.ignored_count += 1
+        if self.config.has_client(client):
+            self.ignored.setdefault(client, reason)
+
+    def _accepted_this_stage(self, client: int) -> bool:
+        done: dict[ServerState, Container[int]] = {
+            ServerState.COLLECT_ADVERTISE: self._adverts,
+            ServerState.COLLECT_SHARES: self._shared,
+            ServerState.COLLECT_MASKED: self._masked,
+            ServerState.COLLECT_CONSISTENCY: self._signatures,
+            ServerState.COLLECT_UNMASK: self._responded,
+        }
+        return client in done.get(self.state, ())
+
     def _check(self, m: Message, sender: int) -> None:
+        """Freshness first (ignore), then attribution (the sender's fault)."""
         cfg = self.config
         if self.stage is None:
-            raise _Reject(f"no message is expected in state {self.state.value}")
-        if not m.FROM_CLIENT or m.sender != sender or m.recipient != SERVER_ID:
-            raise _Reject("message is not from its transport sender to the server")
+            raise _Ignore(f"no message is expected in state {self.state.value}")
+        if not cfg.has_client(sender) or sender not in self._expected:
+            raise _Ignore("transport sender is not a live client at this stage")
         if m.session_id != cfg.session_id or m.round_index != cfg.round_index:
-            raise _Reject("replayed message from another session or round")
+            raise _Ignore("replayed message from another session or round")
         if m.STAGE is not self.stage:
-            raise _Reject(f"{type(m).__name__} arrived during stage {self.stage.name}")
-        if sender not in self._expected:
-            raise _Reject("sender is not live at this stage")
+            raise _Ignore(f"{type(m).__name__} arrived during stage {self.stage.name}")
+        if self._accepted_this_stage(sender):
+            raise _Ignore(f"duplicate {type(m).__name__}; the first one stands")
+        if not m.FROM_CLIENT or m.sender != sender or m.recipient != SERVER_ID:
+            raise _Reject(
+                f"{type(m).__name__} from the channel of {sender} names sender {m.sender} "
+                f"and recipient {m.recipient}"
+            )
 
     def _accept(self, m: Message) -> None:
         u = m.sender
         cfg = self.config
         if isinstance(m, AdvertiseKeys):
-            if u in self._adverts:
-                raise _Reject("duplicate AdvertiseKeys")
             keys.verify(
                 cfg.identity_public(u),
                 m.signature,
@@ -189,8 +252,6 @@ class ServerProtocol:
             self._advertised_keys.update((m.cipher_pk, m.mask_pk))
             self._adverts[u] = m
         elif isinstance(m, ShareKeys):
-            if u in self._shared:
-                raise _Reject("duplicate ShareKeys")
             want = set(self.graph[u]) & self.u1
             got = [v for v, _ in m.ciphertexts]
             if len(got) != len(set(got)) or set(got) != want:
@@ -199,8 +260,6 @@ class ServerProtocol:
                 self._ciphertexts.setdefault(v, {})[u] = ct
             self._shared.add(u)
         elif isinstance(m, MaskedInput):
-            if u in self._masked:
-                raise _Reject("duplicate MaskedInput")
             values = m.values
             if (
                 m.bits != cfg.bits
@@ -214,8 +273,6 @@ class ServerProtocol:
             np.add(self._sum, values, out=self._sum)
             self._masked.add(u)
         elif isinstance(m, ConsistencyCheck):
-            if u in self._signatures:
-                raise _Reject("duplicate ConsistencyCheck")
             keys.verify(
                 cfg.identity_public(u),
                 m.signature,
@@ -230,8 +287,6 @@ class ServerProtocol:
             )
             self._signatures[u] = m.signature
         elif isinstance(m, UnmaskResponse):
-            if u in self._responded:
-                raise _Reject("duplicate UnmaskResponse")
             asked = self._requested.get(u, set())
             pairs = [(v, kind) for v, kind, _ in m.shares]
             if len(set(pairs)) != len(pairs) or not set(pairs) <= asked:

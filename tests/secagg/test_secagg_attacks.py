@@ -58,7 +58,7 @@ def test_model_inconsistency_relay_is_refused() -> None:
         advert = c.advertise_keys()
         if c is victim:  # the server rewrites the victim's header into the main session
             advert = dataclasses.replace(advert, session_id=h.config.session_id)
-        h.server.receive(advert)
+        h.server.receive(advert, transport_sender=advert.sender)
     # the victim's own key signature is over the other session: an honest server drops it
     assert 1 in h.server.rejected and "SignatureError" in h.server.rejected[1]
     # a malicious server instead forwards the others' keys with the victim's session id
@@ -149,7 +149,7 @@ def test_server_drops_hostile_key_advertisements(bad: str) -> None:
     sig = keys.sign(sk, advertise_transcript(h.config, 5, c_pk, a.mask_pk))
     adverts[5] = dataclasses.replace(a, cipher_pk=c_pk, signature=sig)
     for m in adverts.values():
-        h.server.receive(m)
+        h.server.receive(m, transport_sender=m.sender)
     assert set(h.server.rejected) == {5}
     out = h.server.close_stage()
     assert set(out) == {1, 2, 3, 4}

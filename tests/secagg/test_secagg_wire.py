@@ -26,7 +26,7 @@ def _transcript(make: Callable[..., Harness]) -> tuple[Harness, list[bytes]]:
     for c in h.clients.values():
         m = c.advertise_keys()
         wire.append(m.encode())
-        h.server.receive(m)
+        h.server.receive(m, transport_sender=m.sender)
     h.outbox = h.server.close_stage()
     h.stage = Stage.SHARE_KEYS
     while h.stage is not None:
@@ -38,7 +38,7 @@ def _transcript(make: Callable[..., Harness]) -> tuple[Harness, list[bytes]]:
             values = h.inputs[u] if h.stage is Stage.MASKED_INPUT else None
             reply = h.clients[u].handle(m, values)
             wire.append(reply.encode())
-            h.server.receive(reply)
+            h.server.receive(reply, transport_sender=u)
         h.outbox = h.server.close_stage()
         h.stage = Stage(h.stage + 1) if h.stage < Stage.UNMASK else None
     assert h.server.result is not None
