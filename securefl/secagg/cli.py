@@ -25,6 +25,7 @@ def _demo(
 
     from securefl.encoding import error_bound, plan_ring
     from securefl.errors import AbortError, ConfigurationError
+    from securefl.secagg.client import ClientPolicy
     from securefl.secagg.config import THREAT_MODELS
     from securefl.secagg.params import solve_parameters
     from securefl.secagg.simulate import DropoutPlan, secure_sum_named, simulation_config
@@ -85,7 +86,11 @@ def _demo(
         f"({escape(why)}); {n_drop} clients drop before their masked input"
     )
     try:
-        out = secure_sum_named(updates, config, plan, dropouts=DropoutPlan(masked_input=dropped))
+        # the clients hold the same threat model as the command line (semi-honest: opt-in)
+        policy = ClientPolicy(threat_model=config.threat_model, corrupt_fraction=gamma)
+        out = secure_sum_named(
+            updates, config, plan, dropouts=DropoutPlan(masked_input=dropped), policy=policy
+        )
     except AbortError as exc:
         console.print(f"[red]round aborted[/]: {escape(str(exc))}")
         raise typer.Exit(code=1) from None

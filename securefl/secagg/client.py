@@ -52,6 +52,7 @@ from securefl.secagg.messages import (
     pack_ids,
 )
 from securefl.secagg.randomness import RandomSource, SystemRandomness
+from securefl.vocabulary import ThreatModel
 
 SHARE_AD_LABEL = b"securefl/secagg/v1/share\x00"
 _PLAINTEXT = struct.Struct("<II")
@@ -70,6 +71,12 @@ class ClientState(Enum):
     FAILED = "failed"  # refused a request; accepts nothing more
 
 
+#: Fewest clients (including itself) whose sum a client lets the server see by default: with
+#: two, the other party's input alone determines ours; three is the least that hides an input
+#: in a sum at all. Deployments choose more (Sybils, spec §1); DP is what survives collusion.
+DEFAULT_MIN_COHORT = 3
+
+
 @dataclass(frozen=True)
 class ClientPolicy:
     """What this client demands of any round, whatever configuration the server hands it.
@@ -78,21 +85,36 @@ class ClientPolicy:
     needs its own floor (spec §7, C0): it refuses a round whose threshold is below
     ``min_threshold`` or below the bound of ``threat_model`` with ``corrupt_fraction`` γ
     (params.min_threshold: t > (n + ⌊γn⌋)/2 on the complete graph against a malicious server),
-    and never signs or unmasks a survivor set smaller than ``min_cohort``.
+    a malicious-model round without a global-model hash, and never signs or unmasks a survivor
+    set smaller than ``min_cohort``. The defaults are the safe ones (malicious server,
+    :data:`DEFAULT_MIN_COHORT`); ``ThreatModel.SEMI_HONEST`` is an explicit opt-in, shown in
+    :meth:`to_dict`.
     """
 
-    threat_model: str = "malicious"
+    threat_model: ThreatModel = ThreatModel.MALICIOUS
     corrupt_fraction: float = 0.0
     min_threshold: int = 2
-    min_cohort: int = 0
+    min_cohort: int = DEFAULT_MIN_COHORT
     security_bits: float = 40.0
 
     def __post_init__(self) -> None:
+        model = ThreatModel.parse(self.threat_model, parameter="threat_model")
+        object.__setattr__(self, "threat_model", model)
         for name in ("min_threshold", "min_cohort"):
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise ConfigurationError("must be a non-negative int", parameter=name)
-        required_threshold(3, 2, self.threat_model, self.corrupt_fraction, self.security_bits)
+        required_threshold(3, 2, model, self.corrupt_fraction, self.security_bits)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record of what this client demanded."""
+        return {
+            "threat_model": self.threat_model.value,
+            "corrupt_fraction": self.corrupt_fraction,
+            "min_threshold": self.min_threshold,
+            "min_cohort": self.min_cohort,
+            "security_bits": self.security_bits,
+        }
 
     def threshold_floor(self, config: SecAggConfig) -> int:
         """Smallest t this client accepts in ``config``'s cohort and graph."""
@@ -193,6 +215,8 @@ class ClientProtocol:
         randomness: RandomSource | None = None,
         policy: ClientPolicy | None = None,
     ) -> None:
+        """``policy=None`` means the default :class:`ClientPolicy` (malicious server, minimum
+        cohort :data:`DEFAULT_MIN_COHORT`), never "no policy": a weaker one must be passed."""
         if not config.has_client(client_id):
             raise ConfigurationError(f"{client_id} is not in the cohort", parameter="client_id")
         if keys.ed25519_public_bytes(identity_key) != config.identity_key(client_id):
@@ -201,19 +225,14 @@ class ClientProtocol:
             )
         self.config = config
         self.client_id = client_id
+        self.policy = policy = policy if policy is not None else ClientPolicy()
         #: Smallest threshold / survivor set we accept: the config's, raised by our policy.
         self.min_threshold = max(
-            config.threshold,
-            config.min_safe_threshold,
-            policy.threshold_floor(config) if policy is not None else 0,
+            config.threshold, config.min_safe_threshold, policy.threshold_floor(config)
         )
-        self.min_cohort = max(
-            config.effective_min_cohort, policy.min_cohort if policy is not None else 0
-        )
-        if (
-            policy is not None
-            and policy.threat_model == "malicious"
-            and config.model_digest == bytes(len(config.model_digest))
+        self.min_cohort = max(config.effective_min_cohort, policy.min_cohort)
+        if policy.threat_model is ThreatModel.MALICIOUS and config.model_digest == bytes(
+            len(config.model_digest)
         ):
             raise UnsafeRequestError(
                 "the round does not bind a global-model hash (model inconsistency, Pasquini "

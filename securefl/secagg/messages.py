@@ -25,7 +25,8 @@ import numpy as np
 import numpy.typing as npt
 
 from securefl.errors import MalformedMessageError
-from securefl.secagg.config import MAX_CLIENT_ID, MAX_CLIENTS, MAX_DIMENSION, SecAggConfig
+from securefl.secagg.config import MAX_CLIENT_ID, MAX_DIMENSION, SecAggConfig
+from securefl.vocabulary import MAX_CLIENTS
 
 MAGIC = b"SFSA"
 WIRE_VERSION = 1

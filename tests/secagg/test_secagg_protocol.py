@@ -3,6 +3,8 @@ that leaves every client ≥ t live neighbours, and too few survivors abort clea
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 from hypothesis import event, given
@@ -10,6 +12,13 @@ from hypothesis import strategies as st
 
 from securefl.errors import AbortError
 from securefl.secagg import DropoutPlan, Stage, neighbours, run_round, simulation_config
+from securefl.vocabulary import ThreatModel
+
+from .conftest import SEMI_HONEST_POLICY
+
+MODEL = hashlib.sha256(b"protocol test model").digest()
+#: Explicit semi-honest opt-in for the property test, whose thresholds go down to 2.
+WEAK = {"threat_model": ThreatModel.SEMI_HONEST}
 
 STAGES = list(Stage)
 
@@ -47,7 +56,7 @@ def test_sum_exact_or_clean_abort(sc: dict[str, object]) -> None:
     degree = sc["degree"]
     stage_of: dict[int, Stage] = sc["stage_of"]  # type: ignore[assignment]
     ids = list(range(1, n + 1))
-    cfg = simulation_config(ids, threshold=t, bits=bits, dimension=d, degree=degree)  # type: ignore[arg-type]
+    cfg = simulation_config(ids, threshold=t, bits=bits, dimension=d, degree=degree, **WEAK)  # type: ignore[arg-type]
     rng = np.random.default_rng(int(sc["seed"]))  # type: ignore[call-overload]
     dtype = np.uint32 if bits <= 32 else np.uint64
     inputs = {u: rng.integers(0, 2**bits, size=d, dtype=np.uint64).astype(dtype) for u in ids}
@@ -65,7 +74,7 @@ def test_sum_exact_or_clean_abort(sc: dict[str, object]) -> None:
         if stage_of.get(u) not in (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT)
     }
     try:
-        result = run_round(inputs, cfg, dropouts=plan)
+        result = run_round(inputs, cfg, dropouts=plan, policy=SEMI_HONEST_POLICY)
     except AbortError:
         event("aborted")
         assert not sufficient, "a round with enough live neighbours everywhere aborted"
@@ -87,7 +96,7 @@ def test_sum_exact_or_clean_abort(sc: dict[str, object]) -> None:
 @pytest.mark.parametrize("stage", list(Stage))
 def test_too_few_survivors_abort(stage: Stage) -> None:
     ids = list(range(1, 8))
-    cfg = simulation_config(ids, threshold=4, bits=16, dimension=5)
+    cfg = simulation_config(ids, threshold=4, bits=16, dimension=5, model_digest=MODEL)
     inputs = {u: np.full(5, u, dtype=np.uint32) for u in ids}
     with pytest.raises(AbortError):
         run_round(inputs, cfg, dropouts=DropoutPlan.from_mapping({stage: {1, 2, 3, 4}}))
@@ -95,7 +104,9 @@ def test_too_few_survivors_abort(stage: Stage) -> None:
 
 def test_min_cohort_enforced() -> None:
     ids = list(range(1, 9))
-    cfg = simulation_config(ids, threshold=3, bits=16, dimension=4, min_cohort=7)
+    cfg = simulation_config(
+        ids, threshold=5, bits=16, dimension=4, min_cohort=7, model_digest=MODEL
+    )
     inputs = {u: np.full(4, u, dtype=np.uint32) for u in ids}
     assert run_round(inputs, cfg, dropouts=DropoutPlan(masked_input=frozenset({8}))).survivors
     with pytest.raises(AbortError):
@@ -106,7 +117,7 @@ def test_upload_is_four_bytes_per_parameter() -> None:
     ids = list(range(1, 6))
     d = 20000
     for bits, word in ((20, 4), (32, 4), (33, 8)):
-        cfg = simulation_config(ids, threshold=3, bits=bits, dimension=d)
+        cfg = simulation_config(ids, threshold=3, bits=bits, dimension=d, model_digest=MODEL)
         inputs = {u: np.zeros(d, dtype=np.uint32 if bits <= 32 else np.uint64) for u in ids}
         result = run_round(inputs, cfg)
         # the masked-input message dominates; everything else is a few hundred bytes
@@ -130,6 +141,7 @@ def test_secure_sum_named_decodes_floats() -> None:
         bits=plan.bits,
         dimension=layout.size,
         layout_digest=layout.digest(),
+        model_digest=MODEL,
     )
     out = secure_sum_named(updates, cfg, plan, dropouts=DropoutPlan(unmask=frozenset({2})))
     assert out.round.survivors == frozenset(range(1, 9))
@@ -193,12 +205,19 @@ def test_secure_sum_named_torch_tensors() -> None:
     layout = TensorLayout.from_tensors(updates[1])
     plan = plan_ring(5, 4.0, 12)
     cfg = simulation_config(
-        updates, threshold=3, bits=plan.bits, dimension=layout.size, layout_digest=layout.digest()
+        updates,
+        threshold=3,
+        bits=plan.bits,
+        dimension=layout.size,
+        layout_digest=layout.digest(),
+        model_digest=MODEL,
     )
     out = secure_sum_named(updates, cfg, plan)
     assert np.allclose(out.sums["lora_A"], np.full((2, 3), 0.25 * 15), atol=5 * 2**-12)
     # lora_B: 3·u clipped to 4.0 for u ≥ 2 in the last coordinates → counted, not silent
     assert sum(out.clipped.values()) > 0
     with pytest.raises(Exception, match="layout"):
-        other = simulation_config(updates, threshold=3, bits=plan.bits, dimension=layout.size)
+        other = simulation_config(
+            updates, threshold=3, bits=plan.bits, dimension=layout.size, model_digest=MODEL
+        )
         secure_sum_named(updates, other, plan)

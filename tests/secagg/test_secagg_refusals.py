@@ -241,11 +241,12 @@ def test_server_drops_malformed_clients(harness: Make) -> None:
 
 def test_session_id_binds_model_and_layout() -> None:
     ids = [1, 2, 3]
-    a = simulation_config(ids, threshold=2, bits=8, dimension=4)
+    weak = {"threat_model": "semi-honest"}  # explicit: an all-zero model digest is allowed
+    a = simulation_config(ids, threshold=2, bits=8, dimension=4, **weak)  # type: ignore[arg-type]
     keys_ = {u: k for u, k in zip(a.client_ids, a.identity_keys, strict=True)}
     from securefl.secagg import SecAggConfig
 
-    base = SecAggConfig.create(keys_, threshold=2, bits=8, dimension=4)
+    base = SecAggConfig.create(keys_, threshold=2, bits=8, dimension=4, **weak)
     assert base.session_id == a.session_id
     for change in (
         {"model_digest": b"\x01" * 32},
@@ -255,7 +256,7 @@ def test_session_id_binds_model_and_layout() -> None:
         {"dimension": 5},
         {"nonce": b"x"},
     ):
-        kw = {"threshold": 2, "bits": 8, "dimension": 4, **change}
+        kw = {"threshold": 2, "bits": 8, "dimension": 4, **weak, **change}
         assert SecAggConfig.create(keys_, **kw).session_id != a.session_id  # type: ignore[arg-type]
 
 
@@ -263,11 +264,11 @@ def test_model_inconsistency_breaks_the_sum() -> None:
     """Pasquini et al.: a client given another model digest cannot complete a round with the
     others (its signatures and keys are bound to another session)."""
     ids = [1, 2, 3, 4]
-    a = simulation_config(ids, threshold=2, bits=16, dimension=3)
+    a = simulation_config(ids, threshold=3, bits=16, dimension=3, model_digest=b"\x06" * 32)
     keys_ = dict(zip(a.client_ids, a.identity_keys, strict=True))
     from securefl.secagg import SecAggConfig
 
-    b = SecAggConfig.create(keys_, threshold=2, bits=16, dimension=3, model_digest=b"\x07" * 32)
+    b = SecAggConfig.create(keys_, threshold=3, bits=16, dimension=3, model_digest=b"\x07" * 32)
     from securefl.secagg import ClientProtocol, ServerProtocol
     from securefl.secagg.simulate import _SIM_IDENTITIES
 
