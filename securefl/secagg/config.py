@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from securefl.crypto.keys import Ed25519PublicKey, load_ed25519_public
 from securefl.errors import ConfigurationError, SecureFLError
 from securefl.secagg.params import min_threshold
@@ -276,6 +279,13 @@ class SecAggConfig:
     @cached_property
     def id_set(self) -> frozenset[int]:
         return frozenset(self.client_ids)
+
+    @cached_property
+    def id_array(self) -> npt.NDArray[np.int64]:
+        """The sorted client ids as an array (the wire decoder checks lists against it)."""
+        out = np.asarray(self.client_ids, dtype=np.int64)
+        out.flags.writeable = False
+        return out
 
     def has_client(self, client_id: int) -> bool:
         return client_id in self._index

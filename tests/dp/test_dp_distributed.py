@@ -110,7 +110,11 @@ def test_output_is_a_secure_aggregation_input() -> None:
     n = 4
     cfg, ups, inputs = _encoded_cohort(n, 100, min_contributors=3)
     config = simulation_config(
-        list(inputs), threshold=3, bits=cfg.bits, dimension=cfg.padded_dimension
+        list(inputs),
+        threshold=3,
+        bits=cfg.bits,
+        dimension=cfg.padded_dimension,
+        model_digest=b"\x07" * 32,  # the default malicious-server round binds a model hash
     )
     result = run_round(inputs, config)
     expected = sum_mod(list(inputs.values()), cfg)
@@ -126,7 +130,12 @@ def test_dropouts_leave_the_survivors_noise_and_the_fixed_denominator() -> None:
     n = 5
     cfg, ups, inputs = _encoded_cohort(n, 60, min_contributors=4)
     config = simulation_config(
-        list(inputs), threshold=3, bits=cfg.bits, dimension=cfg.padded_dimension, min_cohort=4
+        list(inputs),
+        threshold=3,
+        bits=cfg.bits,
+        dimension=cfg.padded_dimension,
+        min_cohort=4,
+        model_digest=b"\x07" * 32,  # the default malicious-server round binds a model hash
     )
     result = run_round(inputs, config, dropouts=DropoutPlan(masked_input=frozenset({5})))
     assert result.survivors == frozenset({1, 2, 3, 4})

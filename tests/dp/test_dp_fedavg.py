@@ -116,7 +116,9 @@ def test_end_to_end_over_secure_aggregation_matches_plaintext() -> None:
         i: encode(clip_and_weight(u, cfg)[0], plan, rng_key=bytes([i]) * 16).values
         for i, u in ups.items()
     }
-    config = simulation_config(list(ups), threshold=3, bits=plan.bits, dimension=d)
+    config = simulation_config(
+        list(ups), threshold=3, bits=plan.bits, dimension=d, model_digest=b"\x07" * 32
+    )
     result = run_round(encoded, config)
     assert result.survivors == frozenset(ups)
     grid_sum = np.rint(decode_sum(result.total, plan) * 2.0**f).astype(np.int64)
