@@ -22,7 +22,6 @@ round aborts — a wrong sum is never released.
 from __future__ import annotations
 
 from collections.abc import Container, Iterable
-from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -59,19 +58,7 @@ from securefl.secagg.messages import (
     decode,
     pack_ids,
 )
-
-
-class ServerState(Enum):
-    """Server states; the transition table is in ``protocols/secagg.md`` §6."""
-
-    COLLECT_ADVERTISE = "collect-advertise"
-    COLLECT_SHARES = "collect-shares"
-    COLLECT_MASKED = "collect-masked"
-    COLLECT_CONSISTENCY = "collect-consistency"
-    COLLECT_UNMASK = "collect-unmask"
-    DONE = "done"
-    ABORTED = "aborted"
-
+from securefl.secagg.transitions import ServerEvent, ServerState, server_accepts, server_next
 
 _STAGE_OF = {
     ServerState.COLLECT_ADVERTISE: Stage.ADVERTISE_KEYS,
@@ -219,14 +206,15 @@ class ServerProtocol:
     def _check(self, m: Message, sender: int) -> None:
         """Freshness first (ignore), then attribution (the sender's fault)."""
         cfg = self.config
-        if self.stage is None:
+        accepts = server_accepts(self.state)
+        if accepts is None:
             raise _Ignore(f"no message is expected in state {self.state.value}")
         if not cfg.has_client(sender) or sender not in self._expected:
             raise _Ignore("transport sender is not a live client at this stage")
         if m.session_id != cfg.session_id or m.round_index != cfg.round_index:
             raise _Ignore("replayed message from another session or round")
-        if m.STAGE is not self.stage:
-            raise _Ignore(f"{type(m).__name__} arrived during stage {self.stage.name}")
+        if type(m).__name__ != accepts.value:
+            raise _Ignore(f"{type(m).__name__} arrived while collecting {accepts.value}")
         if self._accepted_this_stage(sender):
             raise _Ignore(f"duplicate {type(m).__name__}; the first one stands")
         if not m.FROM_CLIENT or m.sender != sender or m.recipient != SERVER_ID:
@@ -301,7 +289,7 @@ class ServerProtocol:
 
     # ------------------------------------------------------------------ stage closure
     def _fail(self, reason: str) -> AbortError:
-        self.state = ServerState.ABORTED
+        self.state = server_next(self.state, ServerEvent.ABORT)
         return AbortError(reason)
 
     def _floor(self, live: Iterable[int], stage: str) -> frozenset[int]:
@@ -327,6 +315,7 @@ class ServerProtocol:
 
     def close_stage(self) -> dict[int, Message]:
         """End the current stage; returns the next stage's message per live client."""
+        nxt = server_next(self.state, ServerEvent.CLOSE_STAGE)  # LocalProtocolError if done
         cfg = self.config
         sid, rnd = cfg.session_id, cfg.round_index
         if self.state is ServerState.COLLECT_ADVERTISE:
@@ -334,7 +323,7 @@ class ServerProtocol:
             self.u1 = self._floor(self._prune(got, "advertise"), "advertise")
             self.dropped[Stage.ADVERTISE_KEYS] = frozenset(cfg.client_ids) - self.u1
             self._expected = set(self.u1)
-            self.state = ServerState.COLLECT_SHARES
+            self.state = nxt
             out: dict[int, Message] = {}
             for u in sorted(self.u1):
                 peers = tuple(
@@ -352,7 +341,7 @@ class ServerProtocol:
             self.u2 = self._floor(self._prune(got, "share keys"), "share keys")
             self.dropped[Stage.SHARE_KEYS] = self.u1 - self.u2
             self._expected = set(self.u2)
-            self.state = ServerState.COLLECT_MASKED
+            self.state = nxt
             out = {}
             for u in sorted(self.u2):
                 inbox = self._ciphertexts.get(u, {})
@@ -370,7 +359,7 @@ class ServerProtocol:
                         f"masked input: client {v} has {live} surviving neighbours, need {t}"
                     )
             self._expected = set(self.u3)
-            self.state = ServerState.COLLECT_CONSISTENCY
+            self.state = nxt
             survivors = tuple(sorted(self.u3))
             self._u3_list, self._u3_packed = survivors, pack_ids(survivors)
             return {
@@ -392,7 +381,7 @@ class ServerProtocol:
                         f"consistency check: client {v} has {live} responders, need {t}"
                     )
             self._expected = set(askable)
-            self.state = ServerState.COLLECT_UNMASK
+            self.state = nxt
             out = {}
             for u in sorted(askable):
                 nb = self.graph[u]
@@ -410,9 +399,9 @@ class ServerProtocol:
             self.u5 = self._floor(self._responded, "unmask")
             self.dropped[Stage.UNMASK] = self.u4 - self.u5
             self.result = self._unmask()
-            self.state = ServerState.DONE
+            self.state = nxt
             return {}
-        raise LocalProtocolError(f"close_stage called in state {self.state.value}")
+        raise LocalProtocolError(f"close_stage called in state {self.state.value}")  # unreachable
 
     # ------------------------------------------------------------------ unmasking
     def _recover(self, v: int, kind: ShareKind) -> bytes:
