@@ -109,6 +109,7 @@ class SecAggAggregator:
         round_index: int,
         context: bytes,
     ) -> AggregateOutcome:
+        from securefl.secagg.client import ClientPolicy
         from securefl.secagg.simulate import DropoutPlan, run_round, simulation_config
 
         _check_inputs(inputs, weights)
@@ -142,7 +143,11 @@ class SecAggAggregator:
             if cid in inputs:
                 by_stage[stage if stage in by_stage else "masked_input"].add(cid + 1)
         plan_drop = DropoutPlan(**{s: frozenset(v) for s, v in by_stage.items()})
-        result = run_round(encoded, config, dropouts=plan_drop)
+        # clients hold the run's (recorded) threat model; semi-honest stays an explicit opt-in
+        policy = ClientPolicy(
+            threat_model=config.threat_model, corrupt_fraction=self.cfg.corrupt_fraction
+        )
+        result = run_round(encoded, config, dropouts=plan_drop, policy=policy)
         t1 = time.perf_counter()
         total, weight_total = ring.decode(result.total)
         t_decode = time.perf_counter() - t1
