@@ -266,6 +266,44 @@ def _opacus_sgm(q: float, z: float, orders: FloatArray) -> FloatArray:
     )
 
 
+#: Limits of the numerical (PLD/PRV) accountants: a per-round privacy-loss range
+#: 10/z + 1/(2z²) above this (z ≲ 0.24, where ε is huge anyway) needs millions of grid points
+#: and minutes; such events, and more compositions than the second limit, raise
+#: AccountingRangeError (use "rdp").
+NUMERIC_MAX_LOSS_RANGE = 50.0
+NUMERIC_MAX_COMPOSITIONS = 10**7
+
+
+def _numeric_limits(name: str, event: DpEvent) -> None:
+    """Refuse, before any allocation, events a discretising accountant cannot evaluate."""
+
+    def walk(e: DpEvent, count: int) -> int:
+        if isinstance(e, SelfComposedEvent):
+            return walk(e.event, count * e.count) if e.count else 0
+        if isinstance(e, ComposedEvent):
+            return sum(walk(c, count) for c in e.events)
+        if isinstance(e, NoOpEvent | NonPrivateEvent) or count == 0:
+            return 0
+        inner = e.event if isinstance(e, PoissonSampledEvent) else e
+        z = _effective_gaussian(inner)
+        if z is None and isinstance(inner, DiscreteGaussianEvent):
+            z = inner.sigma / inner.l2_sensitivity
+        if z is not None and 10.0 / z + 0.5 / z**2 > NUMERIC_MAX_LOSS_RANGE:
+            raise AccountingRangeError(
+                f"noise multiplier {z:.3g} is too small for the {name} accountant's "
+                "discretisation (ε is huge); use the 'rdp' accountant",
+                parameter="event",
+            )
+        return count
+
+    if walk(event, 1) > NUMERIC_MAX_COMPOSITIONS:
+        raise AccountingRangeError(
+            f"more than {NUMERIC_MAX_COMPOSITIONS} compositions for the {name} accountant; "
+            "use the 'rdp' accountant",
+            parameter="event",
+        )
+
+
 # --------------------------------------------------------------------------- RDP
 
 
@@ -613,6 +651,7 @@ class PldAccountant:
         if _walk_nonprivate(event):
             return math.inf
         mapped, eta = self.dominating_event(event)
+        _numeric_limits(self.name, mapped)
         target = delta * math.exp(-eta)
         if not target > 0.0:
             return math.inf
@@ -626,6 +665,7 @@ class PldAccountant:
         if _walk_nonprivate(event):
             return 1.0
         mapped, eta = self.dominating_event(event)
+        _numeric_limits(self.name, mapped)
         if not math.isfinite(eta):
             return 1.0
         d = _numeric_guard(
@@ -740,6 +780,7 @@ class PrvAccountant:
         mapped, eta = _gaussianize(event, default_domination)
         if not self.supports(event):
             self._history(mapped, 1, [])  # raises the precise error
+        _numeric_limits(self.name, mapped)
         target = delta * math.exp(-eta)
         if not target > 0.0:
             return math.inf
@@ -763,6 +804,7 @@ class PrvAccountant:
         mapped, eta = _gaussianize(event, default_domination)
         if not self.supports(event):
             self._history(mapped, 1, [])
+        _numeric_limits(self.name, mapped)
         if not math.isfinite(eta):
             return 1.0
         delta_error = 1e-12
@@ -772,7 +814,7 @@ class PrvAccountant:
                 dprv = self._dprv(mapped, delta_error)
                 if dprv is None:
                     return 0.0
-                shifted = max(0.0, epsilon - 2.0 * eta - self.eps_error)
+                shifted = epsilon - 2.0 * eta - self.eps_error
                 return float(dprv.compute_delta_estimate(shifted))
 
         est = _numeric_guard(self.name, run)
@@ -869,3 +911,40 @@ def calibrate_noise_multiplier(
         else:
             lo = mid
     return hi
+
+
+# --------------------------------------------------------------------------- discrete vs continuous
+
+
+def discrete_vs_continuous_eps(
+    q: float,
+    z: float,
+    rounds: int,
+    delta: float,
+    *,
+    dimension: int,
+    frac_bits: int = 16,
+    clip: float = 0.5,
+    accountant: str = "pld",
+) -> float:
+    """ε charged for the discrete noise the loop records ÷ the continuous Gaussian's PLD ε.
+
+    Numerator: ``accountant``'s ε for T = ``rounds`` Poisson(q)-sampled rounds of the exact
+    event central DP-FedAvg records (:meth:`securefl.dp.fedavg.DpFedAvgConfig.round_event`:
+    ``DiscreteGaussianEvent(⌈z·Δ_grid⌉, Δ_grid, d)`` with Δ_grid = clip·2^f + √d). Denominator:
+    the PLD ε of the Poisson-sampled continuous Gaussian with the same (q, z, T). The target of
+    issue 13 is ≤ 1.02 (the default run: q = 0.2, z = 0.942, T = 10, d = 38416, f = 16,
+    clip = 0.5, δ = 1e-5).
+    """
+    from securefl.dp.fedavg import DpFedAvgConfig
+
+    v.count("rounds", rounds, minimum=1)
+    sampled_q = v.probability("q", q)
+    cfg = DpFedAvgConfig(clip=clip, noise_multiplier=z, expected_cohort=1.0, frac_bits=frac_bits)
+    discrete = SelfComposedEvent(PoissonSampledEvent(sampled_q, cfg.round_event(dimension)), rounds)
+    continuous = SelfComposedEvent(PoissonSampledEvent(sampled_q, GaussianEvent(z)), rounds)
+    num = get_accountant(accountant).epsilon(discrete, delta)
+    den = get_accountant("pld").epsilon(continuous, delta)
+    if den == 0.0:
+        return 1.0 if num == 0.0 else math.inf
+    return num / den
