@@ -921,10 +921,10 @@ def discrete_vs_continuous_eps(
     z: float,
     rounds: int,
     delta: float,
-    *,
     dimension: int,
     frac_bits: int = 16,
     clip: float = 0.5,
+    *,
     accountant: str = "pld",
 ) -> float:
     """ε charged for the discrete noise the loop records ÷ the continuous Gaussian's PLD ε.
