@@ -267,39 +267,79 @@ def _opacus_sgm(q: float, z: float, orders: FloatArray) -> FloatArray:
 
 
 #: Limits of the numerical (PLD/PRV) accountants: a per-round privacy-loss range
-#: 10/z + 1/(2z²) above this (z ≲ 0.24, where ε is huge anyway) needs millions of grid points
+#: 10/z + 1/(2z²) above this (z ≲ 0.032, where ε is huge anyway) needs millions of grid points
 #: and minutes; such events, and more compositions than the second limit, raise
 #: AccountingRangeError (use "rdp").
-NUMERIC_MAX_LOSS_RANGE = 50.0
+NUMERIC_MAX_LOSS_RANGE = 1000.0
 NUMERIC_MAX_COMPOSITIONS = 10**7
 
 
-def _numeric_limits(name: str, event: DpEvent) -> None:
-    """Refuse, before any allocation, events a discretising accountant cannot evaluate."""
+#: Most grid points the composed privacy-loss distribution may need (memory ~ 8 bytes each,
+#: several arrays); estimated from the loss mean and spread, see ``_numeric_limits``.
+NUMERIC_MAX_GRID_POINTS = 1e7
 
-    def walk(e: DpEvent, count: int) -> int:
+
+def _loss_moments(z: float, q: float) -> tuple[float, float]:
+    """Rough (mean, variance) of one round's privacy loss: 1/(2z²), 1/z² for the Gaussian;
+    q²(e^{1/z²} − 1), 2q²(e^{1/z²} − 1) when that is smaller (sampled). Only sizes a refusal."""
+    a = 1.0 / (z * z)
+    mean, var = a / 2.0, a
+    if q < 1.0 and a < 50.0:
+        g = math.expm1(a)
+        mean, var = min(mean, q * q * g), min(var, 2.0 * q * q * g)
+    return mean, var
+
+
+def _numeric_limits(name: str, event: DpEvent, interval: float | None = None) -> None:
+    """Refuse, before any allocation, events a discretising accountant cannot evaluate.
+
+    ``interval`` is the PLD grid; None means the PRV mesh eps_error/√(T·ln(12/δ_err)/2).
+    """
+    rounds: list[tuple[float, float, int]] = []
+
+    def walk(e: DpEvent, count: int) -> None:
         if isinstance(e, SelfComposedEvent):
-            return walk(e.event, count * e.count) if e.count else 0
+            if e.count:
+                walk(e.event, count * e.count)
+            return
         if isinstance(e, ComposedEvent):
-            return sum(walk(c, count) for c in e.events)
+            for c in e.events:
+                walk(c, count)
+            return
         if isinstance(e, NoOpEvent | NonPrivateEvent) or count == 0:
-            return 0
+            return
+        q = e.sampling_probability if isinstance(e, PoissonSampledEvent) else 1.0
         inner = e.event if isinstance(e, PoissonSampledEvent) else e
         z = _effective_gaussian(inner)
         if z is None and isinstance(inner, DiscreteGaussianEvent):
             z = inner.sigma / inner.l2_sensitivity
-        if z is not None and 10.0 / z + 0.5 / z**2 > NUMERIC_MAX_LOSS_RANGE:
-            raise AccountingRangeError(
-                f"noise multiplier {z:.3g} is too small for the {name} accountant's "
-                "discretisation (ε is huge); use the 'rdp' accountant",
-                parameter="event",
-            )
-        return count
+        if z is not None:
+            if 10.0 / z + 0.5 / z**2 > NUMERIC_MAX_LOSS_RANGE:
+                raise AccountingRangeError(
+                    f"noise multiplier {z:.3g} is too small for the {name} accountant's "
+                    "discretisation (ε is huge); use the 'rdp' accountant",
+                    parameter="event",
+                )
+            rounds.append((z, q, count))
 
-    if walk(event, 1) > NUMERIC_MAX_COMPOSITIONS:
+    walk(event, 1)
+    total = sum(c for _, _, c in rounds)
+    if total > NUMERIC_MAX_COMPOSITIONS:
         raise AccountingRangeError(
             f"more than {NUMERIC_MAX_COMPOSITIONS} compositions for the {name} accountant; "
             "use the 'rdp' accountant",
+            parameter="event",
+        )
+    if not rounds:
+        return
+    mean = sum(c * _loss_moments(z, q)[0] for z, q, c in rounds)
+    var = sum(c * _loss_moments(z, q)[1] for z, q, c in rounds)
+    width = mean + 10.0 * math.sqrt(var) + max(10.0 / z + 0.5 / z**2 for z, _, _ in rounds)
+    step = interval if interval is not None else 0.01 / math.sqrt(total * 30.0 / 2.0)
+    if width / step > NUMERIC_MAX_GRID_POINTS:
+        raise AccountingRangeError(
+            f"the composed privacy loss needs ~{width / step:.2g} grid points in the {name} "
+            "accountant; use the 'rdp' accountant",
             parameter="event",
         )
 
@@ -651,7 +691,7 @@ class PldAccountant:
         if _walk_nonprivate(event):
             return math.inf
         mapped, eta = self.dominating_event(event)
-        _numeric_limits(self.name, mapped)
+        _numeric_limits(self.name, mapped, self.value_discretization_interval)
         target = delta * math.exp(-eta)
         if not target > 0.0:
             return math.inf
@@ -665,7 +705,7 @@ class PldAccountant:
         if _walk_nonprivate(event):
             return 1.0
         mapped, eta = self.dominating_event(event)
-        _numeric_limits(self.name, mapped)
+        _numeric_limits(self.name, mapped, self.value_discretization_interval)
         if not math.isfinite(eta):
             return 1.0
         d = _numeric_guard(

@@ -62,7 +62,7 @@ def _extreme_event(kind: int, q: float, z: float, rounds: int) -> DpEvent:
     name=st.sampled_from(NAMES),
     kind=st.integers(0, 2),
     q=st.sampled_from([1e-12, 1e-6, 0.3, 1.0]) | st.floats(1e-12, 1.0),
-    z=st.sampled_from([1e-6, 0.2, 1e3, 1e8]) | st.floats(1e-6, 1e8),
+    z=st.sampled_from([1e-6, 0.01, 0.5, 1e3, 1e8]) | st.floats(1e-6, 1e8),
     rounds=st.sampled_from([0, 1, 10**4, 10**9, 10**12]),
     delta=st.sampled_from([1e-300, 1e-12, 0.5, 1 - 1e-12]),
     eps=st.sampled_from([0.0, 1e-9, 1.0, 1e6]),
