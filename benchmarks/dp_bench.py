@@ -10,6 +10,11 @@ Usage: ``python benchmarks/dp_bench.py --quick`` (last line: one JSON object).
   the AES-CTR source ÷ min time of numpy ``Generator.normal`` for 2^20 (same run, interleaved).
 * ``pld_vs_reference_rel_err``: largest |ε_ours − ε_ref|/ε_ref over the test grid of
   ``tests/dp/test_dp_accounting.py`` (reference: dp-accounting PLD at interval 1e-4).
+* ``discrete_vs_continuous_eps``: ε charged (``pld``) for the discrete noise the loop records
+  ÷ the continuous Gaussian's PLD ε at the default run (q = 0.2, z = 0.942, T = 10,
+  d = 38,416, frac_bits = 16, clip = 0.5, δ = 1e-5); target ≤ 1.02 (protocols/dp.md §3.1).
+  ``discrete_vs_continuous_eps_max`` is the largest of that ratio over the three (q, z, T)
+  points of issue 13, ``discrete_rdp_vs_continuous_rdp_max`` the same for RDP ÷ RDP.
 """
 
 from __future__ import annotations
@@ -95,6 +100,26 @@ def _pld_accuracy() -> float:
     return worst
 
 
+#: (q, z, T) points of issue 13 (the first is the default run).
+DISCRETE_POINTS = [(0.2, 0.942, 10), (0.1, 3.0, 50), (0.01, 1.0, 1000)]
+
+
+def _discrete_vs_continuous() -> tuple[float, float, float]:
+    from securefl.dp.accounting import discrete_vs_continuous_eps, get_accountant
+    from securefl.dp.events import GaussianEvent, PoissonSampledEvent, SelfComposedEvent
+    from securefl.dp.fedavg import DpFedAvgConfig
+
+    ratios, rdp_ratios = [], []
+    rdp = get_accountant("rdp")
+    for q, z, t in DISCRETE_POINTS:
+        ratios.append(discrete_vs_continuous_eps(q, z, t, 1e-5, dimension=38_416))
+        cfg = DpFedAvgConfig(clip=0.5, noise_multiplier=z, expected_cohort=1.0, frac_bits=16)
+        disc = SelfComposedEvent(PoissonSampledEvent(q, cfg.round_event(38_416)), t)
+        cont = SelfComposedEvent(PoissonSampledEvent(q, GaussianEvent(z)), t)
+        rdp_ratios.append(rdp.epsilon(disc, 1e-5) / rdp.epsilon(cont, 1e-5))
+    return ratios[0], max(ratios), max(rdp_ratios)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repeats (about a minute)")
@@ -106,6 +131,8 @@ def main() -> None:
     print(f"discrete Gaussian 2^20 @σ=100: {ours_s * 1e3:.1f} ms, numpy {numpy_s * 1e3:.1f} ms")
     rel = _pld_accuracy()
     print(f"PLD vs dp-accounting (1e-4) on the test grid: max rel err {rel:.2e}")
+    dvc, dvc_max, rdp_max = _discrete_vs_continuous()
+    print(f"discrete ÷ continuous PLD ε: default run {dvc:.5f}, max over points {dvc_max:.5f}")
     result = {
         "pld_eps_T10000_s": round(pld_s, 4),
         "pld_eps_T10000": round(eps, 5),
@@ -115,6 +142,9 @@ def main() -> None:
         "discrete_gaussian_2p20_s": round(ours_s, 4),
         "numpy_normal_2p20_s": round(numpy_s, 4),
         "pld_vs_reference_rel_err": float(f"{rel:.3e}"),
+        "discrete_vs_continuous_eps": round(dvc, 5),
+        "discrete_vs_continuous_eps_max": round(dvc_max, 5),
+        "discrete_rdp_vs_continuous_rdp_max": round(rdp_max, 6),
     }
     print(json.dumps(result))
 

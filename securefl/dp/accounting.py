@@ -27,7 +27,17 @@ import numpy as np
 import numpy.typing as npt
 
 from securefl.dp import _validate as v
-from securefl.dp.errors import InvalidParameterError, UnsupportedEventError
+from securefl.dp.discrete_accounting import (
+    GaussianDomination,
+    candidates,
+    default_domination,
+    dominate,
+)
+from securefl.dp.errors import (
+    AccountingRangeError,
+    InvalidParameterError,
+    UnsupportedEventError,
+)
 from securefl.dp.events import (
     ComposedEvent,
     DiscreteGaussianEvent,
@@ -127,6 +137,213 @@ def _walk_nonprivate(event: DpEvent) -> bool:
     return False
 
 
+DiscreteLeaf = DiscreteGaussianEvent | DistributedDiscreteGaussianEvent
+Chooser = Callable[[DiscreteLeaf], GaussianDomination | None]
+
+
+def _gaussianize(event: DpEvent, choose: Chooser) -> tuple[DpEvent, float]:
+    """Replace each discrete leaf by its dominating GaussianEvent (``protocols/dp.md`` §3.1).
+
+    Returns the new event and η, the total pointwise log-ratio slack (each leaf's η times the
+    number of times it runs). A leaf for which ``choose`` returns None is kept unchanged.
+    """
+    if isinstance(event, DiscreteGaussianEvent | DistributedDiscreteGaussianEvent):
+        dom = choose(event)
+        if dom is None:
+            return event, 0.0
+        return GaussianEvent(dom.noise_multiplier), dom.eta
+    if isinstance(event, PoissonSampledEvent):
+        inner, eta = _gaussianize(event.event, choose)
+        return PoissonSampledEvent(event.sampling_probability, inner), eta
+    if isinstance(event, SampledWithoutReplacementEvent):
+        inner, eta = _gaussianize(event.event, choose)
+        return SampledWithoutReplacementEvent(event.source_size, event.sample_size, inner), eta
+    if isinstance(event, SelfComposedEvent):
+        inner, eta = _gaussianize(event.event, choose)
+        return SelfComposedEvent(inner, event.count), eta * event.count
+    if isinstance(event, ComposedEvent):
+        parts = [_gaussianize(e, choose) for e in event.events]
+        return ComposedEvent(tuple(p for p, _ in parts)), math.fsum(x for _, x in parts)
+    return event, 0.0
+
+
+def _has_discrete(event: DpEvent) -> bool:
+    if isinstance(event, DiscreteGaussianEvent | DistributedDiscreteGaussianEvent):
+        return True
+    if isinstance(event, PoissonSampledEvent | SampledWithoutReplacementEvent | SelfComposedEvent):
+        return _has_discrete(event.event)
+    if isinstance(event, ComposedEvent):
+        return any(_has_discrete(e) for e in event.events)
+    return False
+
+
+def _rdp_slack(orders: FloatArray, eta: float) -> FloatArray:
+    """(2α − 1)/(α − 1)·η: Rényi cost of a pointwise e^{±η} change of both distributions."""
+    if eta == 0.0:
+        return np.zeros_like(orders)
+    return (2.0 * orders - 1.0) / (orders - 1.0) * eta
+
+
+def _require_event(event: object) -> DpEvent:
+    if not isinstance(event, DpEvent) or type(event) is DpEvent:
+        raise InvalidParameterError(
+            f"must be a DpEvent, got {type(event).__name__}", parameter="event"
+        )
+    return event
+
+
+_NUMERIC_FAILURES = (
+    ArithmeticError,
+    ValueError,
+    IndexError,
+    MemoryError,
+    RuntimeError,
+    TypeError,
+)
+
+
+def _numeric_guard(name: str, fn: Callable[[], float]) -> float:
+    """Run a library computation; its untyped failures become :class:`AccountingRangeError`."""
+    from securefl.errors import SecureFLError
+
+    try:
+        out = float(fn())
+    except SecureFLError:
+        raise
+    except _NUMERIC_FAILURES as exc:
+        raise AccountingRangeError(
+            f"the {name} accountant cannot evaluate this event numerically "
+            f"({type(exc).__name__}); try another accountant",
+            parameter="event",
+        ) from exc
+    if math.isnan(out):
+        raise AccountingRangeError(
+            f"the {name} accountant produced NaN for this event", parameter="event"
+        )
+    return out
+
+
+def _choosers() -> list[Chooser]:
+    """The default domination and one per smoothing width of the grid."""
+    from securefl.dp.discrete_accounting import SMOOTHING_GRID
+
+    def at(t: float) -> Chooser:
+        def choose(e: DiscreteLeaf) -> GaussianDomination | None:
+            dom = dominate(e, t)
+            if dom is None and isinstance(e, DistributedDiscreteGaussianEvent):
+                dom = dominate(e, t, contributors=1)
+            return dom
+
+        return choose
+
+    return [default_domination, *(at(t) for t in SMOOTHING_GRID)]
+
+
+#: η below which the smoothing slack is invisible in any reported ε.
+_NEGLIGIBLE_ETA = 1e-9
+
+
+def _near_full_noise(inner: DpEvent, z: float) -> bool:
+    """Whether ``z`` is within 1e-4 of the multiplier the discrete noise nominally has."""
+    full = _gaussianize(inner, _nominal)[0]
+    z_full = _effective_gaussian(full)
+    return z_full is not None and z >= (1.0 - 1e-4) * z_full
+
+
+def _nominal(event: DiscreteLeaf) -> GaussianDomination:
+    """σ_total/Δ with no smoothing: a *reference* (not a bound) for the RDP shortcut."""
+    n = 1 if isinstance(event, DiscreteGaussianEvent) else event.min_contributors
+    return GaussianDomination(event.sigma * math.sqrt(n) / event.l2_sensitivity, 0.0, 0.0, n)
+
+
+def _opacus_sgm(q: float, z: float, orders: FloatArray) -> FloatArray:
+    """RDP of the Poisson-sampled Gaussian (Mironov, Talwar, Zhang 2019) at ``orders``."""
+    from opacus.accountants.analysis import rdp as opacus_rdp
+
+    return np.asarray(
+        opacus_rdp.compute_rdp(q=q, noise_multiplier=z, steps=1, orders=[float(a) for a in orders]),
+        dtype=np.float64,
+    )
+
+
+#: Limits of the numerical (PLD/PRV) accountants: a per-round privacy-loss range
+#: 10/z + 1/(2z²) above this (z ≲ 0.032, where ε is huge anyway) needs millions of grid points
+#: and minutes; such events, and more compositions than the second limit, raise
+#: AccountingRangeError (use "rdp").
+NUMERIC_MAX_LOSS_RANGE = 1000.0
+NUMERIC_MAX_COMPOSITIONS = 10**7
+
+
+#: Most grid points the composed privacy-loss distribution may need (memory ~ 8 bytes each,
+#: several arrays); estimated from the loss mean and spread, see ``_numeric_limits``.
+NUMERIC_MAX_GRID_POINTS = 1e7
+
+
+def _loss_moments(z: float, q: float) -> tuple[float, float]:
+    """Rough (mean, variance) of one round's privacy loss: 1/(2z²), 1/z² for the Gaussian;
+    q²(e^{1/z²} − 1), 2q²(e^{1/z²} − 1) when that is smaller (sampled). Only sizes a refusal."""
+    a = 1.0 / (z * z)
+    mean, var = a / 2.0, a
+    if q < 1.0 and a < 50.0:
+        g = math.expm1(a)
+        mean, var = min(mean, q * q * g), min(var, 2.0 * q * q * g)
+    return mean, var
+
+
+def _numeric_limits(name: str, event: DpEvent, interval: float | None = None) -> None:
+    """Refuse, before any allocation, events a discretising accountant cannot evaluate.
+
+    ``interval`` is the PLD grid; None means the PRV mesh eps_error/√(T·ln(12/δ_err)/2).
+    """
+    rounds: list[tuple[float, float, int]] = []
+
+    def walk(e: DpEvent, count: int) -> None:
+        if isinstance(e, SelfComposedEvent):
+            if e.count:
+                walk(e.event, count * e.count)
+            return
+        if isinstance(e, ComposedEvent):
+            for c in e.events:
+                walk(c, count)
+            return
+        if isinstance(e, NoOpEvent | NonPrivateEvent) or count == 0:
+            return
+        q = e.sampling_probability if isinstance(e, PoissonSampledEvent) else 1.0
+        inner = e.event if isinstance(e, PoissonSampledEvent) else e
+        z = _effective_gaussian(inner)
+        if z is None and isinstance(inner, DiscreteGaussianEvent):
+            z = inner.sigma / inner.l2_sensitivity
+        if z is not None:
+            if 10.0 / z + 0.5 / z**2 > NUMERIC_MAX_LOSS_RANGE:
+                raise AccountingRangeError(
+                    f"noise multiplier {z:.3g} is too small for the {name} accountant's "
+                    "discretisation (ε is huge); use the 'rdp' accountant",
+                    parameter="event",
+                )
+            rounds.append((z, q, count))
+
+    walk(event, 1)
+    total = sum(c for _, _, c in rounds)
+    if total > NUMERIC_MAX_COMPOSITIONS:
+        raise AccountingRangeError(
+            f"more than {NUMERIC_MAX_COMPOSITIONS} compositions for the {name} accountant; "
+            "use the 'rdp' accountant",
+            parameter="event",
+        )
+    if not rounds:
+        return
+    mean = sum(c * _loss_moments(z, q)[0] for z, q, c in rounds)
+    var = sum(c * _loss_moments(z, q)[1] for z, q, c in rounds)
+    width = mean + 10.0 * math.sqrt(var) + max(10.0 / z + 0.5 / z**2 for z, _, _ in rounds)
+    step = interval if interval is not None else 0.01 / math.sqrt(total * 30.0 / 2.0)
+    if width / step > NUMERIC_MAX_GRID_POINTS:
+        raise AccountingRangeError(
+            f"the composed privacy loss needs ~{width / step:.2g} grid points in the {name} "
+            "accountant; use the 'rdp' accountant",
+            parameter="event",
+        )
+
+
 # --------------------------------------------------------------------------- RDP
 
 
@@ -176,11 +393,21 @@ class RdpAccountant:
     # -- RDP curve ------------------------------------------------------------------------
     def rdp(self, event: DpEvent) -> FloatArray:
         """RDP ε(α) at ``self.orders`` (may contain inf)."""
-        return self._rdp(event, self.orders)
+        _require_event(event)
+        out: list[FloatArray] = []
+
+        def run() -> float:
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                out.append(self._rdp(event, self.orders))
+            return 0.0
+
+        _numeric_guard(self.name, run)
+        curve = out[0]
+        if np.any(np.isnan(curve)):
+            raise AccountingRangeError("the RDP curve has NaN entries", parameter="event")
+        return curve
 
     def _rdp(self, event: DpEvent, orders: FloatArray) -> FloatArray:
-        from opacus.accountants.analysis import rdp as opacus_rdp
-
         if isinstance(event, NoOpEvent):
             return np.zeros_like(orders)
         if isinstance(event, NonPrivateEvent):
@@ -201,7 +428,11 @@ class RdpAccountant:
             return rho * orders
         if isinstance(event, DistributedDiscreteGaussianEvent):
             eps = ddgauss_concentrated_epsilon(event)
-            return 0.5 * eps**2 * orders
+            best = 0.5 * eps**2 * orders
+            for dom in candidates(event):
+                curve = orders / (2.0 * dom.noise_multiplier**2) + _rdp_slack(orders, dom.eta)
+                best = np.minimum(best, curve)
+            return best
         if isinstance(event, ZCDPEvent):
             return event.rho * orders
         if isinstance(event, PoissonSampledEvent):
@@ -211,30 +442,62 @@ class RdpAccountant:
             self._require("add_remove", event)
             z = _effective_gaussian(event.event)
             if z is not None:
-                return np.asarray(
-                    opacus_rdp.compute_rdp(
-                        q=q, noise_multiplier=z, steps=1, orders=[float(a) for a in orders]
-                    ),
-                    dtype=np.float64,
-                )
-            return self._poisson_general(q, event.event, orders)
+                return _opacus_sgm(q, z, orders)
+            general = self._poisson_general(q, event.event, orders)
+            if not _has_discrete(event.event):
+                return general
+            return np.minimum(
+                general,
+                self._dominated(event.event, orders, lambda z: _opacus_sgm(q, z, orders)),
+            )
         if isinstance(event, SampledWithoutReplacementEvent):
             self._require("replace_one", event)
             from dp_accounting.rdp import rdp_privacy_accountant as dpa_rdp
 
-            z = _effective_gaussian(event.event)
-            if z is None:
-                raise UnsupportedEventError(
-                    "sampling without replacement is supported for Gaussian events only",
-                    parameter="event",
-                )
             q = event.sample_size / event.source_size
-            return np.asarray(
-                dpa_rdp._compute_rdp_sample_wor_gaussian(q, z, orders), dtype=np.float64
+
+            def wor(z: float) -> FloatArray:
+                return np.asarray(
+                    dpa_rdp._compute_rdp_sample_wor_gaussian(q, z, orders), dtype=np.float64
+                )
+
+            z = _effective_gaussian(event.event)
+            if z is not None:
+                return wor(z)
+            if _has_discrete(event.event):
+                return self._dominated(event.event, orders, wor)
+            raise UnsupportedEventError(
+                "sampling without replacement is supported for (discrete) Gaussian events only",
+                parameter="event",
             )
         raise UnsupportedEventError(
             f"no RDP analysis for {type(event).__name__}", parameter="event"
         )
+
+    def _dominated(
+        self, inner: DpEvent, orders: FloatArray, sampled: Callable[[float], FloatArray]
+    ) -> FloatArray:
+        """Per-order minimum over smoothing widths t of the dominating sampled Gaussian's curve
+        plus the Rényi slack of the smoothing theorem (``protocols/dp.md`` §3.1): every t gives
+        a valid bound at every order, so is their minimum."""
+        best = np.full_like(orders, np.inf)
+        seen: set[tuple[float, float]] = set()
+        for i, choose in enumerate(_choosers()):
+            mapped, eta = _gaussianize(inner, choose)
+            z = _effective_gaussian(mapped)
+            if z is None or not math.isfinite(eta) or (z, eta) in seen:
+                continue
+            seen.add((z, eta))
+            best = np.minimum(best, sampled(z) + _rdp_slack(orders, eta))
+            if i == 0 and eta <= _NEGLIGIBLE_ETA and _near_full_noise(inner, z):
+                break  # the default already loses < 1e-4 of z and nothing to η
+        if not np.any(np.isfinite(best)):
+            raise UnsupportedEventError(
+                "no smoothing width dominates this discrete event (σ too small) and it is "
+                "composed with events that have no RDP curve here",
+                parameter="event",
+            )
+        return best
 
     def _poisson_general(self, q: float, inner: DpEvent, orders: FloatArray) -> FloatArray:
         int_orders = [int(a) for a in orders if float(a).is_integer() and a >= 2]
@@ -259,10 +522,13 @@ class RdpAccountant:
 
     # -- public API -----------------------------------------------------------------------
     def supports(self, event: DpEvent) -> bool:
+        _require_event(event)
         try:
-            self._rdp(event, np.asarray([2.0]))
+            self.rdp(event)
         except UnsupportedEventError:
             return False
+        except AccountingRangeError:
+            return True  # supported kind, numerically out of range (epsilon/delta say so)
         return True
 
     def epsilon(self, event: DpEvent, delta: float) -> float:
@@ -270,37 +536,55 @@ class RdpAccountant:
 
         from opacus.accountants.analysis import rdp as opacus_rdp
 
+        _require_event(event)
         _check_delta(delta)
         curve = self.rdp(event)
         if not np.any(np.isfinite(curve)):
             return math.inf
         if not np.any(curve > 0):
             return 0.0
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with np.errstate(invalid="ignore"):
-                eps, _ = opacus_rdp.get_privacy_spent(
-                    orders=list(self.orders), rdp=list(curve), delta=delta
-                )
-        return max(0.0, float(eps))
+
+        def conv() -> float:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with np.errstate(all="ignore"):
+                    eps, _ = opacus_rdp.get_privacy_spent(
+                        orders=list(self.orders), rdp=list(curve), delta=delta
+                    )
+            return float(eps)
+
+        eps = _numeric_guard(self.name, conv)
+        return max(0.0, eps)
 
     def delta(self, event: DpEvent, epsilon: float) -> float:
         from dp_accounting.rdp import rdp_privacy_accountant as dpa_rdp
 
+        _require_event(event)
         _check_epsilon(epsilon)
         curve = self.rdp(event)
         if not np.any(np.isfinite(curve)):
             return 1.0
         mask = np.isfinite(curve)
-        d, _ = dpa_rdp.compute_delta(list(self.orders[mask]), list(curve[mask]), epsilon)
-        return float(d)
+
+        def conv() -> float:
+            with np.errstate(all="ignore"):
+                d, _ = dpa_rdp.compute_delta(list(self.orders[mask]), list(curve[mask]), epsilon)
+            return float(d)
+
+        return min(1.0, max(0.0, _numeric_guard(self.name, conv)))
 
 
 # --------------------------------------------------------------------------- PLD
 
 
 class PldAccountant:
-    """Privacy-loss-distribution accountant built on ``dp_accounting.pld`` (pessimistic)."""
+    """Privacy-loss-distribution accountant built on ``dp_accounting.pld`` (pessimistic).
+
+    Discrete leaves are accounted through the continuous Gaussian that dominates them up to a
+    pointwise e^{±η} (``protocols/dp.md`` §3.1): ε(δ) = ε_PLD(δ·e^{−η}) + 2η. A 1-D discrete
+    Gaussian with integer sensitivity uses dp-accounting's exact discrete PLD instead
+    (``exact_discrete_1d=False`` forces the smoothing bound, for tests).
+    """
 
     name = "pld"
 
@@ -309,14 +593,36 @@ class PldAccountant:
         *,
         neighboring: str = "add_remove",
         value_discretization_interval: float = 1e-3,
+        exact_discrete_1d: bool = True,
     ) -> None:
         self.neighboring: Neighboring = _check_neighboring(neighboring)
         self.value_discretization_interval = v.positive(
             "value_discretization_interval", value_discretization_interval
         )
+        self.exact_discrete_1d = bool(exact_discrete_1d)
+
+    def _exact_1d(self, event: DpEvent) -> bool:
+        return (
+            self.exact_discrete_1d
+            and isinstance(event, DiscreteGaussianEvent)
+            and event.dimension == 1
+            and float(event.l2_sensitivity).is_integer()
+        )
+
+    def _choose(self, event: DiscreteLeaf) -> GaussianDomination | None:
+        return None if self._exact_1d(event) else default_domination(event)
+
+    def dominating_event(self, event: DpEvent) -> tuple[DpEvent, float]:
+        """``event`` with discrete leaves replaced by dominating Gaussians, and the slack η."""
+        _require_event(event)
+        return _gaussianize(event, self._choose)
 
     def pld(self, event: DpEvent) -> Any:
-        """The composed ``PrivacyLossDistribution`` of ``event`` (dp_accounting object)."""
+        """The composed ``PrivacyLossDistribution`` of :meth:`dominating_event` (η not applied)."""
+        mapped, _ = self.dominating_event(event)
+        return self._pld(mapped)
+
+    def _pld(self, event: DpEvent) -> Any:
         from dp_accounting.pld import privacy_loss_distribution as pld_lib
 
         vdi = self.value_discretization_interval
@@ -325,11 +631,11 @@ class PldAccountant:
         if isinstance(event, SelfComposedEvent):
             if event.count == 0:
                 return pld_lib.identity(value_discretization_interval=vdi)
-            return self.pld(event.event).self_compose(event.count)
+            return self._pld(event.event).self_compose(event.count)
         if isinstance(event, ComposedEvent):
             out = pld_lib.identity(value_discretization_interval=vdi)
             for e in event.events:
-                out = out.compose(self.pld(e))
+                out = out.compose(self._pld(e))
             return out
         q = 1.0
         inner = event
@@ -349,11 +655,7 @@ class PldAccountant:
                 value_discretization_interval=vdi,
                 sampling_prob=q,
             )
-        if (
-            isinstance(inner, DiscreteGaussianEvent)
-            and inner.dimension == 1
-            and float(inner.l2_sensitivity).is_integer()
-        ):
+        if isinstance(inner, DiscreteGaussianEvent) and self._exact_1d(inner):
             return pld_lib.from_discrete_gaussian_mechanism(
                 sigma=inner.sigma,
                 sensitivity=int(inner.l2_sensitivity),
@@ -367,7 +669,8 @@ class PldAccountant:
         raise UnsupportedEventError(f"no PLD for {type(event).__name__}", parameter="event")
 
     def supports(self, event: DpEvent) -> bool:
-        return _structurally(event, self._leaf_ok)
+        mapped, _ = self.dominating_event(event)
+        return _structurally(mapped, self._leaf_ok)
 
     def _leaf_ok(self, event: DpEvent) -> bool:
         if isinstance(event, NoOpEvent | NonPrivateEvent):
@@ -379,31 +682,42 @@ class PldAccountant:
             inner = event.event
         if _effective_gaussian(inner) is not None:
             return True
-        return (
-            isinstance(inner, DiscreteGaussianEvent)
-            and inner.dimension == 1
-            and float(inner.l2_sensitivity).is_integer()
-        )
+        return self._exact_1d(inner)
 
     def epsilon(self, event: DpEvent, delta: float) -> float:
+        _require_event(event)
         _check_delta(delta)
         self._check(event)
         if _walk_nonprivate(event):
             return math.inf
-        return max(0.0, float(self.pld(event).get_epsilon_for_delta(delta)))
+        mapped, eta = self.dominating_event(event)
+        _numeric_limits(self.name, mapped, self.value_discretization_interval)
+        target = delta * math.exp(-eta)
+        if not target > 0.0:
+            return math.inf
+        eps = _numeric_guard(self.name, lambda: self._pld(mapped).get_epsilon_for_delta(target))
+        return max(0.0, eps + 2.0 * eta)
 
     def delta(self, event: DpEvent, epsilon: float) -> float:
+        _require_event(event)
         _check_epsilon(epsilon)
         self._check(event)
         if _walk_nonprivate(event):
             return 1.0
-        return min(1.0, float(self.pld(event).get_delta_for_epsilon(epsilon)))
+        mapped, eta = self.dominating_event(event)
+        _numeric_limits(self.name, mapped, self.value_discretization_interval)
+        if not math.isfinite(eta):
+            return 1.0
+        d = _numeric_guard(
+            self.name, lambda: self._pld(mapped).get_delta_for_epsilon(epsilon - 2.0 * eta)
+        )
+        return min(1.0, max(0.0, d * math.exp(eta)))
 
     def _check(self, event: DpEvent) -> None:
         if not self.supports(event):
             raise UnsupportedEventError(
                 f"the PLD accountant cannot account for {event.to_dict()['type']} "
-                "(use 'rdp' for discrete multi-dimensional or without-replacement events)",
+                "(use 'rdp' for without-replacement or zCDP-only events)",
                 parameter="event",
             )
 
@@ -464,10 +778,12 @@ class PrvAccountant:
         out.append((z, q, count))
 
     def supports(self, event: DpEvent) -> bool:
+        _require_event(event)
         if _walk_nonprivate(event):
             return True
+        mapped, _ = _gaussianize(event, default_domination)
         try:
-            self._history(event, 1, [])
+            self._history(mapped, 1, [])
         except UnsupportedEventError:
             return False
         return True
@@ -496,30 +812,53 @@ class PrvAccountant:
         return prv_lib.compose_heterogeneous(dprvs=dprvs, num_self_compositions=counts)
 
     def epsilon(self, event: DpEvent, delta: float) -> float:
+        """Upper bound ε + eps_error; discrete leaves via ``protocols/dp.md`` §3.1 (+2η)."""
+        _require_event(event)
         _check_delta(delta)
         if _walk_nonprivate(event):
             return math.inf
+        mapped, eta = _gaussianize(event, default_domination)
         if not self.supports(event):
-            self._history(event, 1, [])  # raises the precise error
-        delta_error = delta * self.delta_error_ratio
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            dprv = self._dprv(event, delta_error)
-            if dprv is None:
-                return 0.0
-            _, _, eps_upper = dprv.compute_epsilon(delta, delta_error, self.eps_error)
-        return max(0.0, float(eps_upper))
+            self._history(mapped, 1, [])  # raises the precise error
+        _numeric_limits(self.name, mapped)
+        target = delta * math.exp(-eta)
+        if not target > 0.0:
+            return math.inf
+        delta_error = target * self.delta_error_ratio
+
+        def run() -> float:
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                dprv = self._dprv(mapped, delta_error)
+                if dprv is None:
+                    return 0.0
+                _, _, eps_upper = dprv.compute_epsilon(target, delta_error, self.eps_error)
+            return float(eps_upper)
+
+        return max(0.0, _numeric_guard(self.name, run) + 2.0 * eta)
 
     def delta(self, event: DpEvent, epsilon: float) -> float:
+        _require_event(event)
         _check_epsilon(epsilon)
         if _walk_nonprivate(event):
             return 1.0
+        mapped, eta = _gaussianize(event, default_domination)
+        if not self.supports(event):
+            self._history(mapped, 1, [])
+        _numeric_limits(self.name, mapped)
+        if not math.isfinite(eta):
+            return 1.0
         delta_error = 1e-12
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            dprv = self._dprv(event, delta_error)
-            if dprv is None:
-                return 0.0
-            est = float(dprv.compute_delta_estimate(max(0.0, epsilon - self.eps_error)))
-        return min(1.0, max(0.0, est) + delta_error)
+
+        def run() -> float:
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                dprv = self._dprv(mapped, delta_error)
+                if dprv is None:
+                    return 0.0
+                shifted = epsilon - 2.0 * eta - self.eps_error
+                return float(dprv.compute_delta_estimate(shifted))
+
+        est = _numeric_guard(self.name, run)
+        return min(1.0, (max(0.0, est) + delta_error) * math.exp(eta))
 
 
 # --------------------------------------------------------------------------- registry
@@ -612,3 +951,40 @@ def calibrate_noise_multiplier(
         else:
             lo = mid
     return hi
+
+
+# --------------------------------------------------------------------------- discrete vs continuous
+
+
+def discrete_vs_continuous_eps(
+    q: float,
+    z: float,
+    rounds: int,
+    delta: float,
+    dimension: int,
+    frac_bits: int = 16,
+    clip: float = 0.5,
+    *,
+    accountant: str = "pld",
+) -> float:
+    """ε charged for the discrete noise the loop records ÷ the continuous Gaussian's PLD ε.
+
+    Numerator: ``accountant``'s ε for T = ``rounds`` Poisson(q)-sampled rounds of the exact
+    event central DP-FedAvg records (:meth:`securefl.dp.fedavg.DpFedAvgConfig.round_event`:
+    ``DiscreteGaussianEvent(⌈z·Δ_grid⌉, Δ_grid, d)`` with Δ_grid = clip·2^f + √d). Denominator:
+    the PLD ε of the Poisson-sampled continuous Gaussian with the same (q, z, T). The target of
+    issue 13 is ≤ 1.02 (the default run: q = 0.2, z = 0.942, T = 10, d = 38416, f = 16,
+    clip = 0.5, δ = 1e-5).
+    """
+    from securefl.dp.fedavg import DpFedAvgConfig
+
+    v.count("rounds", rounds, minimum=1)
+    sampled_q = v.probability("q", q)
+    cfg = DpFedAvgConfig(clip=clip, noise_multiplier=z, expected_cohort=1.0, frac_bits=frac_bits)
+    discrete = SelfComposedEvent(PoissonSampledEvent(sampled_q, cfg.round_event(dimension)), rounds)
+    continuous = SelfComposedEvent(PoissonSampledEvent(sampled_q, GaussianEvent(z)), rounds)
+    num = get_accountant(accountant).epsilon(discrete, delta)
+    den = get_accountant("pld").epsilon(continuous, delta)
+    if den == 0.0:
+        return 1.0 if num == 0.0 else math.inf
+    return num / den

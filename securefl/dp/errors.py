@@ -15,3 +15,7 @@ class SamplingMismatchError(ConfigurationError):
 
 class UnsupportedEventError(ConfigurationError):
     """An accountant was asked about an event it cannot account for soundly."""
+
+
+class AccountingRangeError(InvalidParameterError):
+    """Valid parameters outside the range an accountant's numerics can evaluate soundly."""

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 from securefl.dp import _validate as v
 from securefl.dp.errors import InvalidParameterError, SamplingMismatchError
-from securefl.dp.events import DpEvent, PoissonSampledEvent, SampledWithoutReplacementEvent
+from securefl.dp.events import (
+    ComposedEvent,
+    DpEvent,
+    NoOpEvent,
+    PoissonSampledEvent,
+    SampledWithoutReplacementEvent,
+    SelfComposedEvent,
+)
 
 
 @dataclass(frozen=True)
@@ -95,13 +102,80 @@ def round_event(scheme: SamplingScheme | None, mechanism: DpEvent) -> DpEvent:
     )
 
 
+def sampling_schemes(event: DpEvent) -> tuple[SamplingScheme, ...]:
+    """Every round-level sampling declaration inside ``event``, distinct, in first-seen order.
+
+    Walks through :class:`SelfComposedEvent` (count > 0) and :class:`ComposedEvent`; a
+    mechanism without a sampling wrapper declares full participation; :class:`NoOpEvent`
+    and zero-count compositions declare nothing.
+    """
+    out: list[SamplingScheme] = []
+
+    def walk(e: DpEvent) -> None:
+        if isinstance(e, NoOpEvent):
+            return
+        if isinstance(e, SelfComposedEvent):
+            if e.count > 0:
+                walk(e.event)
+            return
+        if isinstance(e, ComposedEvent):
+            for child in e.events:
+                walk(child)
+            return
+        if isinstance(e, PoissonSampledEvent):
+            found: SamplingScheme = PoissonSampling(e.sampling_probability)
+        elif isinstance(e, SampledWithoutReplacementEvent):
+            found = FixedSizeSampling(e.source_size, e.sample_size)
+        else:
+            found = FullParticipation()
+        if found not in out:
+            out.append(found)
+
+    if not isinstance(event, DpEvent):
+        raise InvalidParameterError(
+            f"must be a DpEvent, got {type(event).__name__}", parameter="event"
+        )
+    walk(event)
+    return tuple(out)
+
+
 def scheme_of(event: DpEvent) -> SamplingScheme:
-    """The sampling scheme an event declares at its top level."""
-    if isinstance(event, PoissonSampledEvent):
-        return PoissonSampling(event.sampling_probability)
-    if isinstance(event, SampledWithoutReplacementEvent):
-        return FixedSizeSampling(event.source_size, event.sample_size)
-    return FullParticipation()
+    """The one sampling scheme ``event`` declares, looking inside compositions.
+
+    Raises :class:`SamplingMismatchError` when a composition declares several different
+    schemes (the loop performs one; which one was accounted would be ambiguous).
+    """
+    schemes = sampling_schemes(event)
+    if not schemes:
+        return FullParticipation()
+    if len(schemes) > 1:
+        raise SamplingMismatchError(
+            f"the event declares several sampling schemes: {list(schemes)}",
+            parameter="sampling",
+        )
+    return schemes[0]
+
+
+def _same(d: SamplingScheme, p: SamplingScheme) -> bool:
+    if type(d) is not type(p):
+        return False
+    if d == p:
+        return True
+    return (
+        isinstance(d, FullParticipation)
+        and isinstance(p, FullParticipation)
+        and (d.population is None or p.population is None)
+    )
+
+
+def _schemes(value: SamplingScheme | DpEvent, name: str) -> tuple[SamplingScheme, ...]:
+    if isinstance(value, DpEvent):
+        return sampling_schemes(value) or (FullParticipation(),)
+    if isinstance(value, PoissonSampling | FixedSizeSampling | FullParticipation):
+        return (value,)
+    raise InvalidParameterError(
+        f"must be a sampling scheme or a DpEvent, got {type(value).__name__}", parameter=name
+    )
 
 
 def assert_sampling_matches(
@@ -109,21 +183,17 @@ def assert_sampling_matches(
 ) -> None:
     """Raise :class:`SamplingMismatchError` unless the loop did what the accounting assumed.
 
-    Kinds must agree; Poisson probabilities must be equal; fixed-size population and cohort
-    must be equal; full participation must agree on the population when both give one.
+    Every sampling declaration inside ``declared`` — including those nested in composed and
+    self-composed events — must agree with every one inside ``performed``: kinds must agree;
+    Poisson probabilities must be equal; fixed-size population and cohort must be equal; full
+    participation must agree on the population when both give one.
     """
-    d = scheme_of(declared) if isinstance(declared, DpEvent) else declared
-    p = scheme_of(performed) if isinstance(performed, DpEvent) else performed
-    if type(d) is not type(p):
-        raise SamplingMismatchError(
-            f"declared {type(d).__name__} but the loop performed {type(p).__name__}",
-            parameter="sampling",
-        )
-    if d != p:
-        if (
-            isinstance(d, FullParticipation)
-            and isinstance(p, FullParticipation)
-            and (d.population is None or p.population is None)
-        ):
-            return
-        raise SamplingMismatchError(f"declared {d} but performed {p}", parameter="sampling")
+    for d in _schemes(declared, "declared"):
+        for p in _schemes(performed, "performed"):
+            if type(d) is not type(p):
+                raise SamplingMismatchError(
+                    f"declared {type(d).__name__} but the loop performed {type(p).__name__}",
+                    parameter="sampling",
+                )
+            if not _same(d, p):
+                raise SamplingMismatchError(f"declared {d} but performed {p}", parameter="sampling")

@@ -177,7 +177,9 @@ def test_event_uses_worst_case_dropouts_and_rounding_slack() -> None:
         1000, 1.0, 1e-3, cfg.client_sigma, 32, min_contributors=4, expected_cohort=10.0
     )
     assert rdp.epsilon(more_drops.event(), 1e-5) > rdp.epsilon(ev, 1e-5)
-    assert not get_accountant("pld").supports(ev)
+    pld = get_accountant("pld")  # KLS sum bound + smoothing (protocols/dp.md §3.1)
+    assert pld.supports(ev)
+    assert pld.epsilon(more_drops.event(), 1e-5) > pld.epsilon(ev, 1e-5)
     assert cfg.to_dict()["privacy_unit"] == "client"
 
 

@@ -75,3 +75,37 @@ def test_scheme_from_loop() -> None:
         with pytest.raises(InvalidParameterError) as info:
             scheme_from_loop(kwargs["method"], 100)
         assert info.value.parameter == parameter
+
+
+def test_nested_sampling_declaration_is_compared() -> None:
+    """Issue 12, hole 10: a declaration inside a (self-)composed event used to be read as
+    "full participation" and never compared with what the loop did."""
+    from securefl.dp.events import ComposedEvent, NoOpEvent, SelfComposedEvent
+
+    run = SelfComposedEvent(PoissonSampledEvent(0.1, G), 10)
+    assert scheme_of(run) == PoissonSampling(0.1)
+    assert_sampling_matches(run, PoissonSampling(0.1))
+    for wrong in (PoissonSampling(0.2), FullParticipation(100), FixedSizeSampling(100, 10)):
+        with pytest.raises(SamplingMismatchError):
+            assert_sampling_matches(run, wrong)
+    composed = ComposedEvent((NoOpEvent(), run, SelfComposedEvent(run, 2)))
+    assert_sampling_matches(composed, PoissonSampling(0.1))
+    with pytest.raises(SamplingMismatchError):
+        assert_sampling_matches(composed, PoissonSampling(0.3))
+    # two different declarations in one run: ambiguous, refused
+    mixed = ComposedEvent((run, SelfComposedEvent(SampledWithoutReplacementEvent(100, 10, G), 3)))
+    with pytest.raises(SamplingMismatchError):
+        scheme_of(mixed)
+    with pytest.raises(SamplingMismatchError):
+        assert_sampling_matches(mixed, PoissonSampling(0.1))
+    # the performed side may be an event too, nested the same way
+    assert_sampling_matches(PoissonSampling(0.1), ComposedEvent((run,)))
+    with pytest.raises(SamplingMismatchError):
+        assert_sampling_matches(PoissonSampling(0.1), ComposedEvent((mixed,)))
+    # a zero-count composition declares nothing
+    assert scheme_of(SelfComposedEvent(PoissonSampledEvent(0.5, G), 0)) == FullParticipation()
+
+
+def test_non_scheme_is_a_typed_error() -> None:
+    with pytest.raises(InvalidParameterError):
+        assert_sampling_matches("poisson", PoissonSampling(0.1))  # type: ignore[arg-type]
