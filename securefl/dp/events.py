@@ -251,44 +251,65 @@ def _get(d: Mapping[str, Any], key: str) -> Any:
     return d[key]
 
 
-_DECODERS: dict[str, Callable[[Mapping[str, Any]], DpEvent]] = {
-    NoOpEvent.type_name: lambda d: NoOpEvent(),
-    NonPrivateEvent.type_name: lambda d: NonPrivateEvent(),
-    GaussianEvent.type_name: lambda d: GaussianEvent(_get(d, "noise_multiplier")),
-    DiscreteGaussianEvent.type_name: lambda d: DiscreteGaussianEvent(
+#: Deepest nesting of sampled / composed events a decoder follows. The loop records depth ≤ 4;
+#: a recorded event from a peer or a file nested deeper is refused, not recursed into.
+MAX_EVENT_DEPTH = 64
+
+_Decoder = Callable[[Mapping[str, Any], int], DpEvent]
+
+
+def _events(d: Mapping[str, Any], depth: int) -> tuple[DpEvent, ...]:
+    items = _get(d, "events")
+    if not isinstance(items, list | tuple):
+        raise InvalidParameterError("must be a list of events", parameter="events")
+    return tuple(_decode(e, depth + 1) for e in items)
+
+
+_DECODERS: dict[str, _Decoder] = {
+    NoOpEvent.type_name: lambda d, depth: NoOpEvent(),
+    NonPrivateEvent.type_name: lambda d, depth: NonPrivateEvent(),
+    GaussianEvent.type_name: lambda d, depth: GaussianEvent(_get(d, "noise_multiplier")),
+    DiscreteGaussianEvent.type_name: lambda d, depth: DiscreteGaussianEvent(
         _get(d, "sigma"), _get(d, "l2_sensitivity"), _get(d, "dimension")
     ),
-    DistributedDiscreteGaussianEvent.type_name: lambda d: DistributedDiscreteGaussianEvent(
+    DistributedDiscreteGaussianEvent.type_name: lambda d, depth: DistributedDiscreteGaussianEvent(
         _get(d, "sigma"),
         _get(d, "min_contributors"),
         _get(d, "l2_sensitivity"),
         _get(d, "l1_sensitivity"),
         _get(d, "dimension"),
     ),
-    ZCDPEvent.type_name: lambda d: ZCDPEvent(_get(d, "rho")),
-    PoissonSampledEvent.type_name: lambda d: PoissonSampledEvent(
-        _get(d, "sampling_probability"), event_from_dict(_get(d, "event"))
+    ZCDPEvent.type_name: lambda d, depth: ZCDPEvent(_get(d, "rho")),
+    PoissonSampledEvent.type_name: lambda d, depth: PoissonSampledEvent(
+        _get(d, "sampling_probability"), _decode(_get(d, "event"), depth + 1)
     ),
-    SampledWithoutReplacementEvent.type_name: lambda d: SampledWithoutReplacementEvent(
-        _get(d, "source_size"), _get(d, "sample_size"), event_from_dict(_get(d, "event"))
+    SampledWithoutReplacementEvent.type_name: lambda d, depth: SampledWithoutReplacementEvent(
+        _get(d, "source_size"), _get(d, "sample_size"), _decode(_get(d, "event"), depth + 1)
     ),
-    SelfComposedEvent.type_name: lambda d: SelfComposedEvent(
-        event_from_dict(_get(d, "event")), _get(d, "count")
+    SelfComposedEvent.type_name: lambda d, depth: SelfComposedEvent(
+        _decode(_get(d, "event"), depth + 1), _get(d, "count")
     ),
-    ComposedEvent.type_name: lambda d: ComposedEvent(
-        tuple(event_from_dict(e) for e in _get(d, "events"))
-    ),
+    ComposedEvent.type_name: lambda d, depth: ComposedEvent(_events(d, depth)),
 }
 
 EVENT_TYPES: tuple[str, ...] = tuple(_DECODERS)
 
 
 def event_from_dict(d: Mapping[str, Any]) -> DpEvent:
-    """Inverse of ``DpEvent.to_dict``; unknown types and bad fields raise
-    :class:`~securefl.dp.errors.InvalidParameterError`."""
+    """Inverse of ``DpEvent.to_dict``; unknown types, bad fields and nesting deeper than
+    :data:`MAX_EVENT_DEPTH` raise :class:`~securefl.dp.errors.InvalidParameterError`."""
+    return _decode(d, 0)
+
+
+def _decode(d: Any, depth: int) -> DpEvent:
+    if depth > MAX_EVENT_DEPTH:
+        raise InvalidParameterError(
+            f"events nested deeper than {MAX_EVENT_DEPTH}", parameter="event"
+        )
     if not isinstance(d, Mapping):
         raise InvalidParameterError(f"must be a mapping, got {type(d).__name__}", parameter="event")
     kind = d.get("type")
     if not isinstance(kind, str) or kind not in _DECODERS:
-        raise InvalidParameterError(f"unknown event type {kind!r}", parameter="type")
-    return _DECODERS[kind](d)
+        shown = repr(kind[:64]) if isinstance(kind, str) else f"a {type(kind).__name__}"
+        raise InvalidParameterError(f"unknown event type {shown}", parameter="type")
+    return _DECODERS[kind](d, depth)

@@ -32,7 +32,6 @@ from securefl.testing.fuzz import (
     INTERESTING_INTS,
     KnownIssue,
     Target,
-    deep,
     mutate_bytes,
     mutate_json,
     mutate_obj,
@@ -699,27 +698,6 @@ def _first(marker: bytes, new: bytes) -> Callable[[bytes], bytes]:
 #: them apart; tests/fuzz has a strict expected-failure test per entry, which fails once the
 #: decoder is fixed: then delete the entry here.
 KNOWN_ISSUES: tuple[KnownIssue, ...] = (
-    KnownIssue(
-        "dp_event",
-        "RecursionError",
-        "dp-tight",
-        lambda t: _deep_event(),
-        "event_from_dict recurses once per nested event (2000 composed levels)",
-    ),
-    KnownIssue(
-        "dp_event",
-        "RecursionError",
-        "dp-tight",
-        lambda t: {"type": deep(3000)},
-        "event_from_dict: repr() of a deeply nested 'type' value in the error message",
-    ),
-    KnownIssue(
-        "dp_event",
-        "TypeError",
-        "dp-tight",
-        lambda t: {"type": "composed", "events": True},
-        "event_from_dict: a non-list 'events' of a composed event is iterated unchecked",
-    ),
     KnownIssue(
         "policy_toml",
         "RecursionError",

@@ -84,3 +84,23 @@ def test_events_are_frozen() -> None:
     e = GaussianEvent(1.0)
     with pytest.raises(AttributeError):
         e.noise_multiplier = 2.0  # type: ignore[misc]
+
+
+def test_event_decoding_refuses_deep_nesting_and_wrong_types_with_typed_errors() -> None:
+    """Fuzz findings (issue 12 hole 8): deep nesting raised RecursionError, a non-list
+    ``events`` TypeError, and a deeply nested ``type`` a RecursionError from its repr."""
+    from securefl.dp.errors import InvalidParameterError
+    from securefl.dp.events import MAX_EVENT_DEPTH, event_from_dict
+
+    deep: dict[str, object] = {"type": "gaussian", "noise_multiplier": 1.0}
+    for _ in range(2000):
+        deep = {"type": "composed", "events": [deep]}
+    with pytest.raises(InvalidParameterError, match=str(MAX_EVENT_DEPTH)):
+        event_from_dict(deep)
+    with pytest.raises(InvalidParameterError):
+        event_from_dict({"type": "composed", "events": True})
+    nested: list[object] = []
+    for _ in range(3000):
+        nested = [nested]
+    with pytest.raises(InvalidParameterError):
+        event_from_dict({"type": nested})
