@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import tenseal as ts
 
-from securefl.he import HEClient, HEServer, KeyHolder, _pool
+from securefl.he import HEClient, HEServer, KeyHolder
 from securefl.he.context import unpack_context
 
 N_CLIENTS = 10
@@ -56,10 +56,12 @@ def main() -> None:
     rng = np.random.default_rng(0)  # benchmark data only
     updates = [{"lora.A": rng.uniform(-1, 1, size=d)} for _ in range(N_CLIENTS)]
 
-    kh = KeyHolder("fast")
+    ncpu = os.cpu_count() or 1  # the process pool is an explicit opt-in (issue 10 #4)
+    kh = KeyHolder("fast", workers=ncpu)
     slots = kh.preset.slot_count
     public = kh.public_context_bytes()
-    client, server = HEClient(public), HEServer(kh.server_context_bytes(), max_dimension=2**21)
+    client = HEClient(public, workers=ncpu)
+    server = HEServer(kh.server_context_bytes(), max_dimension=2**21)
     client1 = HEClient(public, workers=1)
     kh1 = KeyHolder.from_secret_context_bytes(kh.secret_context_bytes(), workers=1)
 
@@ -129,7 +131,8 @@ def main() -> None:
     downw = HEServer(khw.server_context_bytes()).aggregate([upw, upw])
     khp = KeyHolder("precise", workers=1)
     upp = HEClient(khp.public_context_bytes(), workers=1).encrypt(small)
-    _pool.shutdown()
+    client.close()
+    kh.close()
 
     result = {
         "d": d,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,8 @@ import numpy.typing as npt
 from securefl.errors import ConfigurationError
 
 FloatVector = npt.NDArray[np.float64]
+#: Largest number of values a layout may describe (sizes stay exact in int64 arithmetic).
+MAX_LAYOUT_SIZE = 2**62
 
 
 def _is_torch(value: object) -> bool:
@@ -50,7 +53,7 @@ class TensorSpec:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # Python ints: no int64 wrap-around
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,11 @@ class TensorLayout:
             value = named[name]
             kind = "torch" if _is_torch(value) else "numpy"
             dtype = str(value.dtype).removeprefix("torch.")
-            specs.append(TensorSpec(name, tuple(int(s) for s in value.shape), dtype, kind))
+            shape = tuple(int(s) for s in value.shape)
+            if math.prod(shape) == 0:
+                # a zero-size tensor has no coordinates to aggregate; peers refuse it (from_json)
+                raise ConfigurationError("zero-size tensor", parameter=name)
+            specs.append(TensorSpec(name, shape, dtype, kind))
         return cls(tuple(specs))
 
     @property
@@ -97,15 +104,55 @@ class TensorLayout:
 
     @classmethod
     def from_json(cls, text: str) -> TensorLayout:
+        """Parse a peer's layout strictly: the canonical form :meth:`to_json` writes.
+
+        Rows ``[name, shape, dtype, kind]``: names non-empty, unique and sorted; shape entries
+        ints ≥ 1 (no zero-size tensor, no negative or float dimension); total size ≤ 2^62.
+        Every failure (deep nesting, 1e400, huge ints included) is a ``ConfigurationError``.
+        """
+        if not isinstance(text, str):
+            raise ConfigurationError("layout JSON must be a str", parameter="layout")
         try:
             rows = json.loads(text)
-            specs = tuple(
-                TensorSpec(str(n), tuple(int(x) for x in shape), str(dt), str(kind))
-                for n, shape, dt, kind in rows
-            )
-        except (ValueError, TypeError) as exc:
-            raise ConfigurationError(f"invalid layout JSON ({exc})", parameter="layout") from exc
-        return cls(specs)
+        except (ValueError, RecursionError) as exc:  # RecursionError: deeply nested input
+            raise ConfigurationError(
+                f"invalid layout JSON ({type(exc).__name__})", parameter="layout"
+            ) from None
+        if not isinstance(rows, list) or not rows:
+            raise ConfigurationError("must be a non-empty JSON list of tensors", parameter="layout")
+        specs: list[TensorSpec] = []
+        total = 0
+        for i, row in enumerate(rows):
+            where = f"layout[{i}]"
+            if not isinstance(row, list) or len(row) != 4:
+                raise ConfigurationError("must be [name, shape, dtype, kind]", parameter=where)
+            name, shape, dtype, kind = row
+            if not isinstance(name, str) or not name:
+                raise ConfigurationError("name must be a non-empty string", parameter=where)
+            if specs and name <= specs[-1].name:
+                problem = "duplicate tensor name" if name == specs[-1].name else "names not sorted"
+                raise ConfigurationError(f"{problem} ({name!r})", parameter=where)
+            if not isinstance(shape, list) or not all(
+                type(x) is int and 1 <= x <= MAX_LAYOUT_SIZE for x in shape
+            ):
+                raise ConfigurationError(
+                    "shape must be a list of ints ≥ 1 (no zero-size or negative dimension)",
+                    parameter=where,
+                )
+            if not isinstance(dtype, str) or not isinstance(kind, str):
+                raise ConfigurationError("dtype and kind must be strings", parameter=where)
+            size = 1
+            for x in shape:  # stop as soon as it is too big (no huge products computed)
+                size *= x
+                if size > MAX_LAYOUT_SIZE:
+                    break
+            total += size
+            if total > MAX_LAYOUT_SIZE:
+                raise ConfigurationError(
+                    f"layout holds more than 2^62 values (tensor {name!r})", parameter=where
+                )
+            specs.append(TensorSpec(name, tuple(shape), dtype, kind))
+        return cls(tuple(specs))
 
     def digest(self) -> bytes:
         """SHA-256 over names and shapes (not container kind): bound into session ids."""

@@ -60,3 +60,69 @@ def test_layout_mismatch_rejected() -> None:
         layout.flatten({"v": np.zeros(3)})
     with pytest.raises(ConfigurationError):
         layout.unflatten(np.zeros(5))
+
+
+# ----- peer-facing parser (issue 12 #8): only typed errors, nothing silently dropped -----
+
+
+def _good_json() -> str:
+    return TensorLayout.from_tensors({"a": np.zeros(2), "b": np.zeros((2, 3))}).to_json()
+
+
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [
+        ('[["a",[1e400],"float64","numpy"]]', "shape"),  # OverflowError before
+        ("[" * 100_000 + "]" * 100_000, "invalid layout JSON"),  # RecursionError before
+        ('[["a",[-2,-3],"float64","numpy"]]', "shape"),  # size 6 by np.prod before
+        ('[["a",[4294967296,4294967296,4],"float64","numpy"]]', "2\\^62"),  # int64 wrap to 0
+        ('[["a",[2],"float64","numpy"],["a",[2],"float64","numpy"]]', "duplicate"),
+        ('[["a",[0],"float64","numpy"],["b",[2],"float64","numpy"]]', "zero-size"),
+        ('[["b",[2],"float64","numpy"],["a",[2],"float64","numpy"]]', "sorted"),
+        ('[["a",[2.0],"float64","numpy"]]', "shape"),
+        ('[["a",[true],"float64","numpy"]]', "shape"),
+        ('[["a",[2],"float64"]]', "name, shape"),
+        ('[["",[2],"float64","numpy"]]', "name"),
+        ("[]", "non-empty"),
+        ('{"a": 1}', "non-empty"),
+        ('[["a",[' + "9" * 5000 + '],"float64","numpy"]]', "invalid layout JSON"),
+        ('[["a",[' + ",".join(["2"] * 200_000) + '],"float64","numpy"]]', "2\\^62"),
+    ],
+)
+def test_from_json_refuses_with_typed_error(text: str, what: str) -> None:
+    with pytest.raises(ConfigurationError, match=what):
+        TensorLayout.from_json(text)
+
+
+def test_from_json_accepts_canonical_and_sizes_exactly() -> None:
+    layout = TensorLayout.from_json(_good_json())
+    assert layout.size == 8
+    big = TensorLayout.from_json('[["a",[4294967296,1073741824],"float64","numpy"]]')
+    assert big.size == 2**62  # exact Python int, no int64 wrap
+
+
+def test_zero_size_tensor_refused_at_flatten() -> None:
+    with pytest.raises(ConfigurationError, match="zero-size"):
+        flatten({"a": np.zeros((3, 0)), "b": np.ones(2)})
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_from_json_fuzz_only_typed_errors(value: object) -> None:
+    import json
+
+    for text in (json.dumps(value), json.dumps([value]), json.dumps([["a", value, "f", "k"]])):
+        try:
+            layout = TensorLayout.from_json(text)
+        except ConfigurationError:
+            continue
+        names = layout.names
+        assert list(names) == sorted(set(names))
+        assert all(spec.size >= 1 for spec in layout.specs)
+        assert TensorLayout.from_json(layout.to_json()) == layout

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from securefl.errors import AbortError, ConfigurationError
 from securefl.tensors import FloatVector
@@ -42,6 +43,9 @@ class AggregateOutcome:
     timings: dict[str, Any]
     protocol: dict[str, Any] = field(default_factory=dict)
     clipped_coordinates: int = 0
+    #: Central DP noise already added upstream (the CKKS key holder) on the 2^-f grid: the
+    #: noisy integer sum of the update coordinates. The server step then adds none.
+    noisy_grid: npt.NDArray[np.int64] | None = None
 
 
 class Aggregator(Protocol):

@@ -175,6 +175,9 @@ class Backend:
             assert self.noise_multiplier is not None
             t0 = time.perf_counter()
             fed = self.fedavg_config(self.noise_multiplier)
+            if outcome.noisy_grid is not None:  # added by the CKKS key holder before release
+                mean = release(outcome.noisy_grid, fed)
+                return global_flat + cfg.effective_server_lr * mean, 0.0
             mean = release(add_grid_noise(to_grid(total, cfg.frac_bits), fed), fed)
             noise_s = time.perf_counter() - t0
             return global_flat + cfg.effective_server_lr * mean, noise_s
@@ -203,6 +206,7 @@ def make_backend(
     ``observer`` receives every wire message of plaintext and SecAgg(+) rounds (tests).
     """
     aggregator: Aggregator
+    he: Any = None
     if cfg.aggregation == "plain":
         aggregator = PlainAggregator(observer)
     elif cfg.aggregation in ("secagg", "secagg+"):
@@ -214,7 +218,7 @@ def make_backend(
     elif cfg.aggregation == "he":
         from securefl.fl.secure import HEAggregator
 
-        aggregator = HEAggregator(cfg, dimension=dimension)
+        aggregator = he = HEAggregator(cfg, dimension=dimension)
     else:  # pragma: no cover - validated in config
         raise ConfigurationError(
             f"unknown aggregation {cfg.aggregation!r}", parameter="aggregation"
@@ -225,4 +229,14 @@ def make_backend(
         backend = Backend(cfg, aggregator, dimension=dimension, client_sizes=client_sizes)
         attach_dp(backend)
         return backend
-    return Backend(cfg, aggregator, dimension=dimension)
+    backend = Backend(cfg, aggregator, dimension=dimension)
+    if cfg.dp == "central" and he is not None:
+        # Central DP under CKKS: the key holder adds the noise before anything leaves it
+        # (issue 12 hole 2); the event recorded is the same fedavg config's round event.
+        from securefl.he import CentralNoise
+
+        assert backend.noise_multiplier is not None
+        he.configure_noise(
+            CentralNoise(backend.fedavg_config(backend.noise_multiplier), tensors=("delta",))
+        )
+    return backend

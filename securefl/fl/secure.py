@@ -249,22 +249,43 @@ def _error_bound(plan: Any, n: int) -> float:
 
 
 class HEAggregator:
-    """CKKS aggregation (securefl.he): clients encrypt w·[x, 1] under the key holder's public
-    key, the server adds ciphertexts it cannot read, the key holder releases only the sum.
+    """CKKS aggregation (securefl.he): clients encrypt ``{"delta": w·x, "weight": [w]}`` under
+    the key holder's public key, the server adds ciphertexts it cannot read, the key holder
+    releases only the sum — with central DP, after adding the noise itself
+    (:meth:`configure_noise`), so the server never holds the noiseless sum.
 
     One key holder per run (TenSEAL has no threshold decryption: it must not be the server).
+    Its release rounding is sized for the largest possible cohort (all ``n_clients``), never
+    for a count the server claims.
     """
 
     stages: tuple[str, ...] = ("upload",)
 
     def __init__(self, cfg: RunConfig, *, dimension: int) -> None:
-        from securefl.he import KeyHolder, get_preset
+        from securefl.he import get_preset
 
         self.cfg = cfg
         self.name: str = "he"
         self.dimension = dimension
         self.preset = get_preset(cfg.he_preset)
-        self.key_holder = KeyHolder(self.preset)
+        self.noise: Any = None
+        self._key_holder: Any = None
+
+    def configure_noise(self, noise: Any) -> None:
+        """Central DP: the key holder adds ``noise`` (a ``securefl.he.CentralNoise``) to every
+        release; set once, before the first round."""
+        if self._key_holder is not None:
+            raise ConfigurationError("noise must be set before the first round", parameter="noise")
+        self.noise = noise
+
+    @property
+    def key_holder(self) -> Any:
+        if self._key_holder is None:
+            from securefl.he import KeyHolder
+
+            cap = min(self.cfg.n_clients, self.preset.max_clients)
+            self._key_holder = KeyHolder(self.preset, noise=self.noise, max_contributions=cap)
+        return self._key_holder
 
     def info(self) -> dict[str, Any]:
         return {"preset": self.preset.name, "scheme": "ckks", **self.preset.to_dict()}
@@ -281,14 +302,16 @@ class HEAggregator:
         from securefl.he.simulate import run_round
 
         _check_inputs(inputs, weights)
-        ext = {c: np.concatenate([x, [1.0]]) for c, x in inputs.items()}
+        named = {c: {"delta": x, "weight": np.ones(1)} for c, x in inputs.items()}
         dropped = frozenset(c for c in inputs if c in dropouts)
-        result = run_round(ext, self.key_holder, weights=dict(weights), dropouts=dropped)
-        total = np.asarray(result.total, dtype=np.float64)
+        result = run_round(
+            named, self.key_holder, weights=dict(weights), dropouts=dropped, noise=self.noise
+        )
+        total = np.asarray(result.total["delta"], dtype=np.float64)
         t = result.timings
         return AggregateOutcome(
-            total=total[:-1],
-            weight_total=float(total[-1]),
+            total=total,
+            weight_total=float(np.asarray(result.total["weight"]).reshape(-1)[0]),
             survivors=frozenset(result.survivors),
             dropped={"upload": sorted(result.dropped)} if result.dropped else {},
             bytes_up=sum(result.bytes_up.values()),
@@ -303,6 +326,7 @@ class HEAggregator:
                 **self.info(),
                 "release": {str(k): str(v) for k, v in result.metadata.items()},
             },
+            noisy_grid=None if self.noise is None else result.grid_sum,
         )
 
 

@@ -1,7 +1,8 @@
 """Homomorphic aggregation with TenSEAL CKKS (protocols/he_ckks.md).
 
 Clients encrypt with a public key, the server adds ciphertexts it cannot read, and a separate
-key holder decrypts only the aggregate, rounded (and optionally noise-flooded) before release.
+key holder decrypts only the aggregate and releases it rounded (and noise-flooded, or DP-noised
+with ``CentralNoise``).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from securefl.he.params import (
     raw_error_bound,
     released_error_bound,
 )
-from securefl.he.release import ReleasePolicy
+from securefl.he.release import CentralNoise, ReleasePolicy
 from securefl.he.roles import HEClient, HEDecryption, HEServer, KeyHolder
 
 __all__ = [
     "HE_STANDARD_128",
     "PRESETS",
+    "CentralNoise",
     "ContextMismatchError",
     "HEClient",
     "HEDecryption",

@@ -1,16 +1,20 @@
-"""A process pool over chunks: TenSEAL holds the GIL while encrypting a CKKSVector, and its
-context ``n_threads`` only parallelises CKKSTensor ops, so processes are what use all cores
-(measured in ``benchmarks/he_bench.py``: threads give no speed-up here).
+"""An explicit, opt-in process pool over chunks (issue 10 #4: off by default).
 
-Workers come from a ``forkserver`` (no inherited locks or threads of the caller, e.g. torch),
-load each context once and cache it. The key holder's workers therefore hold the secret key in
-memory; ``workers=1`` keeps it in the calling process.
+TenSEAL holds the GIL while encrypting a CKKSVector, and its context ``n_threads`` only
+parallelises CKKSTensor ops, so processes are what use all cores (measured in
+``benchmarks/he_bench.py``: threads give no speed-up here). Each role owns its own
+:class:`WorkerPool`; there is no module-level pool. With ``workers=1`` (the default) no process
+is ever started, so the key holder's secret key stays in the calling process. ``workers > 1`` is
+the caller's explicit opt-in: the key holder's workers then hold the secret key in memory too,
+which its release metadata records (``secret_key_processes``).
+
+Workers come from a ``forkserver`` (no inherited locks or threads of the caller, e.g. torch)
+and load each context once and cache it.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, TypeVar
@@ -20,35 +24,15 @@ from securefl.errors import ConfigurationError
 T = TypeVar("T")
 #: Below this many chunks the pool's transfer/start cost outweighs the gain.
 MIN_CHUNKS_FOR_POOL = 16
-_POOL: ProcessPoolExecutor | None = None
-_POOL_SIZE = 0
 
 
-def resolve_workers(workers: int | None) -> int:
-    if workers is None:
-        return max(1, os.cpu_count() or 1)
-    if not isinstance(workers, int) or workers < 1:
-        raise ConfigurationError("must be a positive int or None", parameter="workers")
+def resolve_workers(workers: int) -> int:
+    """Validate an explicit worker count (1 = in-process, the default everywhere)."""
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ConfigurationError(
+            "must be a positive int (1 = no worker processes)", parameter="workers"
+        )
     return workers
-
-
-def _pool(size: int) -> ProcessPoolExecutor:
-    global _POOL, _POOL_SIZE
-    if _POOL is None or size != _POOL_SIZE:
-        if _POOL is not None:
-            _POOL.shutdown(wait=True)
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["securefl.he._ops"])
-        _POOL, _POOL_SIZE = ProcessPoolExecutor(max_workers=size, mp_context=ctx), size
-    return _POOL
-
-
-def shutdown() -> None:
-    """Stop the worker processes (they are also stopped at interpreter exit)."""
-    global _POOL
-    if _POOL is not None:
-        _POOL.shutdown(wait=True)
-        _POOL = None
 
 
 def split(n: int, parts: int) -> list[tuple[int, int]]:
@@ -63,21 +47,50 @@ def split(n: int, parts: int) -> list[tuple[int, int]]:
     return out
 
 
-def map_ranges(
-    n_chunks: int,
-    workers: int,
-    local: Callable[[int, int], T],
-    remote: Callable[[int, int], tuple[Callable[..., T], Sequence[Any]]],
-) -> list[T]:
-    """Run ``local(start, stop)`` in-process, or ``remote`` tasks over chunk ranges in the pool.
+class WorkerPool:
+    """``workers`` processes, started on first use of ≥ MIN_CHUNKS_FOR_POOL chunks; never for 1."""
 
-    Two ranges per worker balance the load when other processes share the cores.
-    """
-    if workers <= 1 or n_chunks < MIN_CHUNKS_FOR_POOL:
-        return [local(0, n_chunks)]
-    pool = _pool(workers)
-    futures: list[Future[T]] = []
-    for start, stop in split(n_chunks, 2 * workers):
-        fn, args = remote(start, stop)
-        futures.append(pool.submit(fn, *args))
-    return [f.result() for f in futures]
+    def __init__(self, workers: int) -> None:
+        self.workers = resolve_workers(workers)
+        self._executor: ProcessPoolExecutor | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._executor is not None
+
+    def _get(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["securefl.he._ops"])
+            self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+        return self._executor
+
+    def close(self) -> None:
+        """Stop the worker processes (idempotent)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def __del__(self) -> None:
+        executor = getattr(self, "_executor", None)
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+    def map_ranges(
+        self,
+        n_chunks: int,
+        local: Callable[[int, int], T],
+        remote: Callable[[int, int], tuple[Callable[..., T], Sequence[Any]]],
+    ) -> list[T]:
+        """Run ``local(start, stop)`` in-process, or ``remote`` tasks over chunk ranges.
+
+        Two ranges per worker balance the load when other processes share the cores.
+        """
+        if self.workers <= 1 or n_chunks < MIN_CHUNKS_FOR_POOL:
+            return [local(0, n_chunks)]
+        pool = self._get()
+        futures: list[Future[T]] = []
+        for start, stop in split(n_chunks, 2 * self.workers):
+            fn, args = remote(start, stop)
+            futures.append(pool.submit(fn, *args))
+        return [f.result() for f in futures]

@@ -154,8 +154,10 @@ def unpack_context(data: bytes, *, allow_insecure: bool) -> tuple[HEPreset, int,
         described = json.loads(data[pos : pos + pj_len].decode())
         if not isinstance(described, dict):
             raise TypeError("preset must be a JSON object")
-    except (UnicodeDecodeError, ValueError, TypeError) as exc:
-        raise MalformedCiphertextError(f"context preset is not valid JSON ({exc})") from exc
+    except (UnicodeDecodeError, ValueError, TypeError, RecursionError) as exc:
+        raise MalformedCiphertextError(
+            f"context preset is not valid JSON ({type(exc).__name__})"
+        ) from None
     try:
         preset = HEPreset.from_dict(described)
     except InsecureParametersError:
@@ -201,7 +203,12 @@ def load_public_context(
 
 def make_info(ctx: Any, preset: HEPreset, public_ts_bytes: bytes) -> ContextInfo:
     """Derive the validation facts for ``ctx`` and check it really has the preset's parameters."""
-    probe = _ts().ckks_vector(ctx, [0.0])
+    if ctx.global_scale != preset.scale:  # checked first: TenSEAL cannot encrypt at a bad scale
+        raise ContextMismatchError("context scale differs from the preset's")
+    try:
+        probe = _ts().ckks_vector(ctx, [0.0])
+    except Exception as exc:  # TenSEAL raises bare ValueError/RuntimeError
+        raise ContextMismatchError(f"TenSEAL cannot encrypt under the context ({exc})") from None
     ct = probe.ciphertext()[0]
     raw = probe.serialize()
     # CKKSVectorProto: sizes field (3 bytes for one value), tag 0x12, varint length, SEAL header
@@ -210,8 +217,6 @@ def make_info(ctx: Any, preset: HEPreset, public_ts_bytes: bytes) -> ContextInfo
     info = ContextInfo(
         preset, fingerprint(preset, public_ts_bytes), level_parms_ids(preset), seal_version
     )
-    if ctx.global_scale != preset.scale:
-        raise ContextMismatchError("context scale differs from the preset's")
     if tuple(int(x) for x in ct.parms_id()) != info.parms_ids[preset.data_prime_count]:
         raise ContextMismatchError("context parameters (N, primes) differ from the preset's")
     return info

@@ -18,6 +18,7 @@ from functools import cached_property
 
 from securefl.errors import ConfigurationError
 from securefl.he.errors import InsecureParametersError
+from securefl.vocabulary import MAX_CLIENTS
 
 #: HE Standard (2018) Table 1: max log2(Q·P) for 128-bit classical security, ternary secret.
 HE_STANDARD_128: dict[int, int] = {
@@ -63,8 +64,14 @@ class HEPreset:
             raise ConfigurationError(
                 "need ≥ 2 primes (data + special) of 17..60 bits", parameter="coeff_mod_bit_sizes"
             )
-        if self.max_clients < 1:
-            raise ConfigurationError("must be ≥ 1", parameter="max_clients")
+        if not 1 <= self.max_clients <= MAX_CLIENTS:
+            raise ConfigurationError(f"must be in [1, {MAX_CLIENTS}]", parameter="max_clients")
+        if not (1 <= len(self.name) <= 64 and self.name.isascii() and self.name.isprintable()):
+            raise ConfigurationError("1–64 printable ASCII characters", parameter="name")
+        if self.scale_bits is not None and not 20 <= self.scale_bits <= 60:
+            raise ConfigurationError("must be in [20, 60] or None", parameter="scale_bits")
+        if not 1 <= self.max_abs_sum_bits <= 60:
+            raise ConfigurationError("must be in [1, 60]", parameter="max_abs_sum_bits")
         if self.scale_bits is None and len(sizes) < 3:
             raise ConfigurationError(
                 "scale = q1 needs a rescale prime (≥ 3 primes)", parameter="scale_bits"
@@ -264,6 +271,10 @@ def raw_error_bound(
     """
     if n_clients < 1:
         raise ConfigurationError("must be ≥ 1", parameter="n_clients")
+    if server_weight_sums is not None and not all(
+        math.isfinite(w) and 0.0 <= w <= 2.0**64 for w in server_weight_sums
+    ):
+        raise ConfigurationError("must be finite, ≥ 0 and ≤ 2^64", parameter="server_weight_sums")
     n_deg = preset.poly_modulus_degree
     big_l = math.log(8 * n_deg) - failure_log2 * math.log(2)
 
@@ -298,6 +309,8 @@ def weight_sums(weights: tuple[float, ...] | list[float]) -> tuple[float, float]
 
 def release_grid(bound: float) -> float:
     """The rounding grid of the released aggregate: the smallest power of two ≥ the bound."""
+    if not (math.isfinite(bound) and 0.0 < bound <= 2.0**64):
+        raise ConfigurationError("must be a positive finite error bound ≤ 2^64", parameter="bound")
     return float(2.0 ** math.ceil(math.log2(bound)))
 
 

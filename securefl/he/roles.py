@@ -89,6 +89,9 @@ class HEDecryption:
 
     tensors: dict[str, Any]
     metadata: dict[str, object] = field(default_factory=dict)
+    #: With central noise: the noisy integer sum on the 2^-f grid of the noised coordinates (in
+    #: layout order); ``securefl.dp.fedavg.release(grid_sum, config)`` is the DP-FedAvg average.
+    grid_sum: npt.NDArray[np.int64] | None = None
 
 
 class KeyHolder:
@@ -96,17 +99,52 @@ class KeyHolder:
 
     Run it apart from the server and from every client (e.g. the compliance team's machine):
     then a server colluding with clients still holds no key (protocols/he_ckks.md §3).
+
+    * ``noise``: central DP added here before release (§7.1); once configured, every release
+      is noisy — the key holder is then the only party that sees the noiseless sum.
+    * ``max_contributions`` / ``max_server_weight``: the cohort and weight caps the release
+      rounding is sized for (§7, IND-CPA^D); the server's claimed count only makes it refuse.
+    * ``workers``: 1 (default) keeps the secret key in this process; > 1 is an explicit opt-in
+      to worker processes that hold it too (recorded as ``secret_key_processes``).
     """
 
     def __init__(
         self,
         preset: HEPreset | str = "fast",
         *,
-        workers: int | None = None,
+        workers: int = 1,
         policy: release.ReleasePolicy | None = None,
+        noise: release.CentralNoise | None = None,
+        max_contributions: int | None = None,
+        max_server_weight: float = 1.0,
         _secret_ctx: Any = None,
     ) -> None:
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
+        self.workers = _pool.resolve_workers(workers)
+        self.policy = policy or release.ReleasePolicy()
+        if noise is not None and not isinstance(noise, release.CentralNoise):
+            raise ConfigurationError(
+                "must be a securefl.he.CentralNoise or None", parameter="noise"
+            )
+        self.noise = noise
+        cap = self.preset.max_clients if max_contributions is None else max_contributions
+        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+            raise ConfigurationError("must be an int ≥ 1", parameter="max_contributions")
+        if cap > self.preset.max_clients:
+            raise ConfigurationError(
+                f"exceeds the preset's max_clients = {self.preset.max_clients}",
+                parameter="max_contributions",
+            )
+        self.max_contributions = cap
+        if not (
+            isinstance(max_server_weight, int | float)
+            and math.isfinite(max_server_weight)
+            and max_server_weight > 0
+        ):
+            raise ConfigurationError(
+                "must be a positive finite float", parameter="max_server_weight"
+            )
+        self.max_server_weight = float(max_server_weight)
         self._ctx = new_secret_context(self.preset) if _secret_ctx is None else _secret_ctx
         self._public_ts = public_tenseal_bytes(self._ctx)
         self._secret_ts: bytes = self._ctx.serialize(
@@ -116,8 +154,7 @@ class KeyHolder:
             save_relin_keys=False,
         )
         self.info = make_info(self._ctx, self.preset, self._public_ts)
-        self.workers = _pool.resolve_workers(workers)
-        self.policy = policy or release.ReleasePolicy()
+        self._pool = _pool.WorkerPool(self.workers)
 
     @classmethod
     def from_secret_context_bytes(
@@ -125,8 +162,11 @@ class KeyHolder:
         data: bytes,
         *,
         allow_insecure: bool = False,
-        workers: int | None = None,
+        workers: int = 1,
         policy: release.ReleasePolicy | None = None,
+        noise: release.CentralNoise | None = None,
+        max_contributions: int | None = None,
+        max_server_weight: float = 1.0,
     ) -> KeyHolder:
         """Restore a key holder saved with :meth:`secret_context_bytes` (e.g. KAT vectors)."""
         preset, role, ts_bytes = unpack_context(data, allow_insecure=allow_insecure)
@@ -140,7 +180,15 @@ class KeyHolder:
             raise MalformedCiphertextError(f"TenSEAL cannot load the context ({exc})") from exc
         if not ctx.is_private():
             raise ConfigurationError("context holds no secret key", parameter="data")
-        return cls(preset, workers=workers, policy=policy, _secret_ctx=ctx)
+        return cls(
+            preset,
+            workers=workers,
+            policy=policy,
+            noise=noise,
+            max_contributions=max_contributions,
+            max_server_weight=max_server_weight,
+            _secret_ctx=ctx,
+        )
 
     @property
     def fingerprint(self) -> bytes:
@@ -158,15 +206,74 @@ class KeyHolder:
         """The secret key, for the key holder's own storage only: never send it to anyone."""
         return pack_context(self.preset, ROLE_SECRET, self._secret_ts)
 
+    def close(self) -> None:
+        """Stop this key holder's worker processes, if the caller opted into any."""
+        self._pool.close()
+
     def decrypt(
-        self, aggregate: bytes, *, max_dimension: int = DEFAULT_MAX_DIMENSION
+        self,
+        aggregate: bytes,
+        *,
+        max_dimension: int = DEFAULT_MAX_DIMENSION,
+        noise: release.CentralNoise | None = None,
     ) -> dict[str, Any]:
-        """Decrypt an aggregate and release it (rounded / flooded per ``self.policy``)."""
-        return self.decrypt_result(aggregate, max_dimension=max_dimension).tensors
+        """Decrypt an aggregate and release it (noised / rounded / flooded; see decrypt_result)."""
+        return self.decrypt_result(aggregate, max_dimension=max_dimension, noise=noise).tensors
+
+    def _noise_for(self, noise: release.CentralNoise | None) -> release.CentralNoise | None:
+        """The configured noise always applies: a call can add noise, never remove or change it."""
+        if noise is not None and not isinstance(noise, release.CentralNoise):
+            raise ConfigurationError(
+                "must be a securefl.he.CentralNoise or None", parameter="noise"
+            )
+        if self.noise is None:
+            return noise
+        if noise is not None and noise != self.noise:
+            raise LocalProtocolError(
+                "this key holder was configured with central noise; a call cannot replace it"
+            )
+        return self.noise
+
+    def _checked_bound_inputs(self, env: wire.Envelope) -> tuple[int, tuple[float, float] | None]:
+        """(n, server weight sums) for the rounding bound, from this key holder's configuration.
+
+        The count and weight sums in the envelope are the server's claims: they may only make
+        the key holder refuse (above its configuration), never shrink the grid (issue 12, #4).
+        """
+        cap = self.max_contributions
+        if env.contributions > cap:
+            raise MalformedCiphertextError(
+                f"aggregate: claims {env.contributions} contributions, this key holder is "
+                f"configured for at most {cap} (max_contributions)"
+            )
+        if not env.flags & wire.FLAG_SERVER_WEIGHTS:
+            return cap, None
+        w = self.max_server_weight
+        w1, w2 = cap * w, cap * w * w
+        slack = 1.0 + 1e-9  # the server sums floats in another order
+        if not (
+            0.0 <= env.server_weight_sum <= w1 * slack
+            and 0.0 <= env.server_weight_sq_sum <= w2 * slack
+        ):
+            raise MalformedCiphertextError(
+                "aggregate: server weight sums exceed max_contributions × max_server_weight "
+                "(this key holder's configuration)"
+            )
+        return cap, (w1, w2)
 
     def decrypt_result(
-        self, aggregate: bytes, *, max_dimension: int = DEFAULT_MAX_DIMENSION
+        self,
+        aggregate: bytes,
+        *,
+        max_dimension: int = DEFAULT_MAX_DIMENSION,
+        noise: release.CentralNoise | None = None,
     ) -> HEDecryption:
+        """Decrypt an aggregate; release it rounded (policy) and, with central noise, noisy.
+
+        With ``noise`` (here or at construction) the coordinates it covers leave this method
+        only as DP-noised values on the 2^-f grid; the noiseless sum never leaves it.
+        """
+        central = self._noise_for(noise)
         info, level = self.info, self.preset.download_level
         env = _receive(
             info,
@@ -176,10 +283,12 @@ class KeyHolder:
             max_dimension=max_dimension,
             who="aggregate",
         )
+        n_bound, sums = self._checked_bound_inputs(env)
+        layout = TensorLayout.from_json(env.layout_json)  # validated by wire.unpack
+        noised = None if central is None else central.coordinates(layout)
         spec = _ops.ChunkSpec(level, info.parms_ids[level], self.preset.scale)
-        parts = _pool.map_ranges(
+        parts = self._pool.map_ranges(
             len(env.chunks),
-            self.workers,
             lambda a, b: _ops.decrypt_range(self._ctx, env.chunks[a:b], spec, a),
             lambda a, b: (_ops.task_decrypt, (self._secret_ts, env.chunks[a:b], spec, a)),
         )
@@ -191,15 +300,19 @@ class KeyHolder:
                 "decrypted aggregate exceeds the preset's max |sum|: out-of-range input or a "
                 "corrupted ciphertext; nothing released"
             )
-        server_weighted = bool(env.flags & wire.FLAG_SERVER_WEIGHTS)
-        sums = (env.server_weight_sum, env.server_weight_sq_sum) if server_weighted else None
         # the floating-point term scales with the magnitude actually decrypted (+ the bound)
         magnitude = float(np.max(np.abs(flat))) + 1.0
-        raw = raw_error_bound(
-            self.preset, env.contributions, server_weight_sums=sums, max_abs=magnitude
-        )
+        raw = raw_error_bound(self.preset, n_bound, server_weight_sums=sums, max_abs=magnitude)
+        grid_sum: npt.NDArray[np.int64] | None = None
+        noise_meta: dict[str, object] = {}
+        if central is not None and noised is not None:
+            grid_sum, noise_meta = release.add_central_noise(flat[noised], raw, central)
+            flat[noised] = 0.0  # the noiseless values of these coordinates go no further
         released, rel_meta = release.apply(flat, raw, release_grid(raw), self.policy)
-        layout = TensorLayout.from_json(env.layout_json)
+        del flat
+        if central is not None and grid_sum is not None and noised is not None:
+            released[noised] = grid_sum * 2.0**-central.config.frac_bits
+            rel_meta["release"] = "dp_noise+round" if noised.size < layout.size else "dp_noise"
         weighting = {0: "none", 1: "client", 2: "server", 3: "client+server"}[env.flags]
         meta: dict[str, object] = {
             **self.preset.metadata(),
@@ -208,13 +321,19 @@ class KeyHolder:
             "dimension": env.dimension,
             "ciphertexts": len(env.chunks),
             "contributions": env.contributions,
+            "contributions_claimed_by": "server",
+            "rounding_sized_for_contributions": n_bound,
+            "rounding_sized_for_server_weight_sums": list(sums) if sums else None,
             "weighting": weighting,
             "client_weight_sum": env.client_weight_sum,
-            "server_weight_sum": env.server_weight_sum if server_weighted else None,
+            "server_weight_sum": env.server_weight_sum if sums else None,
             "bytes_per_param_download": len(aggregate) / env.dimension,
+            "decrypt_workers": self.workers,
+            "secret_key_processes": 1 + (self.workers if self.workers > 1 else 0),
             **rel_meta,
+            **noise_meta,
         }
-        return HEDecryption(layout.unflatten(released), meta)
+        return HEDecryption(layout.unflatten(released), meta, grid_sum)
 
 
 class HEClient:
@@ -225,13 +344,18 @@ class HEClient:
         public_context_bytes: bytes,
         *,
         allow_insecure: bool = False,
-        workers: int | None = None,
+        workers: int = 1,
     ) -> None:
         self._ctx, self.info, self._ts_bytes = load_public_context(
             public_context_bytes, allow_insecure=allow_insecure
         )
         self.preset = self.info.preset
         self.workers = _pool.resolve_workers(workers)
+        self._pool = _pool.WorkerPool(self.workers)
+
+    def close(self) -> None:
+        """Stop this client's worker processes, if the caller opted into any."""
+        self._pool.close()
 
     def encrypt(self, named_tensors: Mapping[str, Any], weight: float = 1.0) -> bytes:
         """Flatten (securefl.tensors), multiply by ``weight`` in plaintext, encrypt per chunk."""
@@ -271,9 +395,8 @@ class HEClient:
     def _encrypt_flat(self, flat: npt.NDArray[np.float64]) -> list[bytes]:
         slots = self.preset.slot_count
         n_chunks = -(-flat.shape[0] // slots)
-        parts = _pool.map_ranges(
+        parts = self._pool.map_ranges(
             n_chunks,
-            self.workers,
             lambda a, b: _ops.encrypt_range(self._ctx, flat[a * slots : b * slots], slots),
             lambda a, b: (
                 _ops.task_encrypt,

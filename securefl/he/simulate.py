@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from securefl.errors import AbortError, ConfigurationError
+from securefl.he.release import CentralNoise
 from securefl.he.roles import HEClient, HEServer, KeyHolder
 
 _FLAT = "update"
@@ -23,7 +24,11 @@ _FLAT = "update"
 
 @dataclass(frozen=True)
 class HERoundResult:
-    """The released aggregate over ``survivors`` and what the round cost."""
+    """The released aggregate over ``survivors`` and what the round cost.
+
+    Everything here is what the server receives from the key holder: with ``noise`` the
+    released values are DP-noised (``grid_sum`` holds the noisy integers on the 2^-f grid).
+    """
 
     total: Any  # same container as the inputs: a flat float64 array or a dict of tensors
     metadata: dict[str, object]
@@ -33,6 +38,7 @@ class HERoundResult:
     bytes_down: int
     context_bytes: int
     timings: dict[str, float] = field(default_factory=dict)
+    grid_sum: np.ndarray | None = None
 
 
 def run_round(
@@ -42,11 +48,14 @@ def run_round(
     weights: Mapping[int, float] | None = None,
     server_weighting: bool = False,
     dropouts: frozenset[int] = frozenset(),
+    noise: CentralNoise | None = None,
 ) -> HERoundResult:
     """Encrypt each client's update (flat array or named tensors), aggregate, decrypt.
 
     Weights are applied on the clients before encryption, or with ``server_weighting`` as
     plaintext multiplications on the server (preset ``weighted``); the metadata records which.
+    ``noise`` (central DP) is handed to the key holder, which adds it before release; flat
+    inputs are the tensor named ``"update"``. A key holder configured with noise adds it anyway.
     """
     if not inputs:
         raise ConfigurationError("no clients", parameter="inputs")
@@ -55,7 +64,7 @@ def run_round(
         raise ConfigurationError("one weight per client", parameter="weights")
     public = key_holder.public_context_bytes()
     t0 = time.perf_counter()
-    client = HEClient(public, workers=key_holder.workers)
+    client = HEClient(public)
     server = HEServer(key_holder.server_context_bytes())
     t_setup = time.perf_counter() - t0
     survivors = sorted(set(inputs) - set(dropouts))
@@ -73,7 +82,7 @@ def run_round(
     aggregate = server.aggregate([uploads[c] for c in survivors], weights=server_w)
     t_aggregate = time.perf_counter() - t0
     t0 = time.perf_counter()
-    released = key_holder.decrypt_result(aggregate)
+    released = key_holder.decrypt_result(aggregate, noise=noise)
     t_decrypt = time.perf_counter() - t0
     return HERoundResult(
         total=released.tensors[_FLAT] if flat else released.tensors,
@@ -89,4 +98,5 @@ def run_round(
             "aggregate": t_aggregate,
             "decrypt": t_decrypt,
         },
+        grid_sum=released.grid_sum,
     )

@@ -123,8 +123,8 @@ def unpack(
         raise ContextMismatchError("ciphertexts were made under another context (fingerprint)")
     if flags & ~(FLAG_CLIENT_WEIGHTS | FLAG_SERVER_WEIGHTS):
         raise _bad(f"unknown weighting flags {flags:#x}")
-    if not all(math.isfinite(x) for x in (cw, sw, sw2)):
-        raise _bad("weight sums must be finite")
+    if not all(math.isfinite(x) and x >= 0.0 for x in (cw, sw, sw2)):
+        raise _bad("weight sums must be finite and ≥ 0")
     if contributions < 1:
         raise _bad("contribution count must be ≥ 1")
     if not 1 <= dim <= MAX_DIMENSION:
@@ -134,8 +134,8 @@ def unpack(
     try:
         layout_json = data[pos : pos + lj_len].decode()
         layout = TensorLayout.from_json(layout_json)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise _bad(f"layout is not valid ({exc})") from exc
+    except (UnicodeDecodeError, ValueError) as exc:  # ConfigurationError is a ValueError
+        raise _bad(f"layout is not valid ({exc})") from None
     if layout.to_json() != layout_json or not all(
         _spec_ok(sp.kind, sp.dtype) for sp in layout.specs
     ):

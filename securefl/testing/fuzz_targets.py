@@ -46,13 +46,20 @@ Builder = Callable[[Path], Target]
 # ---------------------------------------------------------------------------- SecAgg wire
 def _secagg_round() -> tuple[Any, list[bytes]]:
     """Config and every wire message of a real SecAgg round (n = 6, t = 4) with a dropout."""
-    from securefl.secagg import DropoutPlan, run_round, simulation_config
+    from securefl.secagg import DropoutPlan, SimulatedIdentities, run_round, simulation_config
 
     ids = [3, 5, 8, 13, 21, 34]
-    cfg = simulation_config(ids, threshold=4, bits=16, dimension=12)
+    identities = SimulatedIdentities()
+    cfg = simulation_config(ids, threshold=4, bits=16, dimension=12, identities=identities)
     inputs = {u: np.arange(12, dtype=np.uint16) * u for u in ids}
     transcript: list[tuple[str, int, int, bytes]] = []
-    run_round(inputs, cfg, dropouts=DropoutPlan(unmask=frozenset({34})), transcript=transcript)
+    run_round(
+        inputs,
+        cfg,
+        dropouts=DropoutPlan(unmask=frozenset({34})),
+        transcript=transcript,
+        identities=identities,
+    )
     return cfg, [data for _, _, _, data in transcript]
 
 
@@ -678,70 +685,6 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
         _large_unmask_response,
         "decode() without a config parses up to 2^20 list entries one by one in Python "
         "(2^17 shares: > 1 s; 2^20: ~20 s); read them with numpy or bound them",
-    ),
-    KnownIssue(
-        "tensor_layout",
-        "RecursionError",
-        "he-harden",
-        lambda t: _deep_json(),
-        "TensorLayout.from_json: JSON nested past the parser's limit",
-    ),
-    KnownIssue(
-        "tensor_layout",
-        "OverflowError",
-        "he-harden",
-        lambda t: '[["a",[1e400],"float64","numpy"]]',
-        "TensorLayout.from_json: int(inf) of a shape entry 1e400",
-    ),
-    KnownIssue(
-        "he_update_envelope",
-        "RecursionError",
-        "he-harden",
-        lambda t: _repack(t.seeds[0], layout_json=_deep_json()),
-        "wire.unpack passes a deeply nested layout JSON to TensorLayout.from_json",
-    ),
-    KnownIssue(
-        "he_update_envelope",
-        "OverflowError",
-        "he-harden",
-        lambda t: _repack(t.seeds[0], layout_json='[["a",[1e400],"float64","numpy"]]'),
-        "wire.unpack: layout shape 1e400",
-    ),
-    KnownIssue(
-        "he_server_add",
-        "RecursionError",
-        "he-harden",
-        lambda t: _repack(t.seeds[0], layout_json=_deep_json()),
-        "same as he_update_envelope (server path)",
-    ),
-    KnownIssue(
-        "he_server_add",
-        "OverflowError",
-        "he-harden",
-        lambda t: _repack(t.seeds[0], layout_json='[["a",[1e400],"float64","numpy"]]'),
-        "same as he_update_envelope (server path)",
-    ),
-    KnownIssue(
-        "he_keyholder_decrypt",
-        "RecursionError",
-        "he-harden",
-        lambda t: _repack(t.seeds[0], layout_json=_deep_json()),
-        "same as he_update_envelope (key-holder path)",
-    ),
-    KnownIssue(
-        "he_keyholder_decrypt",
-        "OverflowError",
-        "he-harden",
-        lambda t: _repack(t.seeds[0], flags=2, server_weight_sum=1.0, server_weight_sq_sum=1e308),
-        "release_grid(inf): a server-claimed Σw² of 1e308 makes the error bound infinite "
-        "(also: layout shape 1e400)",
-    ),
-    KnownIssue(
-        "he_keyholder_decrypt",
-        "ValueError",
-        "he-harden",
-        lambda t: _repack(t.seeds[0], flags=2, server_weight_sum=1.0, server_weight_sq_sum=-1.0),
-        "raw_error_bound: math domain error (sqrt) from a negative server-claimed Σw²",
     ),
     KnownIssue(
         "dp_event",

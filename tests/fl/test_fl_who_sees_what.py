@@ -176,3 +176,37 @@ def test_distributed_noise_is_already_in_what_the_server_unmasks(aggregation: st
     sigma = np.sqrt(n) * event.sigma * granularity
     assert _chi2_p(out.total, sigma) > ALPHA
     assert _chi2_p(out.total, 0.9 * sigma) < ALPHA
+
+
+def test_he_central_noise_is_added_by_the_key_holder_before_the_server_sees_it() -> None:
+    """CKKS + central DP (issue 12 hole 2): what the server receives from the key holder is
+    already noisy with the recorded event's σ, and the server step adds nothing more."""
+    d, n = 4096, 6
+    cfg = RunConfig(
+        model="tiny",
+        aggregation="he",
+        dp="central",
+        n_clients=30,
+        sampling_rate=0.2,
+        clip=0.5,
+        noise_multiplier=0.8,
+    )
+    backend = make_backend(cfg, dimension=d)
+    event = _inner(backend.round_event())
+    assert isinstance(event, DiscreteGaussianEvent)
+    inputs = {c: np.zeros(d) for c in range(n)}
+    out = backend.aggregate(
+        inputs, dict.fromkeys(inputs, 1.0), dropouts={}, round_index=0, context=CONTEXT
+    )
+    assert out.noisy_grid is not None  # the release the server gets is the noisy one
+    received = np.rint(out.total * 2.0**cfg.frac_bits)
+    np.testing.assert_array_equal(received, out.noisy_grid)
+    assert _chi2_p(out.noisy_grid, event.sigma) > ALPHA
+    assert _chi2_p(out.noisy_grid, 0.9 * event.sigma) < ALPHA
+    glob = np.zeros(d)
+    new, noise_s = backend.server_update(glob, out, cfg)
+    assert noise_s == 0.0
+    expected = (
+        cfg.effective_server_lr * out.noisy_grid * 2.0**-cfg.frac_bits / backend.denominator()
+    )
+    np.testing.assert_allclose(new, expected)

@@ -9,4 +9,7 @@ from securefl.he import KeyHolder
 
 @pytest.fixture(scope="session")
 def holders() -> dict[str, KeyHolder]:
-    return {name: KeyHolder(name, workers=1) for name in ("fast", "weighted", "precise")}
+    # server weights in the tests go up to 2.0: the key holder sizes rounding for that cap
+    return {
+        name: KeyHolder(name, max_server_weight=2.0) for name in ("fast", "weighted", "precise")
+    }
