@@ -9,6 +9,7 @@ verification fail (``ok=False``, the error naming the entry and the field) and r
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -232,3 +233,31 @@ def test_writer_and_reader_bounds_agree(make_ledger: MakeLedger, key: Ed25519Pri
     result = verify_ledger(ledger.path, key.public_key())
     assert result.ok, result.errors
     assert read_entries(ledger.path)[1].payload == at_bound
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda p: p.write_bytes(_schema_format_255(p.read_bytes())),
+        lambda p: p.write_bytes(_bad_utf8_schema(p.read_bytes())),
+        lambda p: _edit(p, "round_id", "1e400"),
+        lambda p: _edit(p, "payload", '{"a":' + "[" * 3000 + "]" * 3000 + "}"),
+    ],
+    ids=["schema-format-255", "schema-not-utf8", "round-id-1e400", "deep-payload"],
+)
+def test_cli_reports_damage_as_invalid(
+    make_ledger: MakeLedger, tmp_path: Path, damage: Callable[[Path], None]
+) -> None:
+    """Exit 1 (INVALID, read and found damaged), not 2 (could not be read), not a crash."""
+    from typer.testing import CliRunner
+
+    from securefl.cli import app
+
+    path = _closed(make_ledger)
+    damage(path)
+    runner = CliRunner()
+    res = runner.invoke(app, ["audit", "verify", str(path), "--trust-stored-key"])
+    assert res.exit_code == 1 and "INVALID" in res.output, res.output
+    res = runner.invoke(app, ["audit", "verify", str(path), "--trust-stored-key", "--json"])
+    assert res.exit_code == 1, res.output
+    assert json.loads(res.output)["ok"] is False
