@@ -587,7 +587,7 @@ class Ledger:
         try:
             self._conn = _connect(self.path, readonly=False)
             self._init_schema()
-        except sqlite3.DatabaseError as exc:
+        except _READ_ERRORS as exc:
             if _is_open_failure(exc):
                 raise LedgerOpenError(f"cannot open ledger {self.path}: {exc}") from exc
             raise LedgerError(f"{self.path} is not a usable ledger: {exc}") from exc

@@ -87,7 +87,7 @@ def _bad_utf8_schema(data: bytes) -> bytes:
     ids=["truncated-half", "schema-format-255", "schema-not-utf8"],
 )
 def test_damaged_file_is_invalid_not_unreadable(
-    make_ledger: MakeLedger, damage: Callable[[bytes], bytes]
+    make_ledger: MakeLedger, key: Ed25519PrivateKey, damage: Callable[[bytes], bytes]
 ) -> None:
     path = _closed(make_ledger)
     path.write_bytes(damage(path.read_bytes()))
@@ -97,6 +97,8 @@ def test_damaged_file_is_invalid_not_unreadable(
     with pytest.raises(LedgerError) as info:
         read_entries(path)
     assert not isinstance(info.value, LedgerOpenError)
+    with pytest.raises(LedgerError):  # nor can a writer open it
+        Ledger(path, key, run_id="run-1").close()
 
 
 def test_corrupt_page_met_while_streaming(make_ledger: MakeLedger) -> None:
