@@ -27,3 +27,13 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=10, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _key_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Runs keep signing keys, sampling secrets and anchors in a key directory outside their
+    run directory; the tests use a fresh one instead of the user's config directory."""
+    os.environ.setdefault("SECUREFL_KEY_DIR", str(tmp_path_factory.mktemp("securefl-keys")))

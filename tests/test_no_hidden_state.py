@@ -18,8 +18,15 @@ import pytest
 
 from securefl.crypto import keys
 from securefl.errors import ConfigurationError
-from securefl.secagg import DropoutPlan, SimulatedIdentities, run_round, simulation_config
+from securefl.secagg import (
+    ClientPolicy,
+    DropoutPlan,
+    SimulatedIdentities,
+    run_round,
+    simulation_config,
+)
 from securefl.secagg.graph import GRAPH_CACHE_SIZE, graph_cache_info, neighbours
+from securefl.vocabulary import ThreatModel
 
 # Third-party packages that change os.environ on their own import (flwr sets GRPC_VERBOSITY)
 # are imported first: the test is about securefl's code, which must not add to that.
@@ -42,6 +49,10 @@ after = dict(os.environ)
 changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
 print(json.dumps({"changed": changed, "failed": failed}))
 """
+
+#: These tests are about hidden state, not threat models: an explicit semi-honest opt-in.
+_SH = ThreatModel.SEMI_HONEST
+_WEAK = ClientPolicy(threat_model=_SH)
 
 
 def test_importing_every_module_leaves_os_environ_unchanged() -> None:
@@ -96,10 +107,15 @@ def _one_round(identities: SimulatedIdentities, round_index: int, degree: int | 
         degree=degree,
         round_index=round_index,
         identities=identities,
+        threat_model=ThreatModel.SEMI_HONEST,  # not a threat-model test: explicit opt-in
     )
     inputs = {u: np.full(6, u, dtype=np.uint32) for u in ids}
     res = run_round(
-        inputs, cfg, dropouts=DropoutPlan(masked_input=frozenset({3})), identities=identities
+        inputs,
+        cfg,
+        dropouts=DropoutPlan(masked_input=frozenset({3})),
+        identities=identities,
+        policy=_WEAK,
     )
     assert res.total.tolist() == [sum(ids) - 3] * 6
 
@@ -126,7 +142,9 @@ def test_graph_cache_is_bounded_and_read_only() -> None:
     ids = list(range(1, 13))
     graphs: list[Mapping[int, tuple[int, ...]]] = []
     for r in range(3 * GRAPH_CACHE_SIZE):
-        cfg = simulation_config(ids, threshold=3, bits=8, dimension=1, degree=4, round_index=r)
+        cfg = simulation_config(
+            ids, threshold=3, bits=8, dimension=1, degree=4, round_index=r, threat_model=_SH
+        )
         graphs.append(neighbours(cfg))
         assert neighbours(cfg) is graphs[-1]  # memoised
         assert graph_cache_info().currsize <= GRAPH_CACHE_SIZE
@@ -136,22 +154,26 @@ def test_graph_cache_is_bounded_and_read_only() -> None:
 
 def test_a_round_needs_the_callers_identities() -> None:
     ids = [1, 2, 3]
-    cfg = simulation_config(ids, threshold=2, bits=8, dimension=2)
+    cfg = simulation_config(ids, threshold=2, bits=8, dimension=2, threat_model=_SH)
     inputs = {u: np.zeros(2, dtype=np.uint32) for u in ids}
     with pytest.raises(ConfigurationError) as err:
-        run_round(inputs, cfg)
+        run_round(inputs, cfg, policy=_WEAK)
     assert err.value.parameter == "identities"
     wrong = SimulatedIdentities.generate(ids)  # keys that are not the config's
     with pytest.raises(ConfigurationError, match="matching the config"):
-        run_round(inputs, cfg, identities=wrong)
+        run_round(inputs, cfg, identities=wrong, policy=_WEAK)
 
 
 def test_simulated_identities_are_the_callers_store() -> None:
     given: dict[int, Any] = {1: keys.generate_ed25519()}
     store = SimulatedIdentities(given)
-    cfg = simulation_config([1, 2, 3], threshold=2, bits=8, dimension=1, identities=store)
+    cfg = simulation_config(
+        [1, 2, 3], threshold=2, bits=8, dimension=1, identities=store, threat_model=_SH
+    )
     assert sorted(store) == [1, 2, 3]
     assert store.public_keys([1, 2, 3]) == dict(zip(cfg.client_ids, cfg.identity_keys, strict=True))
     assert store[1] is given[1]
     with pytest.raises(ConfigurationError, match="no identity key"):
-        simulation_config([1, 4, 5], threshold=2, bits=8, dimension=1, identities=given)
+        simulation_config(
+            [1, 4, 5], threshold=2, bits=8, dimension=1, identities=given, threat_model=_SH
+        )

@@ -108,6 +108,9 @@ class AuditResult:
     delta: float
     epsilon_lower_bound: float
     epsilon_theoretical: float | None  # None = no finite claim (non-private)
+    method: str = "steinke-nasr-jagielski-2023-one-run"
+    mechanism: str | None = None  # what was audited, in words (for the report)
+    max_provable_lower_bound: float | None = None  # the bound if every guess were correct
 
     @property
     def claim_violated(self) -> bool:
@@ -116,7 +119,9 @@ class AuditResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "method": "steinke-nasr-jagielski-2023-one-run",
+            "method": self.method,
+            "mechanism": self.mechanism,
+            "max_provable_lower_bound": self.max_provable_lower_bound,
             "canaries": self.canaries,
             "guesses": self.guesses,
             "correct": self.correct,
@@ -147,7 +152,8 @@ def audit(
         if epsilon_theoretical is None or not math.isfinite(epsilon_theoretical)
         else (float(epsilon_theoretical))
     )
-    return AuditResult(inc.size, r, v, confidence, delta, lb, th)
+    best = epsilon_lower_bound(inc.size, r, r, delta=delta, confidence=confidence) if r else 0.0
+    return AuditResult(inc.size, r, v, confidence, delta, lb, th, max_provable_lower_bound=best)
 
 
 def record_audit(

@@ -1,9 +1,11 @@
 """Self-contained HTML rendering of a report: inline CSS, inline SVG plots, no external resource.
 
-Every recorded string is passed through :func:`html.escape` (ledger payloads are data from
-other parties). A ten-line inline script only marks the page as rendered (``data-render``) so
-that a headless browser test can tell a clean load from a script error; the report reads the
-same without it.
+The content and its order come from :func:`securefl.audit.render_common.report_blocks` (shared
+with Markdown); print CSS makes the same page the PDF (:mod:`securefl.audit.render_pdf`). Every
+recorded string is passed through :func:`html.escape` (ledger payloads are data from other
+parties). A short inline script only sets ``data-render`` and ``data-charts`` attributes on
+``<body>`` so a headless browser test can tell a clean load from a script error; nothing it
+does is visible and the report reads the same without it.
 """
 
 from __future__ import annotations
@@ -12,26 +14,36 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from securefl.audit.render_md import fmt, round_rows, round_table
+from securefl.audit.render_common import (
+    NOT_BOUNDED,
+    accountant_name,
+    bytes_scale,
+    report_blocks,
+)
 from securefl.audit.svg import line_chart
 
-_MAX_ROUND_ROWS = 200
-
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1b1b1b;
-background:#fafafa;line-height:1.45}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0;
+color:#1b1b1b;background:#fafafa;line-height:1.45}
 main{max-width:1040px;margin:0 auto;padding:24px}
 h1{font-size:1.6em;margin:.2em 0}
 h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:1.6em}
+h3{margin:1.1em 0 .3em}
 table{border-collapse:collapse;margin:8px 0;font-size:.92em}
 td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f0f0f0}.ok{color:#11691b;font-weight:600}.bad{color:#b00020;font-weight:700}
-.banner{padding:10px 14px;border-radius:6px;margin:10px 0}
-.banner.ok{background:#e6f4ea}.banner.bad{background:#fde7e9}
-.charts{display:flex;flex-wrap:wrap;gap:12px}.chart{background:#fff;border:1px solid #e3e3e3}
+th{background:#f0f0f0}.strong{font-weight:700;font-size:1.1em}.bad{color:#b00020;font-weight:700}
+.muted{color:#666;font-size:.92em}
+.banner{padding:10px 14px;border-radius:6px;margin:10px 0;font-weight:600}
+.banner.ok{background:#e6f4ea;color:#11691b}.banner.bad{background:#fde7e9;color:#b00020}
+.banner,th{-webkit-print-color-adjust:exact;print-color-adjust:exact}
+.charts{display:flex;flex-wrap:wrap;gap:12px}.chart{background:#fff;border:1px solid #e3e3e3;
+max-width:100%;height:auto}
 .ct{font-size:13px;font-weight:600}.tick{font-size:10px;fill:#555}.al{font-size:11px;fill:#333}
-.lg{font-size:11px}.grid{stroke:#eee}.axis{stroke:#888}.muted{fill:#888;font-size:12px}
-code{background:#f0f0f0;padding:1px 4px;border-radius:3px;word-break:break-all}
+.lg{font-size:11px}.grid{stroke:#eee}.axis{stroke:#888}.nodata{fill:#888;font-size:12px}
+@page{size:A4;margin:14mm 12mm}
+@media print{body{background:#fff;font-size:10pt}main{max-width:none;padding:0}
+h2{break-after:avoid}h3{break-after:avoid}tr,.chart,.banner{break-inside:avoid}
+table{font-size:8.5pt}}
 """
 
 _SCRIPT = """
@@ -40,48 +52,66 @@ window.addEventListener('load',function(){
  var svgs=document.querySelectorAll('svg.chart'),drawn=0;
  for(var i=0;i<svgs.length;i++){
   var b=svgs[i].getBoundingClientRect();if(b.width>0&&b.height>0)drawn++;}
- var m=document.getElementById('render-check');m.textContent='charts:'+drawn+'/'+svgs.length;
+ document.body.setAttribute('data-charts',drawn+'/'+svgs.length);
  if(document.body.getAttribute('data-render')!=='error'){document.body.setAttribute('data-render','ok');}
 });
 """
 
 
-def _e(v: Any) -> str:
-    return escape(fmt(v))
-
-
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _ul(items: Sequence[Any], prefix: str = "") -> str:
-    if not items:
-        return "<p>—</p>"
-    return "<ul>" + "".join(f"<li>{escape(prefix)}{_e(x)}</li>" for x in items) + "</ul>"
+def _ul(items: Sequence[Any]) -> str:
+    return "<ul>" + "".join(f"<li>{escape(str(x))}</li>" for x in items) + "</ul>"
 
 
-def _charts(report: Mapping[str, Any]) -> str:
+def round_numbers(report: Mapping[str, Any]) -> list[float]:
+    """x of each charged round in plots: its round number (1-based), else its position."""
+    nums = [r.get("round") for r in report["rounds"]]
+    if nums and all(isinstance(n, int) for n in nums) and nums == sorted(set(nums)):
+        return [float(n) for n in nums]
+    return [float(i + 1) for i in range(len(nums))]
+
+
+def _epsilon_chart(report: Mapping[str, Any]) -> str:
     curve = report["epsilon_curve"]
     g = report["guarantee"]
-    eps_series = {name: curve.get(name, []) for name in g["accountants"]}
+    xs_all = round_numbers(report)
+    xs = [xs_all[k - 1] if 0 < k <= len(xs_all) else float(k) for k in curve["rounds"]]
+    series = {}
+    for name in g["accountants"]:
+        ys = curve.get(name, [])
+        has = any(y is not None for y in ys)
+        series[accountant_name(name) if has else f"{accountant_name(name)}: {NOT_BOUNDED}"] = ys
+    b = g.get("budget")
+    hlines = {f"budget ε = {b['epsilon']:g}": float(b["epsilon"])} if b else None
+    unverified = "" if g.get("verified", True) else " (UNVERIFIED)"
+    return line_chart(
+        f"cumulative ε after each round at δ = {g['delta']:g}{unverified}",
+        xs,
+        series,
+        x_label="round",
+        y_label="ε",
+        markers=len(xs) <= 40,
+        connect_gaps=True,
+        hlines=hlines,
+    )
+
+
+def _round_charts(report: Mapping[str, Any]) -> str:
     rows = report["rounds"]
-    xs = [float(i + 1) for i in range(len(rows))]
+    xs = round_numbers(report)
 
-    def col(key: str) -> list[float | None]:
-        return [None if r[key] is None else float(r[key]) for r in rows]
+    def col(key: str, scale: float = 1.0) -> list[float | None]:
+        return [None if r[key] is None else float(r[key]) / scale for r in rows]
 
+    size, unit = bytes_scale(col("bytes_up") + col("bytes_down"))
     charts = [
-        line_chart(
-            f"ε vs rounds at δ = {g['delta']:g} under each accountant",
-            [float(x) for x in curve["rounds"]],
-            eps_series,
-            x_label="rounds charged",
-            y_label="ε",
-            markers=len(curve["rounds"]) <= 40,
-            connect_gaps=True,
-        ),
         line_chart(
             "participants and dropouts per round",
             xs,
@@ -97,166 +127,41 @@ def _charts(report: Mapping[str, Any]) -> str:
             y_label="accuracy",
         ),
         line_chart(
-            "bytes per round",
+            f"traffic per round ({unit})",
             xs,
-            {"bytes up": col("bytes_up"), "bytes down": col("bytes_down")},
+            {"bytes up": col("bytes_up", size), "bytes down": col("bytes_down", size)},
             x_label="round",
-            y_label="bytes",
+            y_label=unit,
         ),
     ]
     return '<div class="charts">' + "".join(charts) + "</div>"
 
 
 def render_html(report: Mapping[str, Any]) -> str:
-    g = report["guarantee"]
-    v = report["ledger"]["verification"]
-    ok = bool(v["ok"])
-    tight = g.get("tightest") or {}
+    title = escape(str(report["title"]))
     out = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\';'
         " style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">",
-        f"<title>{escape(str(report['title']))}</title><style>{_CSS}</style></head>",
+        f"<title>{title}</title><style>{_CSS}</style></head>",
         "<body><main>",
-        f"<h1>{escape(str(report['title']))}</h1>",
-        f"<p>Generated {escape(str(report['generated_at']))} from "
-        f"<code>{escape(str(report['ledger']['source']))}</code>.</p>",
-        f'<div class="banner {"ok" if ok else "bad"}" id="verification">Ledger '
-        f"{'verified' if ok else 'VERIFICATION FAILED'}: {v['entries']} entries, key pinned:"
-        f" {_e(v['key_pinned'])}, head anchor <code>{_e((v.get('head') or {}).get('anchor'))}"
-        "</code></div>",
-        _ul(v["errors"], "error: ") if v["errors"] else "",
-        _ul(v["warnings"], "warning: ") if v["warnings"] else "",
-        "<h2>Guarantee</h2>",
-        f"<p><strong>({_e(tight.get('epsilon'))}, {_e(g['delta'])})-DP</strong> for each"
-        f" <strong>{_e(g['privacy_unit'])}</strong> under <strong>{_e(g['adjacency'])}"
-        f"</strong> adjacency (tightest accountant: {_e(tight.get('accountant'))}).</p>",
-        _table(["accountant", "ε at δ"], [[k, x] for k, x in g["epsilon"].items()]),
-        _table(
-            ["item", "value"],
-            [
-                ["mechanisms", g["mechanisms"]],
-                ["sampling", [fmt(s) for s in g["sampling"]]],
-                ["rounds charged", g["rounds_charged"]],
-                ["rounds in flight (charged)", g["rounds_in_flight"]],
-                ["clip bound", g["clip"]],
-                ["noise multiplier", g["noise_multiplier"]],
-                ["composition", g["composition"]],
-            ],
-        ),
-        "<h2>Plots</h2>",
-        _charts(report),
     ]
-    pol = report.get("policy")
-    if pol:
-        cls = "ok" if pol["ok"] else "bad"
-        out += [
-            "<h2>Policy</h2>",
-            f'<div class="banner {cls}" id="policy-status">Policy {_e(pol["name"])}:'
-            f" {'satisfied' if pol['ok'] else 'VIOLATED'} (sha256 <code>{_e(pol['sha256'])}"
-            "</code>)</div>",
-            _ul(pol["violations"], "violation: "),
-            _ul(pol["warnings"], "warning: ") if pol["warnings"] else "",
-        ]
-    if report["refusals"]:
-        out += [
-            "<h2>Refused rounds</h2>",
-            _table(
-                ["run", "round", "projected ε", "reasons"],
-                [
-                    [r["run_id"], r["round_id"], r["projected_epsilon"], "; ".join(r["reasons"])]
-                    for r in report["refusals"]
-                ],
-            ),
-        ]
-    out.append("<h2>Threat model</h2>")
-    for a in report["threat_model"]["aggregation"]:
-        out += [
-            f"<h3>Aggregation: {_e(a['protocol'])}</h3><p>parameters: {_e(a['parameters'])}</p>",
-            "<p>Protects against:</p>",
-            _ul(a["protects_against"]),
-            "<p>Does <strong>not</strong> protect against:</p>",
-            _ul(a["does_not_protect_against"]),
-        ]
-    dp = report["threat_model"]["dp"]
-    out += [
-        "<h3>Differential privacy</h3>",
-        _ul(dp["protects_against"]),
-        "<p>Trust:</p>",
-        _ul(dp["trust"]),
-        "<p>Does <strong>not</strong> protect against:</p>",
-        _ul(dp["does_not_protect_against"]),
-        "<h2>Runs</h2>",
-        _table(
-            [
-                "run",
-                "started",
-                "finished",
-                "unit",
-                "mechanism",
-                "clip",
-                "z",
-                "rounds",
-                "refused",
-                "code",
-            ],
-            [
-                [
-                    r["run_id"],
-                    r["started_at"],
-                    r["finished_at"],
-                    r["privacy_unit"],
-                    r["mechanism"],
-                    r["clip"],
-                    r["noise_multiplier"],
-                    r["rounds_completed"],
-                    r["rounds_refused"],
-                    r.get("code_version"),
-                ]
-                for r in report["runs"]
-            ],
-        ),
-    ]
-    shown = round_rows(report, _MAX_ROUND_ROWS)
-    out.append("<h2>Rounds</h2>")
-    if len(shown) < len(report["rounds"]):
-        out.append(
-            f"<p>First and last {_MAX_ROUND_ROWS // 2} of {len(report['rounds'])}"
-            " rounds; the JSON report has all.</p>"
-        )
-    out.append(_table(*round_table(shown)))
-    if report["model_provenance"]:
-        out += ["<h2>Model provenance</h2>", _ul(report["model_provenance"])]
-    if report["empirical_audits"]:
-        out += [
-            "<h2>Empirical audit (Steinke, Nasr, Jagielski 2023)</h2>",
-            _table(
-                ["run", "ε lower bound", "confidence", "theoretical ε", "claim"],
-                [
-                    [
-                        a["run_id"],
-                        a.get("epsilon_lower_bound"),
-                        a.get("confidence"),
-                        a.get("epsilon_theoretical"),
-                        "FAILS" if a.get("claim_violated") else "consistent",
-                    ]
-                    for a in report["empirical_audits"]
-                ],
-            ),
-        ]
-    out += [
-        "<h2>Assumptions</h2>",
-        _ul(report["assumptions"]),
-        "<h2>Caveats</h2>",
-        _ul(report["caveats"]),
-        "<h2>Reporting checklist</h2>",
-        "<p>Ponomareva et al. 2023, “How to DP-fy ML”, §5.3; NIST SP 800-226.</p>",
-        _table(
-            ["item", "value", "status"],
-            [[c["item"], c["value"], c["status"]] for c in report["checklist"]],
-        ),
-        '<p id="render-check" class="muted">not rendered by a browser</p>',
-        f"</main><script>{_SCRIPT}</script></body></html>",
-    ]
-    return "\n".join(x for x in out if x)
+    for block in report_blocks(report):
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            out.append(f"<{kind}>{escape(str(block[1]))}</{kind}>")
+        elif kind == "p":
+            cls = f' class="{block[2]}"' if block[2] else ""
+            out.append(f"<p{cls}>{escape(str(block[1]))}</p>")
+        elif kind == "banner":
+            cls = "ok" if block[2] else "bad"
+            out.append(f'<div class="banner {cls}" id="{block[3]}">{escape(str(block[1]))}</div>')
+        elif kind == "table":
+            out.append(_table(block[1], block[2]))
+        elif kind == "ul":
+            out.append(_ul(block[1]))
+        elif kind == "chart":
+            out.append(_epsilon_chart(report) if block[1] == "epsilon" else _round_charts(report))
+    out.append(f"</main><script>{_SCRIPT}</script></body></html>")
+    return "\n".join(out)

@@ -56,12 +56,19 @@ def line_chart(
     height: int = 260,
     markers: bool = False,
     connect_gaps: bool = False,
+    hlines: Mapping[str, float] | None = None,
 ) -> str:
     """An SVG line chart; ``None`` values leave gaps (or are skipped with ``connect_gaps``).
-    All text is escaped."""
+
+    ``hlines`` draws labelled dashed horizontal lines (e.g. the ε budget); a series without
+    any value keeps its legend entry, drawn hollow, so its label can say why. All text is
+    escaped."""
     left, right, top, bottom = 64, 16, 44, 44
     pw, ph = width - left - right, height - top - bottom
     values = [y for ys in series.values() for y in ys if y is not None and math.isfinite(y)]
+    lines = {k: v for k, v in (hlines or {}).items() if math.isfinite(v)}
+    if values:
+        values += list(lines.values())
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" width="{width}"'
         f' height="{height}" viewBox="0 0 {width} {height}" aria-label="{escape(title)}">',
@@ -94,8 +101,9 @@ def line_chart(
             f'<text x="{left - 6}" y="{py(t) + 4:.1f}" text-anchor="end" class="tick">'
             f"{escape(_label(t))}</text>"
         )
+    integer_x = all(float(x).is_integer() for x in xs)
     for t in nice_ticks(x_lo, x_hi, 6):
-        if x_lo <= t <= x_hi:
+        if x_lo <= t <= x_hi and (not integer_x or float(t).is_integer()):
             parts.append(
                 f'<text x="{px(t):.1f}" y="{top + ph + 16}" text-anchor="middle" class="tick">'
                 f"{escape(_label(t))}</text>"
@@ -108,6 +116,14 @@ def line_chart(
         f'<text transform="translate(14 {top + ph / 2}) rotate(-90)" text-anchor="middle"'
         f' class="al">{escape(y_label)}</text>'
     )
+    for label, yv in lines.items():
+        parts.append(
+            f'<line x1="{left}" x2="{left + pw}" y1="{py(yv):.1f}" y2="{py(yv):.1f}"'
+            f' stroke="#b00020" stroke-width="1.5" stroke-dasharray="6 4"/>'
+            f'<text x="{left + pw - 4}" y="{py(yv) - 5:.1f}" text-anchor="end" class="lg"'
+            f' fill="#b00020">{escape(label)}</text>'
+        )
+    lx = float(left)
     for i, (name, ys) in enumerate(series.items()):
         color = PALETTE[i % len(PALETTE)]
         txs, tys = _thin(xs, ys)
@@ -134,10 +150,12 @@ def line_chart(
                     f'<polyline fill="none" stroke="{color}" stroke-width="1.8"'
                     f' points="{" ".join(seg)}"/>'
                 )
-        lx = left + i * 110
+        empty = not any(y is not None and math.isfinite(y) for y in ys)
+        fill = f'fill="none" stroke="{color}"' if empty else f'fill="{color}"'
         parts.append(
-            f'<rect x="{lx}" y="26" width="10" height="10" fill="{color}"/>'
-            f'<text x="{lx + 14}" y="35" class="lg">{escape(name)}</text>'
+            f'<rect x="{lx:.0f}" y="26" width="10" height="10" {fill}/>'
+            f'<text x="{lx + 14:.0f}" y="35" class="lg">{escape(name)}</text>'
         )
+        lx += 30 + 6.2 * len(name)
     parts.append("</svg>")
     return "".join(parts)

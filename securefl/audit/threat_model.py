@@ -70,7 +70,7 @@ def aggregation_threat_model(agg: Mapping[str, Any]) -> dict[str, Any]:
             "parameters": params,
             "protects_against": [
                 f"the aggregation server reading individual updates: it adds CKKS ciphertexts"
-                f" under a key it does not hold (preset {preset!r}, ≥128-bit security by the HE"
+                f" under a key it does not hold (preset {preset}, ≥128-bit security by the HE"
                 " standard)",
             ],
             "does_not_protect_against": [
@@ -86,7 +86,7 @@ def aggregation_threat_model(agg: Mapping[str, Any]) -> dict[str, Any]:
         "protocol": protocol,
         "parameters": params,
         "protects_against": [],
-        "does_not_protect_against": [f"unknown protocol {protocol!r}: no claim is made"],
+        "does_not_protect_against": [f"unknown protocol “{protocol}”: no claim is made"],
     }
 
 
@@ -124,3 +124,72 @@ def dp_threat_model(mechanisms: set[str], privacy_unit: str, adjacency: str) -> 
             " group privacy degrades ε linearly in the group size",
         ],
     }
+
+
+# Mechanism names (leaf DP event types) by where the noise is added.
+_CENTRAL = frozenset({"gaussian", "discrete_gaussian", "zcdp", "laplace"})
+_DISTRIBUTED = frozenset({"distributed_discrete_gaussian"})
+
+
+def dp_mode(mechanisms: set[str], recorded_modes: set[str]) -> str:
+    """``none``, ``local``, ``distributed``, ``central`` or ``mixed`` (several recorded)."""
+    if not mechanisms - {"non_private"} or recorded_modes == {"none"}:
+        return "none"
+    modes = {m for m in recorded_modes if m in {"local", "distributed", "central"}}
+    if not modes:
+        if mechanisms & _DISTRIBUTED:
+            modes.add("distributed")
+        if mechanisms & _CENTRAL:
+            modes.add("central")
+    return modes.pop() if len(modes) == 1 else "mixed" if modes else "central"
+
+
+def _trust_row(protocol: str, mode: str, unit: str) -> dict[str, str]:
+    """Who must be honest for ε to hold, and who sees individual updates (NIST SP 800-226:
+    trust model; central vs local DP)."""
+    masked = protocol in {"secagg", "secagg+"}
+    he = protocol == "he-ckks"
+    if protocol == "plaintext" or not (masked or he):
+        sees = "the server sees every individual update"
+    elif masked:
+        sees = "nobody, unless the server colludes with at least t clients (t = threshold)"
+    else:
+        sees = "nobody, unless the server colludes with any one client (shared HE key)"
+    if mode == "none":
+        honest = "no ε holds: there is no differential privacy"
+    elif mode == "local":
+        honest = (
+            "each client's own device (it clips and adds the noise before anything leaves"
+            f" it, for each {unit}); no server or other party needs to be trusted for ε"
+        )
+    elif mode == "distributed":
+        honest = (
+            "enough clients adding their noise share (as accounted after dropouts), and the"
+            " aggregation hiding individual noised updates"
+            if masked or he
+            else "enough clients adding their noise share; the server sees each update with"
+            " only its small share of noise, so ε holds against the model's users, NOT the server"
+        )
+    else:  # central or mixed
+        honest = (
+            "the server (it adds the noise to the sum and sees every update)"
+            if not (masked or he)
+            else "the server to add the noise after unmasking (it sees the noiseless sum, not"
+            " individual updates)"
+            if masked
+            else "the key holder who decrypts the sum and adds the noise"
+        )
+    return {
+        "aggregation": protocol,
+        "dp_mode": mode,
+        "must_be_honest": honest,
+        "sees_updates": sees,
+    }
+
+
+def trust_model(
+    protocols: list[str], mechanisms: set[str], recorded_modes: set[str], privacy_unit: str
+) -> list[dict[str, str]]:
+    """One row per recorded aggregation protocol × the run's DP mode."""
+    mode = dp_mode(mechanisms, recorded_modes)
+    return [_trust_row(p, mode, privacy_unit) for p in (protocols or ["plaintext"])]

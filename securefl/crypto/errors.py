@@ -28,3 +28,8 @@ class InvalidShareError(RemoteProtocolError):
 
 class InsufficientSharesError(AbortError):
     """Fewer than the threshold of shares are available: the secret cannot be recovered."""
+
+
+class UncorrectableSharesError(InvalidShareError):
+    """Shares of one secret are inconsistent and too many are wrong to correct from the surplus
+    (more than ⌊(s − t)/2⌋ of s): the secret is not released rather than possibly wrong."""

@@ -6,16 +6,28 @@ the secret), encoded as 33 big-endian bytes; the holder id travels beside it, no
 Polynomial coefficients are 48-byte (384-bit) strings reduced mod p: statistical distance from
 uniform ≤ 2^-127 each. Randomness is drawn from ``secrets`` unless injected (known answers).
 Reconstruction uses Lagrange interpolation at 0 with coefficients cached per holder set, so a
-server unmasking many clients with the same responders pays the O(t²) setup once.
+server unmasking many clients with the same responders pays the O(t²) setup once; inverses are
+batched (Montgomery's trick: one modular inversion per set).
+
+Shares of one secret are a Reed–Solomon codeword of length s and dimension t (McEliece and
+Sarwate 1981), so s > t shares carry redundancy: :func:`reconstruct_robust` checks that every
+surplus share lies on the polynomial (fast path), and only if one does not, decodes with Gao's
+algorithm (Gao 2003), which corrects up to ⌊(s − t)/2⌋ wrong shares and names their holders.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
-from securefl.crypto.errors import InsufficientSharesError, InvalidShareError
+from securefl.crypto.errors import (
+    InsufficientSharesError,
+    InvalidShareError,
+    UncorrectableSharesError,
+)
 from securefl.errors import ConfigurationError
 
 PRIME = 2**256 + 297
@@ -30,7 +42,10 @@ __all__ = [
     "PRIME",
     "SECRET_BYTES",
     "SHARE_BYTES",
+    "Recovery",
+    "UncorrectableSharesError",
     "reconstruct",
+    "reconstruct_robust",
     "split",
 ]
 
@@ -91,11 +106,25 @@ def split(
 def _lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
     """λ_i = Π_{j≠i} x_j / (x_j − x_i) mod p, cached per (sorted) x set."""
     total = _prod_mod(xs)
-    lambdas = []
-    for i, xi in enumerate(xs):
-        denom = _prod_mod([xi, *(xj - xi for j, xj in enumerate(xs) if j != i)])
-        lambdas.append(total * pow(denom, -1, PRIME) % PRIME)
-    return tuple(lambdas)
+    denoms = [
+        _prod_mod([xi, *(xj - xi for j, xj in enumerate(xs) if j != i)]) for i, xi in enumerate(xs)
+    ]
+    return tuple(total * inv % PRIME for inv in _batch_inverse(denoms))
+
+
+def _batch_inverse(values: Sequence[int]) -> list[int]:
+    """Inverses mod p of non-zero ``values`` with one modular inversion (Montgomery's trick)."""
+    prefix = []
+    acc = 1
+    for v in values:
+        prefix.append(acc)
+        acc = acc * v % PRIME
+    inv = pow(acc, -1, PRIME)
+    out = [0] * len(values)
+    for i in range(len(values) - 1, -1, -1):
+        out[i] = inv * prefix[i] % PRIME
+        inv = inv * values[i] % PRIME
+    return out
 
 
 def _prod_mod(values: Iterable[int]) -> int:
@@ -108,36 +137,71 @@ def _prod_mod(values: Iterable[int]) -> int:
     return acc % PRIME
 
 
-def _parse(shares: Mapping[int, bytes] | Iterable[tuple[int, bytes]]) -> dict[int, int]:
+def _parse(
+    shares: Mapping[int, bytes] | Iterable[tuple[int, bytes]], *, erasures: set[int] | None = None
+) -> dict[int, int]:
+    """holder → y. An encoding ≥ p raises, or with ``erasures`` is recorded there and skipped."""
     items = shares.items() if isinstance(shares, Mapping) else shares
     parsed: dict[int, int] = {}
+    seen: set[int] = set()
     for holder, share in items:
         if isinstance(holder, bool) or not isinstance(holder, int):
             raise InvalidShareError("share holder id is not an integer")
         if not 0 <= holder <= MAX_HOLDER_ID:
             raise InvalidShareError(f"share holder id {holder} out of range")
-        if holder in parsed:
+        if holder in seen:
             raise InvalidShareError(f"duplicate share for holder {holder}")
+        seen.add(holder)
         if not isinstance(share, bytes | bytearray) or len(share) != SHARE_BYTES:
             raise InvalidShareError(f"share of holder {holder} is not {SHARE_BYTES} bytes")
         y = int.from_bytes(share, "big")
         if y >= PRIME:
-            raise InvalidShareError(f"share of holder {holder} is not a field element")
+            if erasures is None:
+                raise InvalidShareError(f"share of holder {holder} is not a field element")
+            erasures.add(holder)
+            continue
         parsed[holder] = y
     return parsed
 
 
-def _interpolate(points: Sequence[tuple[int, int]], at: int) -> int:
-    """Lagrange interpolation of the polynomial through ``points`` (x, y) evaluated at ``at``."""
-    acc = 0
-    for i, (xi, yi) in enumerate(points):
-        num, den = 1, 1
-        for j, (xj, _) in enumerate(points):
-            if j != i:
-                num = num * (at - xj) % PRIME
-                den = den * (xi - xj) % PRIME
-        acc = (acc + yi * num * pow(den, -1, PRIME)) % PRIME
-    return acc
+def _weights(xs: Sequence[int]) -> list[int]:
+    """Barycentric weights w_i = 1 / Π_{j≠i} (x_i − x_j) mod p (distinct x)."""
+    return _batch_inverse([math.prod([xi - xj for xj in xs if xj != xi]) % PRIME for xi in xs])
+
+
+def _is_codeword(points: dict[int, int], ids: Sequence[int], t: int) -> bool:
+    """True if the shares of ``ids`` all lie on one polynomial of degree < t.
+
+    The parity checks of the Reed–Solomon code (its dual is again one): with barycentric
+    weights w_i = 1 / Π_{j≠i} (x_i − x_j), Σ_i w_i x_i^j y_i = 0 for j < s − t exactly when
+    the s points lie on a polynomial of degree < t (Σ_i w_i h(x_i) is the x^{s−1} coefficient
+    of the interpolant of h). One batched inversion and s·(s − t) small multiplications, so
+    the honest path costs about as much as the interpolation itself.
+    """
+    xs = [h + 1 for h in ids]
+    terms = [w * points[h] % PRIME for w, h in zip(_weights(xs), ids, strict=True)]
+    for _ in range(len(ids) - t):
+        if sum(terms) % PRIME:
+            return False
+        terms = [c * x % PRIME for c, x in zip(terms, xs, strict=True)]
+    return True
+
+
+def _to_secret(value: int) -> bytes:
+    if value >= 2 ** (8 * SECRET_BYTES):
+        raise InvalidShareError("shares do not interpolate to a 32-byte secret")
+    return value.to_bytes(SECRET_BYTES, "big")
+
+
+def _check_threshold(threshold: object) -> int:
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+        raise ConfigurationError("threshold must be a positive integer", parameter="threshold")
+    return threshold
+
+
+def _at_zero(points: dict[int, int], chosen: Sequence[int]) -> int:
+    lambdas = _lagrange_at_zero(tuple(h + 1 for h in chosen))
+    return sum(lam * points[h] for lam, h in zip(lambdas, chosen, strict=True)) % PRIME
 
 
 def reconstruct(
@@ -150,23 +214,147 @@ def reconstruct(
 
     Uses the ``threshold`` shares of the smallest ids. With ``check_consistency`` every extra
     share must lie on the same polynomial (detects a corrupted share when > t are available).
-    A result ≥ 2^256 cannot be a 32-byte secret → :class:`InvalidShareError`.
+    A result ≥ 2^256 cannot be a 32-byte secret → :class:`InvalidShareError`. A server facing
+    peers should call :func:`reconstruct_robust`.
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
-        raise ConfigurationError("threshold must be a positive integer", parameter="threshold")
+    t = _check_threshold(threshold)
     parsed = _parse(shares)
-    if len(parsed) < threshold:
-        raise InsufficientSharesError(f"{len(parsed)} shares available, threshold is {threshold}")
+    if len(parsed) < t:
+        raise InsufficientSharesError(f"{len(parsed)} shares available, threshold is {t}")
     ids = sorted(parsed)
-    chosen = ids[:threshold]
-    xs = tuple(h + 1 for h in chosen)
-    lambdas = _lagrange_at_zero(xs)
-    value = sum(lam * parsed[h] for lam, h in zip(lambdas, chosen, strict=True)) % PRIME
-    if check_consistency and len(ids) > threshold:
-        points = [(h + 1, parsed[h]) for h in chosen]
-        for h in ids[threshold:]:
-            if _interpolate(points, h + 1) != parsed[h]:
-                raise InvalidShareError(f"share of holder {h} is inconsistent with the others")
-    if value >= 2 ** (8 * SECRET_BYTES):
-        raise InvalidShareError("shares do not interpolate to a 32-byte secret")
-    return value.to_bytes(SECRET_BYTES, "big")
+    if check_consistency and not _is_codeword(parsed, ids, t):
+        coeffs = _gao_decode([h + 1 for h in ids], [parsed[h] for h in ids], t)
+        off = [h for h in ids if coeffs is None or _horner(coeffs, h + 1) != parsed[h]]
+        which = off[0] if len(off) == 1 else off[:8]
+        raise InvalidShareError(f"share of holder {which} is inconsistent with the others")
+    return _to_secret(_at_zero(parsed, ids[:t]))
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """A reconstructed secret and the holders whose shares were wrong (corrected around)."""
+
+    secret: bytes
+    inconsistent: frozenset[int]
+
+
+def reconstruct_robust(
+    shares: Mapping[int, bytes] | Iterable[tuple[int, bytes]], threshold: int
+) -> Recovery:
+    """Recover the secret from s ≥ t shares of which up to ⌊(s − t)/2⌋ may be wrong.
+
+    Fast path: all s shares lie on the polynomial through the t smallest ids. Otherwise Gao
+    decoding (Gao 2003) finds the unique polynomial of degree < t that agrees with all but at
+    most ⌊(s − t)/2⌋ shares and names the others; a share encoding ≥ p counts as erased (its
+    holder is named, the bound is then ⌊(s − ε − t)/2⌋). If no such polynomial exists →
+    :class:`UncorrectableSharesError`, never a value. Guarantees: any e ≤ ⌊(s − t)/2⌋ wrong
+    shares, however chosen, are corrected; more wrong shares are detected unless they are
+    chosen to lie on another polynomial of degree < t (which needs ≥ (s − t + 1) − ⌊(s − t)/2⌋
+    colluding holders); with exactly t shares nothing can be checked. Shares that are
+    inconsistent may equally mean that the *dealer* dealt bad shares: the named holders are
+    the ones off the majority polynomial.
+    """
+    t = _check_threshold(threshold)
+    erased: set[int] = set()
+    parsed = _parse(shares, erasures=erased)
+    s_all = len(parsed) + len(erased)
+    if s_all < t:
+        raise InsufficientSharesError(f"{s_all} shares available, threshold is {t}")
+    ids = sorted(parsed)
+    if not erased and (len(ids) == t or _is_codeword(parsed, ids, t)):
+        return Recovery(_to_secret(_at_zero(parsed, ids[:t])), frozenset())
+    coeffs = _gao_decode([h + 1 for h in ids], [parsed[h] for h in ids], t)
+    if coeffs is None:
+        raise UncorrectableSharesError(
+            f"{s_all} shares (threshold {t}, {s_all - t} surplus, {len(erased)} not field "
+            f"elements) do not determine one polynomial of degree < {t}: more than "
+            f"⌊(s − t)/2⌋ shares are wrong; holders {sorted(parsed)[:8]}…"
+        )
+    wrong = {h for h in ids if _horner(coeffs, h + 1) != parsed[h]}
+    return Recovery(_to_secret(coeffs[0] if coeffs else 0), frozenset(wrong | erased))
+
+
+# ------------------------------------------------------------------ polynomial arithmetic
+# Coefficient lists, lowest degree first, no trailing zeros (the zero polynomial is []).
+
+
+def _trim(a: list[int]) -> list[int]:
+    while a and a[-1] == 0:
+        a.pop()
+    return a
+
+
+def _horner(a: Sequence[int], x: int) -> int:
+    y = 0
+    for c in reversed(a):
+        y = (y * x + c) % PRIME
+    return y
+
+
+def _mul(a: Sequence[int], b: Sequence[int]) -> list[int]:
+    if not a or not b:
+        return []
+    out = [0] * (len(a) + len(b) - 1)
+    for i, ai in enumerate(a):
+        if ai:
+            for j, bj in enumerate(b):
+                out[i + j] += ai * bj
+    return _trim([c % PRIME for c in out])
+
+
+def _sub(a: Sequence[int], b: Sequence[int]) -> list[int]:
+    n = max(len(a), len(b))
+    out = [((a[i] if i < len(a) else 0) - (b[i] if i < len(b) else 0)) % PRIME for i in range(n)]
+    return _trim(out)
+
+
+def _divmod(a: Sequence[int], b: Sequence[int]) -> tuple[list[int], list[int]]:
+    rem = list(a)
+    if len(rem) < len(b):
+        return [], _trim(rem)
+    inv_lead = pow(b[-1], -1, PRIME)
+    quot = [0] * (len(rem) - len(b) + 1)
+    for k in range(len(quot) - 1, -1, -1):
+        c = rem[k + len(b) - 1] * inv_lead % PRIME
+        quot[k] = c
+        if c:
+            for j, bj in enumerate(b):
+                rem[k + j] = (rem[k + j] - c * bj) % PRIME
+    return _trim(quot), _trim(rem[: len(b) - 1])
+
+
+def _gao_decode(xs: Sequence[int], ys: Sequence[int], t: int) -> list[int] | None:
+    """Gao's Reed–Solomon decoder: the polynomial f, deg f < t, with f(x_i) ≠ y_i for at most
+    ⌊(s − t)/2⌋ of the s points, or None. Needs distinct non-zero x_i; O(s²) field operations.
+
+    g0 = Π (x − x_i); g1 interpolates all points (deg < s); run the extended Euclidean
+    algorithm on (g0, g1) until the remainder g has deg g < (s + t)/2, with g = u·g0 + v·g1;
+    then f = g / v if v divides g and deg f < t (Gao 2003, Algorithm 1).
+    """
+    s = len(xs)
+    if s < t:
+        return None
+    g0 = [1]
+    for x in xs:  # multiply by (X − x)
+        g0 = _sub([0, *g0], [x * c for c in g0])
+    g1: list[int] = [0] * s
+    for x, w, y in zip(xs, _weights(xs), ys, strict=True):
+        # g0 / (X − x) by synthetic division, scaled by w·y: the Lagrange basis polynomial
+        scale = w * y % PRIME
+        carry = 0
+        for k in range(s, 0, -1):
+            carry = (g0[k] + carry * x) % PRIME
+            g1[k - 1] += scale * carry
+    r0, r1 = g0, _trim([c % PRIME for c in g1])
+    v0: list[int] = []
+    v1: list[int] = [1]
+    while 2 * (len(r1) - 1) >= s + t:
+        q, r = _divmod(r0, r1)
+        r0, r1 = r1, r
+        v0, v1 = v1, _sub(v0, _mul(q, v1))
+    f, rem = _divmod(r1, v1)
+    if rem or len(f) > t:
+        return None
+    if sum(1 for x, y in zip(xs, ys, strict=True) if _horner(f, x) != y) > (s - t) // 2:
+        return None
+    return f

@@ -234,8 +234,33 @@ class NodeStages:
                     f"advertise: client id {u} already claimed or not in the cohort"
                 )
                 continue
+            if not _signed_advertisement(self.config, u, payload):
+                # Checked before the server sees it: an unbound node's claim is not yet u's
+                # authenticated channel, so a bad advertisement must not evict the real u.
+                self.rejected[node] = f"advertise: not signed under client {u}'s identity key"
+                continue
             if deliver(u, payload):  # the signature binds u to this node
                 self.node_of[u], self.client_of[node] = node, u
+
+
+def _signed_advertisement(config: SecAggConfig, u: int, payload: bytes) -> bool:
+    """True if ``payload`` is an AdvertiseKeys from ``u`` signed under u's registered key —
+    the proof that turns a node's claim into u's authenticated channel (secagg.md §7)."""
+    from securefl.crypto import keys
+    from securefl.secagg.messages import AdvertiseKeys, advertise_transcript, decode
+
+    try:
+        m = decode(payload, config=config)
+        if not isinstance(m, AdvertiseKeys) or m.sender != u:
+            return False
+        keys.verify(
+            config.identity_public(u),
+            m.signature,
+            advertise_transcript(config, u, m.cipher_pk, m.mask_pk),
+        )
+    except SecureFLError:
+        return False
+    return True
 
 
 def run_secure_round(

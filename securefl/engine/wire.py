@@ -18,6 +18,7 @@ from typing import Any
 from securefl.encoding import RingPlan
 from securefl.errors import ConfigurationError, MalformedMessageError
 from securefl.secagg import SecAggConfig
+from securefl.vocabulary import ThreatModel
 
 ENGINE_WIRE_VERSION = 1
 #: Flower message type of every SecAgg(+) stage (``ClientApp.train("secagg")``).
@@ -70,7 +71,7 @@ def decode_config(data: bytes) -> SecAggConfig:
             layout_digest=bytes.fromhex(doc["layout_digest"]),
             model_digest=bytes.fromhex(doc["model_digest"]),
             nonce=bytes.fromhex(doc["nonce"]),
-            threat_model=str(doc["threat_model"]),
+            threat_model=ThreatModel.parse(doc["threat_model"], parameter="threat_model"),
             corrupt_fraction=float(doc["corrupt_fraction"]),
             security_bits=float(doc["security_bits"]),
         )

@@ -156,7 +156,10 @@ def simulate(
     summary["wall_s"] = round(time.perf_counter() - t_start, 2)
     console.print(
         f"accuracy {result.accuracy:.3f}, ε = {result.epsilon:.3g} at δ = {result.delta:g}; "
-        f"outputs in [bold]{result.run_dir}[/]"
+        f"outputs in [bold]{result.run_dir}[/]\n"
+        f"ledger head anchor (publish it; verify with --expect-head): {result.anchor}\n"
+        f"ledger public key (the signing key stays beside it, outside the run): "
+        f"{result.public_key}"
     )
     typer.echo(json.dumps(summary))
 

@@ -103,6 +103,9 @@ class RunConfig:
     policy: str | None = None  # path of an audit BudgetPolicy (TOML/JSON); overrides the above
     # --- outputs ---------------------------------------------------------------------------
     out: str | None = None
+    # Where the ledger signing key, the sampling secret and the anchor log live: never the run
+    # directory. None: $SECUREFL_KEY_DIR, else the user's config dir (securefl.audit.keys).
+    key_dir: str | None = None
     eval_every: int = 1
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -120,7 +123,8 @@ class RunConfig:
 
     def digest(self) -> str:
         """SHA-256 of the fields that define the run's results (not where it writes)."""
-        body = {k: v for k, v in self.to_dict().items() if k not in {"out", "rounds", "name"}}
+        where = {"out", "rounds", "name", "key_dir"}
+        body = {k: v for k, v in self.to_dict().items() if k not in where}
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -8,26 +8,15 @@ implicit policy with the run's accountant, δ, privacy unit and adjacency.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from securefl.audit.keys import write_keypair
 from securefl.audit.ledger import Entry, Ledger
 from securefl.audit.policy import BudgetPolicy
 from securefl.fl.config import RunConfig
 
 LEDGER_NAME = "ledger.sqlite"
-KEY_NAME = "ledger_signing_key.pem"
 
 PROTOCOL_NAMES = {"plain": "plaintext", "secagg": "secagg", "secagg+": "secagg+", "he": "he-ckks"}
-
-
-def open_ledger(run_dir: Path, run_id: str) -> Ledger:
-    """Open (or create) the run's ledger with its Ed25519 signing key (created once, 0600)."""
-    key = run_dir / KEY_NAME
-    if not key.exists():
-        write_keypair(key)
-    return Ledger(run_dir / LEDGER_NAME, signing_key=key, run_id=run_id)
 
 
 def privacy_unit(cfg: RunConfig) -> str:

@@ -19,6 +19,7 @@ A killed run resumes from its checkpoint and reconciles the ledger (:func:`recon
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -31,7 +32,17 @@ from typing import Any
 
 import numpy as np
 
+from securefl.audit.keys import default_key_dir, default_signer, ensure_key_dir
 from securefl.audit.ledger import Ledger
+from securefl.audit.records import (
+    RoundAborted,
+    RoundCompleted,
+    RoundProjected,
+    RoundRefused,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+)
 from securefl.dp.events import DpEvent
 from securefl.errors import AbortError, ConfigurationError
 from securefl.fl import checkpoint as ckpt_mod
@@ -81,6 +92,8 @@ class RunResult:
     provenance: dict[str, Any]
     bytes_per_round_up: float = 0.0
     report_paths: dict[str, str] = field(default_factory=dict)
+    anchor: str | None = None  # published head SEQ:HASH (verify with --expect-head)
+    public_key: str | None = None  # the ledger's verification key (outside the run dir)
 
     def summary(self) -> dict[str, Any]:
         return ledger_mod.jsonable(
@@ -98,6 +111,8 @@ class RunResult:
                 "model": self.provenance,
                 "parameters": int(self.global_flat.shape[0]),
                 "report": self.report_paths,
+                "ledger_public_key": self.public_key,
+                "ledger_anchor": self.anchor,
             }
         )
 
@@ -112,6 +127,15 @@ class RoundPlan:
     event: DpEvent
     global_flat: FloatVector
     started_at: float
+
+
+def _finite(x: Any) -> float | None:
+    """A float for a record field, or None for NaN/∞ (not representable in canonical JSON:
+    an infinite ε is stated by the recorded non-private event itself)."""
+    if x is None or isinstance(x, bool):
+        return None
+    v = float(x)
+    return v if math.isfinite(v) else None
 
 
 def _emit(cb: Callback | None, kind: str, **info: Any) -> None:
@@ -145,9 +169,8 @@ def reconcile(ledger: Ledger, run_id: str, ck: ckpt_mod.Checkpoint | None) -> li
     if extra:
         raise ResumeError(f"ledger has completed rounds {extra} beyond the checkpoint")
     for r in ledger_mod.open_projections(entries):
-        ledger.append(
-            "round_aborted",
-            {"released": False, "reason": "run stopped before the round finished; re-run"},
+        ledger.append_record(
+            RoundAborted(released=False, reason="run stopped before the round finished; re-run"),
             round_id=r,
         )
         actions.append({"aborted_in_flight_round": r})
@@ -228,18 +251,24 @@ class Orchestrator:
             self.metrics = []
         self.next_index = self.start
         self._stopped = False
-        self._key = load_or_create_secret(self.run_dir)
-        self.ledger = ledger_mod.open_ledger(self.run_dir, self.run_id)
+        key_dir = ensure_key_dir(Path(cfg.key_dir) if cfg.key_dir else default_key_dir())
+        self.key_dir = key_dir
+        self._key = load_or_create_secret(key_dir, f"{self.run_id}.sampling.key")
+        # The signing key lives in the key directory, never under the run directory (issue
+        # 14: whoever holds the run directory must not be able to re-sign its history).
+        self.signer = default_signer(self.run_id, run_dir=self.run_dir, key_dir=key_dir)
+        self.public_key_path: Path = self.signer.public_key_path
+        self.ledger = Ledger(self.run_dir / ledger_mod.LEDGER_NAME, self.signer, run_id=self.run_id)
         try:
             if existing is None:
-                self.ledger.append("run_started", self._run_started_payload())
+                self.ledger.append_record(self._run_started())
                 if self.policy is not None:
                     from securefl.audit.policy import record_policy
 
                     record_policy(self.ledger, self.policy, run_id=self.run_id)
             else:
                 actions = reconcile(self.ledger, self.run_id, existing)
-                self.ledger.append("run_resumed", {"from_round": self.start, "reconciled": actions})
+                self.ledger.append_record(RunResumed(from_round=self.start, reconciled=actions))
         except BaseException:
             self.ledger.close()
             raise
@@ -284,10 +313,20 @@ class Orchestrator:
         }
 
     def next_round(self) -> RoundPlan | None:
-        """Check the budget, record the projection and draw the cohort; None when the run is
-        over (all rounds done, or the policy refused the next one)."""
-        if self.finished:
-            return None
+        """Draw the next cohort, check the policy, record the projection; None when the run is
+        over (all rounds done, or the budget refused the next round).
+
+        A round the policy refuses for its own shape — a cohort below ``min_cohort``, a
+        SecAgg threshold below ``min_secagg_threshold`` — is recorded as refused and skipped
+        (nothing was computed or released, nothing is charged); a round that would exceed the
+        budget stops the run."""
+        while not self.finished:
+            plan = self._try_round()
+            if plan is not None:
+                return plan
+        return None
+
+    def _try_round(self) -> RoundPlan | None:
         r = self.next_index
         event = self.backend.round_event()
         # The cohort is drawn first (secret keyed coins; nothing is computed or released yet)
@@ -305,25 +344,33 @@ class Orchestrator:
         if self.policy is not None:
             decision = self.policy.check_round(self.ledger, event, round_info)
             if not decision.allowed:
-                payload = ledger_mod.jsonable(
-                    {
-                        "reasons": decision.reasons,
-                        "projected_epsilon": decision.projected_epsilon,
-                        "dp_event": event.to_dict(),
-                        "policy": self.policy.name,
-                        **round_info,
-                    }
+                self.ledger.append_record(
+                    RoundRefused(
+                        reasons=list(decision.reasons),
+                        projected_epsilon=_finite(decision.projected_epsilon),
+                        dp_event=event.to_dict(),
+                        policy=self.policy.name,
+                        round_info=ledger_mod.jsonable(round_info),
+                    ),
+                    round_id=r,
                 )
-                self.ledger.append("round_refused", payload, round_id=r)
                 self.refused.append({"round": r, "reasons": decision.reasons})
                 _emit(self.callback, "refused", round=r, reasons=decision.reasons)
-                self._stopped = True
+                eps = decision.projected_epsilon
+                if eps is not None and eps <= self.policy.max_epsilon:
+                    self.next_index = r + 1  # this round's shape, not the budget: skip it
+                else:
+                    self._stopped = True
                 return None
         projected = self.account.epsilon([event])
-        self.ledger.append(
-            "round_projected",
-            ledger_mod.jsonable(
-                {"dp_event": event.to_dict(), "projected_epsilon": projected, **round_info}
+        self.ledger.append_record(
+            RoundProjected(
+                dp_event=event.to_dict(),
+                projected_epsilon=_finite(projected),
+                privacy_unit=round_info["privacy_unit"],
+                adjacency=round_info["adjacency"],
+                aggregation=ledger_mod.jsonable(round_info["aggregation"]),
+                expected_cohort=len(cohort),
             ),
             round_id=r,
         )
@@ -430,20 +477,28 @@ class Orchestrator:
         self.account.events.append(plan.event)
         record["epsilon"] = self.account.epsilon()
         round_info = self._round_info(r)
-        entry = ledger_mod.jsonable(
-            {
-                "dp_event": plan.event.to_dict(),
-                "epsilon": record["epsilon"],
-                "delta": cfg.delta,
-                "participants": record["participants"],
-                "cohort_size": record["cohort_size"],
-                "dropped": record["dropped"],
-                "metrics": {k: record[k] for k in ("accuracy", "loss", "bytes_up", "bytes_down")},
-                "timings": record["timings"],
-                **round_info,
-                "aggregation": {**round_info["aggregation"], **record.pop("protocol")},
-            }
+        completed = RoundCompleted(
+            dp_event=plan.event.to_dict(),
+            participants=len(record["participants"]),
+            participant_ids=list(record["participants"]),
+            cohort_size=record["cohort_size"],
+            dropouts=record["n_dropped"],
+            dropped=ledger_mod.jsonable(record["dropped"]),
+            epsilon=_finite(record["epsilon"]),
+            delta=cfg.delta,
+            accountant=cfg.accountant,
+            privacy_unit=round_info["privacy_unit"],
+            adjacency=round_info["adjacency"],
+            aggregation=ledger_mod.jsonable(
+                {**round_info["aggregation"], **record.pop("protocol")}
+            ),
+            accuracy=_finite(record["accuracy"]),
+            loss=_finite(record["loss"]),
+            bytes_up=_finite(record["bytes_up"]),
+            bytes_down=_finite(record["bytes_down"]),
+            timings=ledger_mod.jsonable(record["timings"]),
         )
+        entry = completed.to_payload()
         self.metrics.append(record)
         self.global_flat = new_flat
         ckpt_mod.save(
@@ -461,7 +516,7 @@ class Orchestrator:
                 metrics=[ledger_mod.jsonable(m) for m in self.metrics],
             ),
         )
-        self.ledger.append("round_completed", entry, round_id=r)
+        self.ledger.append_record(completed, round_id=r)
         self._write_metrics()
         self.next_index = r + 1
         _emit(self.callback, "round", **record)
@@ -490,57 +545,66 @@ class Orchestrator:
             if self.metrics
             else 0.0,
         )
-        self.ledger.append(
-            "run_finished",
-            ledger_mod.jsonable(
-                {
-                    "rounds_completed": result.rounds_completed,
-                    "epsilon": eps,
-                    "delta": self.cfg.delta,
-                    "accuracy": result.accuracy,
-                    "loss": result.loss,
-                    "refused": self.refused,
-                    "global_adapter_sha256": sha256_of(self.global_flat),
-                }
-            ),
+        self.ledger.append_record(
+            RunFinished(
+                rounds_completed=result.rounds_completed,
+                epsilon=_finite(eps),
+                delta=self.cfg.delta,
+                accuracy=_finite(result.accuracy),
+                loss=_finite(result.loss),
+                refused=ledger_mod.jsonable({"r": self.refused})["r"],
+                global_adapter_sha256=sha256_of(self.global_flat),
+            )
         )
-        result.report_paths = self._write_reports()
+        # Publish the head anchor outside the run directory (rollback detection by default)
+        # and fold the WAL into one self-contained ledger file.
+        from securefl.audit.anchors import finish_ledger
+
+        anchor = finish_ledger(self.ledger, run_dir=self.run_dir, key_dir=self.key_dir)
+        result.anchor = anchor.text
+        result.public_key = str(self.public_key_path)
+        result.report_paths = self._write_reports(anchor.text)
         (self.run_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2), "utf-8")
         _emit(self.callback, "finished", **result.summary())
         return result
 
     # -- helpers --------------------------------------------------------------------------
-    def _run_started_payload(self) -> dict[str, Any]:
+    def _run_started(self) -> RunStarted:
         from securefl.audit.provenance import code_version
 
         cfg = self.cfg
-        return ledger_mod.jsonable(
-            {
-                "config": cfg.to_dict(),
-                "config_sha256": cfg.digest(),
-                "planned_rounds": cfg.rounds,
-                "code_version": code_version(),
-                "model": dict(self.model.provenance),
-                "adapter": {
-                    "parameters": self.model.layout.size,
-                    "layout_sha256": self.layout_digest,
-                    "bytes_per_update_fp32": 4 * self.model.layout.size,
-                    **self.model.adapter,
-                },
-                "privacy_unit": ledger_mod.privacy_unit(cfg),
-                "adjacency": ledger_mod.adjacency(cfg),
-                "aggregation": self.backend.protocol_info(),
-                "dp": self.backend.dp_info(),
-                "sampling": {
-                    "scheme": cfg.sampling,
-                    "q": cfg.sampling_rate,
-                    "m": cfg.clients_per_round,
-                    "n": cfg.n_clients,
-                    "source": "HMAC-SHA256 keyed with a per-run secret",
-                },
-                "policy": None if self.policy is None else self.policy.name,
-                "device": self.model.device,
-            }
+        j = ledger_mod.jsonable
+        return RunStarted(
+            privacy_unit=ledger_mod.privacy_unit(cfg),
+            adjacency=ledger_mod.adjacency(cfg),
+            planned_rounds=cfg.rounds,
+            code_version=j(code_version()),
+            aggregation=j(self.backend.protocol_info()),
+            dp=None if cfg.dp == "none" else j(self.backend.dp_info()),
+            delta=cfg.delta,
+            accountant=cfg.accountant,
+            sampling={
+                "scheme": cfg.sampling,
+                "q": cfg.sampling_rate,
+                "m": cfg.clients_per_round,
+                "n": cfg.n_clients,
+                "source": "HMAC-SHA256 keyed with a per-run secret kept in the key directory",
+            },
+            model=j(dict(self.model.provenance)),
+            config=j(cfg.to_dict()),
+            config_sha256=cfg.digest(),
+            policy=None if self.policy is None else self.policy.name,
+            extra=j(
+                {
+                    "adapter": {
+                        "parameters": self.model.layout.size,
+                        "layout_sha256": self.layout_digest,
+                        "bytes_per_update_fp32": 4 * self.model.layout.size,
+                        **self.model.adapter,
+                    },
+                    "device": self.model.device,
+                }
+            ),
         )
 
     def _write_metrics(self) -> None:
@@ -549,26 +613,28 @@ class Orchestrator:
         )
         ckpt_mod.atomic_write_text(self.run_dir / METRICS_NAME, text)
 
-    def _write_reports(self) -> dict[str, str]:
-        """Audit report (JSON / Markdown / HTML) of this run's ledger."""
+    def _write_reports(self, anchor: str | None = None) -> dict[str, str]:
+        """Audit report (JSON / Markdown / HTML, and PDF where a Chromium is installed) of this
+        run's ledger, verified against its key and the head anchor just published."""
         from securefl.audit import report as report_mod
+        from securefl.audit.render_pdf import PdfRenderError
 
         report = report_mod.build_report(
             self.ledger,
             policy=self.policy,
             metrics={int(m["round"]): m for m in self.metrics},
-            public_key=self.run_dir / (ledger_mod.KEY_NAME + ".pub"),
+            public_key=self.public_key_path,
+            expected_head=anchor,
             delta=self.cfg.delta,
         )
-        out: dict[str, str] = {}
-        for fmt, writer in (
-            ("json", report_mod.write_json),
-            ("md", report_mod.write_markdown),
-            ("html", report_mod.write_html),
-        ):
-            path = self.run_dir / f"report.{fmt}"
-            writer(report, path)
-            out[fmt] = str(path)
+        stem = self.run_dir / "report"
+        out = {
+            fmt: str(path)
+            for fmt, path in report_mod.write_report(report, stem, ("json", "md", "html")).items()
+        }
+        # No headless Chromium here: no PDF (the HTML report is the same page).
+        with contextlib.suppress(PdfRenderError):
+            out["pdf"] = str(report_mod.write_pdf(report, stem.with_suffix(".pdf")))
         return out
 
 

@@ -26,9 +26,12 @@ SECRET_NAME = "sampling.key"  # noqa: S105 (a file name, not a secret)
 _LABEL = b"securefl/fl/client-sampling/v1"
 
 
-def load_or_create_secret(run_dir: Path) -> bytes:
-    """The run's sampling secret; created with ``secrets`` on first use."""
-    path = run_dir / SECRET_NAME
+def load_or_create_secret(directory: Path, name: str = SECRET_NAME) -> bytes:
+    """The run's sampling secret ``directory/name``; created with ``secrets`` on first use.
+
+    The loop keeps it in the key directory, not the run directory: whoever learns it after the
+    run learns who took part in each round, which undoes amplification by sampling."""
+    path = directory / name
     if path.is_file():
         key = path.read_bytes()
         if len(key) != 32:

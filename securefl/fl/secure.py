@@ -116,6 +116,7 @@ class SecAggAggregator:
         round_index: int,
         context: bytes,
     ) -> AggregateOutcome:
+        from securefl.secagg.client import ClientPolicy
         from securefl.secagg.simulate import (
             DropoutPlan,
             SimulatedIdentities,
@@ -156,9 +157,18 @@ class SecAggAggregator:
             if cid in inputs:
                 by_stage[stage if stage in by_stage else "masked_input"].add(cid + 1)
         plan_drop = DropoutPlan(**{s: frozenset(v) for s, v in by_stage.items()})
+        # clients hold the run's (recorded) threat model; semi-honest stays an explicit opt-in
+        policy = ClientPolicy(
+            threat_model=config.threat_model, corrupt_fraction=self.cfg.corrupt_fraction
+        )
         transcript: list[tuple[str, int, int, bytes]] | None = None if self.observer is None else []
         result = run_round(
-            encoded, config, dropouts=plan_drop, identities=identities, transcript=transcript
+            encoded,
+            config,
+            dropouts=plan_drop,
+            identities=identities,
+            transcript=transcript,
+            policy=policy,
         )
         for stage, sender, recipient, data in transcript or ():
             assert self.observer is not None

@@ -10,7 +10,7 @@ Normative spec: ``protocols/secagg.md``.
 
 from __future__ import annotations
 
-from securefl.secagg.client import ClientPolicy, ClientProtocol, ClientState
+from securefl.secagg.client import ClientPolicy, ClientProtocol
 from securefl.secagg.config import (
     PROTOCOL_VERSION,
     THREAT_MODELS,
@@ -37,7 +37,7 @@ from securefl.secagg.messages import (
     decode,
 )
 from securefl.secagg.randomness import DeterministicRandomness, RandomSource, SystemRandomness
-from securefl.secagg.server import ServerProtocol, ServerState
+from securefl.secagg.server import ServerProtocol
 from securefl.secagg.simulate import (
     DropoutPlan,
     NamedSumResult,
@@ -48,11 +48,22 @@ from securefl.secagg.simulate import (
     secure_sum_named,
     simulation_config,
 )
+from securefl.secagg.transitions import (
+    CLIENT_TRANSITIONS,
+    SERVER_TRANSITIONS,
+    ClientEvent,
+    ClientState,
+    ServerEvent,
+    ServerState,
+)
 
 __all__ = [
+    "CLIENT_TRANSITIONS",
     "PROTOCOL_VERSION",
+    "SERVER_TRANSITIONS",
     "THREAT_MODELS",
     "AdvertiseKeys",
+    "ClientEvent",
     "ClientPolicy",
     "ClientProtocol",
     "ClientState",
@@ -69,6 +80,7 @@ __all__ = [
     "RandomSource",
     "RoundResult",
     "SecAggConfig",
+    "ServerEvent",
     "ServerProtocol",
     "ServerState",
     "ShareKeys",

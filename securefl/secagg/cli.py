@@ -25,6 +25,7 @@ def _demo(
 
     from securefl.encoding import error_bound, plan_ring
     from securefl.errors import AbortError, ConfigurationError
+    from securefl.secagg.client import ClientPolicy
     from securefl.secagg.config import THREAT_MODELS
     from securefl.secagg.params import solve_parameters
     from securefl.secagg.simulate import (
@@ -91,12 +92,15 @@ def _demo(
         f"({escape(why)}); {n_drop} clients drop before their masked input"
     )
     try:
+        # the clients hold the same threat model as the command line (semi-honest: opt-in)
+        policy = ClientPolicy(threat_model=config.threat_model, corrupt_fraction=gamma)
         out = secure_sum_named(
             updates,
             config,
             plan,
             dropouts=DropoutPlan(masked_input=dropped),
             identities=identities,
+            policy=policy,
         )
     except AbortError as exc:
         console.print(f"[red]round aborted[/]: {escape(str(exc))}")

@@ -15,7 +15,6 @@ import itertools
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -52,22 +51,24 @@ from securefl.secagg.messages import (
     pack_ids,
 )
 from securefl.secagg.randomness import RandomSource, SystemRandomness
+from securefl.secagg.transitions import ClientEvent, ClientState, client_expects, client_next
+from securefl.vocabulary import ThreatModel
 
 SHARE_AD_LABEL = b"securefl/secagg/v1/share\x00"
+_STAGE_NAME = {
+    "ShareKeysRequest": Stage.SHARE_KEYS.name,
+    "MaskedInputRequest": Stage.MASKED_INPUT.name,
+    "ConsistencyRequest": Stage.CONSISTENCY_CHECK.name,
+    "UnmaskRequest": Stage.UNMASK.name,
+}
 _PLAINTEXT = struct.Struct("<II")
 PLAINTEXT_BYTES = _PLAINTEXT.size + 2 * shamir.SHARE_BYTES
 
 
-class ClientState(Enum):
-    """Client states; the transition table is in ``protocols/secagg.md`` §6."""
-
-    IDLE = "idle"
-    ADVERTISED = "advertised"  # sent AdvertiseKeys, awaits ShareKeysRequest
-    SHARED = "shared"  # sent ShareKeys, awaits MaskedInputRequest
-    MASKED = "masked"  # sent MaskedInput, awaits ConsistencyRequest
-    SIGNED = "signed"  # sent ConsistencyCheck, awaits UnmaskRequest
-    UNMASKED = "unmasked"  # answered ≥ 1 UnmaskRequest (further ones allowed, same rules)
-    FAILED = "failed"  # refused a request; accepts nothing more
+#: Fewest clients (including itself) whose sum a client lets the server see by default: with
+#: two, the other party's input alone determines ours; three is the least that hides an input
+#: in a sum at all. Deployments choose more (Sybils, spec §1); DP is what survives collusion.
+DEFAULT_MIN_COHORT = 3
 
 
 @dataclass(frozen=True)
@@ -78,21 +79,36 @@ class ClientPolicy:
     needs its own floor (spec §7, C0): it refuses a round whose threshold is below
     ``min_threshold`` or below the bound of ``threat_model`` with ``corrupt_fraction`` γ
     (params.min_threshold: t > (n + ⌊γn⌋)/2 on the complete graph against a malicious server),
-    and never signs or unmasks a survivor set smaller than ``min_cohort``.
+    a malicious-model round without a global-model hash, and never signs or unmasks a survivor
+    set smaller than ``min_cohort``. The defaults are the safe ones (malicious server,
+    :data:`DEFAULT_MIN_COHORT`); ``ThreatModel.SEMI_HONEST`` is an explicit opt-in, shown in
+    :meth:`to_dict`.
     """
 
-    threat_model: str = "malicious"
+    threat_model: ThreatModel = ThreatModel.MALICIOUS
     corrupt_fraction: float = 0.0
     min_threshold: int = 2
-    min_cohort: int = 0
+    min_cohort: int = DEFAULT_MIN_COHORT
     security_bits: float = 40.0
 
     def __post_init__(self) -> None:
+        model = ThreatModel.parse(self.threat_model, parameter="threat_model")
+        object.__setattr__(self, "threat_model", model)
         for name in ("min_threshold", "min_cohort"):
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise ConfigurationError("must be a non-negative int", parameter=name)
-        required_threshold(3, 2, self.threat_model, self.corrupt_fraction, self.security_bits)
+        required_threshold(3, 2, model, self.corrupt_fraction, self.security_bits)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record of what this client demanded."""
+        return {
+            "threat_model": self.threat_model.value,
+            "corrupt_fraction": self.corrupt_fraction,
+            "min_threshold": self.min_threshold,
+            "min_cohort": self.min_cohort,
+            "security_bits": self.security_bits,
+        }
 
     def threshold_floor(self, config: SecAggConfig) -> int:
         """Smallest t this client accepts in ``config``'s cohort and graph."""
@@ -193,6 +209,8 @@ class ClientProtocol:
         randomness: RandomSource | None = None,
         policy: ClientPolicy | None = None,
     ) -> None:
+        """``policy=None`` means the default :class:`ClientPolicy` (malicious server, minimum
+        cohort :data:`DEFAULT_MIN_COHORT`), never "no policy": a weaker one must be passed."""
         if not config.has_client(client_id):
             raise ConfigurationError(f"{client_id} is not in the cohort", parameter="client_id")
         if keys.ed25519_public_bytes(identity_key) != config.identity_key(client_id):
@@ -201,19 +219,14 @@ class ClientProtocol:
             )
         self.config = config
         self.client_id = client_id
+        self.policy = policy = policy if policy is not None else ClientPolicy()
         #: Smallest threshold / survivor set we accept: the config's, raised by our policy.
         self.min_threshold = max(
-            config.threshold,
-            config.min_safe_threshold,
-            policy.threshold_floor(config) if policy is not None else 0,
+            config.threshold, config.min_safe_threshold, policy.threshold_floor(config)
         )
-        self.min_cohort = max(
-            config.effective_min_cohort, policy.min_cohort if policy is not None else 0
-        )
-        if (
-            policy is not None
-            and policy.threat_model == "malicious"
-            and config.model_digest == bytes(len(config.model_digest))
+        self.min_cohort = max(config.effective_min_cohort, policy.min_cohort)
+        if policy.threat_model is ThreatModel.MALICIOUS and config.model_digest == bytes(
+            len(config.model_digest)
         ):
             raise UnsafeRequestError(
                 "the round does not bind a global-model hash (model inconsistency, Pasquini "
@@ -240,12 +253,8 @@ class ClientProtocol:
         self._pair_keys: dict[int, bytes] = {}  # v -> AES-GCM key of the pair (u, v)
 
     # ------------------------------------------------------------------ helpers
-    def _expect(self, state: ClientState, what: str) -> None:
-        if self.state is not state:
-            raise LocalProtocolError(f"{what} called in state {self.state.value}")
-
     def _refuse(self, exc: RemoteProtocolError) -> RemoteProtocolError:
-        self.state = ClientState.FAILED
+        self.state = client_next(self.state, ClientEvent.REFUSAL)
         return exc
 
     def _live_floor(self, live_neighbours: int, what: str) -> None:
@@ -264,7 +273,7 @@ class ClientProtocol:
     # ------------------------------------------------------------------ stages
     def advertise_keys(self) -> AdvertiseKeys:
         """Round 0: fresh c_u, s_u; sign (session, round, u, c_u^PK, s_u^PK)."""
-        self._expect(ClientState.IDLE, "advertise_keys")
+        nxt = client_next(self.state, ClientEvent.ADVERTISE)
         self._cipher_sk = keys.x25519_private_from_bytes(self._rng.token_bytes(32))
         self._mask_sk = keys.x25519_private_from_bytes(self._rng.token_bytes(32))
         c_pk = keys.x25519_public_bytes(self._cipher_sk)
@@ -272,7 +281,7 @@ class ClientProtocol:
         sig = keys.sign(
             self._identity, advertise_transcript(self.config, self.client_id, c_pk, s_pk)
         )
-        self.state = ClientState.ADVERTISED
+        self.state = nxt
         return AdvertiseKeys(
             self.config.session_id,
             self.config.round_index,
@@ -285,11 +294,13 @@ class ClientProtocol:
 
     def share_keys(self, request: ShareKeysRequest) -> ShareKeys:
         """Round 1: verify neighbours' keys; Shamir-share b_u and s_u^SK; encrypt per peer."""
-        self._expect(ClientState.ADVERTISED, "share_keys")
+        nxt = client_next(self.state, ClientEvent.SHARE_KEYS_REQUEST)
         try:
-            return self._share_keys(request)
+            reply = self._share_keys(request)
         except RemoteProtocolError as exc:
             raise self._refuse(exc) from None
+        self.state = nxt
+        return reply
 
     def _share_keys(self, request: ShareKeysRequest) -> ShareKeys:
         cfg, u = self.config, self.client_id
@@ -342,12 +353,11 @@ class ClientProtocol:
                 key, aead.direction_nonce(u, v), plaintext, share_associated_data(cfg, u, v)
             )
             out.append((v, ct))
-        self.state = ClientState.SHARED
         return ShareKeys(cfg.session_id, cfg.round_index, u, SERVER_ID, ciphertexts=tuple(out))
 
     def masked_input(self, request: MaskedInputRequest, values: npt.NDArray[Any]) -> MaskedInput:
         """Round 2: y_u = x_u + PRG(b_u) + Σ_{v∈U2∩N(u)} ±PRG(s_{u,v}) mod 2^b."""
-        self._expect(ClientState.SHARED, "masked_input")
+        nxt = client_next(self.state, ClientEvent.MASKED_INPUT_REQUEST)
         cfg = self.config
         word = np.dtype(np.uint32) if cfg.bits <= 32 else np.dtype(np.uint64)
         if not isinstance(values, np.ndarray) or values.shape != (cfg.dimension,):
@@ -362,7 +372,7 @@ class ClientProtocol:
             raise self._refuse(exc) from None
         acc = np.array(values, dtype=word, copy=True)
         prg.add_masks(acc, pairs, bits=cfg.bits)  # reduces mod 2^b chunk by chunk, in cache
-        self.state = ClientState.MASKED
+        self.state = nxt
         return MaskedInput(
             cfg.session_id, cfg.round_index, self.client_id, SERVER_ID, bits=cfg.bits, values=acc
         )
@@ -386,11 +396,13 @@ class ClientProtocol:
 
     def consistency_check(self, request: ConsistencyRequest) -> ConsistencyCheck:
         """Round 3: sign U3 after checking it against what we saw (Fig. 4, ConsistencyCheck)."""
-        self._expect(ClientState.MASKED, "consistency_check")
+        nxt = client_next(self.state, ClientEvent.CONSISTENCY_REQUEST)
         try:
-            return self._consistency(request)
+            reply = self._consistency(request)
         except RemoteProtocolError as exc:
             raise self._refuse(exc) from None
+        self.state = nxt
+        return reply
 
     def _consistency(self, request: ConsistencyRequest) -> ConsistencyCheck:
         cfg, u = self.config, self.client_id
@@ -426,17 +438,17 @@ class ClientProtocol:
             packed=self._survivors_packed,
         )
         sig = keys.sign(self._identity, transcript)
-        self.state = ClientState.SIGNED
         return ConsistencyCheck(cfg.session_id, cfg.round_index, u, SERVER_ID, signature=sig)
 
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
         """Round 4: verify neighbours' U3 signatures, then reveal one share per listed peer."""
-        if self.state not in (ClientState.SIGNED, ClientState.UNMASKED):
-            raise LocalProtocolError(f"unmask called in state {self.state.value}")
+        nxt = client_next(self.state, ClientEvent.UNMASK_REQUEST)
         try:
-            return self._unmask(request)
+            reply = self._unmask(request)
         except RemoteProtocolError as exc:
             raise self._refuse(exc) from None
+        self.state = nxt
+        return reply
 
     def _unmask(self, request: UnmaskRequest) -> UnmaskResponse:
         cfg, u = self.config, self.client_id
@@ -498,7 +510,6 @@ class ClientProtocol:
             out.append((v, kind, seed_share if kind is ShareKind.SELF_MASK_SEED else key_share))
         for v, kind in wanted:
             self._revealed[v] = kind
-        self.state = ClientState.UNMASKED
         return UnmaskResponse(cfg.session_id, cfg.round_index, u, SERVER_ID, shares=tuple(out))
 
     def _open_share(self, v: int) -> tuple[bytes, bytes]:
@@ -516,22 +527,16 @@ class ClientProtocol:
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, message: Message, values: npt.NDArray[Any] | None = None) -> Message:
-        """Dispatch a server message to its stage; a message for another stage → ReplayError."""
-        expected = {
-            ClientState.ADVERTISED: Stage.SHARE_KEYS,
-            ClientState.SHARED: Stage.MASKED_INPUT,
-            ClientState.MASKED: Stage.CONSISTENCY_CHECK,
-            ClientState.SIGNED: Stage.UNMASK,
-            ClientState.UNMASKED: Stage.UNMASK,
-        }.get(self.state)
-        if expected is None:
+        """Dispatch a server message by the transition table (spec §6); a message for another
+        stage → ReplayError (and FAILED)."""
+        expected = client_expects(self.state)
+        if not expected:
             raise LocalProtocolError(f"no server message is expected in state {self.state.value}")
-        if message.FROM_CLIENT or message.STAGE is not expected:
-            raise self._refuse(
-                ReplayError(
-                    f"{type(message).__name__} arrived while expecting stage {expected.name}"
-                )
-            )
+        name = type(message).__name__
+        if message.FROM_CLIENT or name not in {e.value for e in expected}:
+            want = " or ".join(sorted(e.value for e in expected))
+            self.state = client_next(self.state, ClientEvent.OTHER_STAGE)
+            raise ReplayError(f"{name} arrived while expecting stage {_STAGE_NAME[want]} ({want})")
         if isinstance(message, ShareKeysRequest):
             return self.share_keys(message)
         if isinstance(message, MaskedInputRequest):

@@ -15,21 +15,30 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from securefl.crypto.keys import Ed25519PublicKey, load_ed25519_public
 from securefl.errors import ConfigurationError, SecureFLError
 from securefl.secagg.params import min_threshold
+from securefl.vocabulary import MAX_CLIENTS, ThreatModel
 
 PROTOCOL_NAME = b"securefl/secagg"
 PROTOCOL_VERSION = 1
 DIGEST_BYTES = 32
-MAX_CLIENTS = 1 << 20
 MAX_CLIENT_ID = (1 << 32) - 2  # Shamir x = id + 1 must fit in u32
 MAX_DIMENSION = 1 << 27
 MAX_NONCE_BYTES = 64
 _ZERO_DIGEST = bytes(DIGEST_BYTES)
 #: Threat models of spec §1 → the model name of the parameter solver (params.py).
-THREAT_MODELS: dict[str, str] = {"semi-honest": "semi-honest", "malicious": "semi-malicious"}
+THREAT_MODELS: dict[str, str] = {
+    ThreatModel.SEMI_HONEST: "semi-honest",
+    ThreatModel.MALICIOUS: "semi-malicious",
+}
+#: The threat model's byte in the session id (spec §3); fixed, whatever the enum's order.
+_THREAT_CODE = {ThreatModel.SEMI_HONEST: 0, ThreatModel.MALICIOUS: 1}
 
 
 class InsecureThresholdError(ConfigurationError):
@@ -37,13 +46,14 @@ class InsecureThresholdError(ConfigurationError):
 
 
 def required_threshold(
-    n: int, neighbour_count: int, threat_model: str, corrupt_fraction: float, security_bits: float
+    n: int,
+    neighbour_count: int,
+    threat_model: ThreatModel | str,
+    corrupt_fraction: float,
+    security_bits: float,
 ) -> int:
     """Smallest t private under ``threat_model`` with ``⌊γn⌋`` corrupt clients (params.py)."""
-    if not isinstance(threat_model, str) or threat_model not in THREAT_MODELS:
-        raise ConfigurationError(
-            f"must be one of {sorted(THREAT_MODELS)}", parameter="threat_model"
-        )
+    model = ThreatModel.parse(threat_model, parameter="threat_model")
     for name, value, lo, hi, top_open in (
         ("corrupt_fraction", corrupt_fraction, 0.0, 1.0, True),
         ("security_bits", security_bits, 1.0, 256.0, False),
@@ -61,7 +71,7 @@ def required_threshold(
         n,
         neighbour_count,
         float(corrupt_fraction),
-        model=THREAT_MODELS[threat_model],
+        model=model,
         sigma=float(security_bits),
     )
 
@@ -76,12 +86,14 @@ class SecAggConfig:
     ``min_cohort`` is the fewest responders an honest client lets the server aggregate over —
     it counts responders, not honest ones (Sybils have no cryptographic fix).
 
-    ``threat_model`` ("semi-honest" or "malicious" server), ``corrupt_fraction`` γ (clients
-    that may collude with the server) and ``security_bits`` σ (SecAgg+ privacy failure
-    ≤ 2^−σ) fix the smallest admissible threshold (:func:`required_threshold`): a config
-    with a lower t raises :class:`InsecureThresholdError`. Against a malicious server the
-    complete graph needs t > (n + ⌊γn⌋)/2 (Bell et al. 2020 §4). All three are bound into
-    the session id.
+    ``threat_model`` (:class:`~securefl.vocabulary.ThreatModel`; the older strings parse),
+    ``corrupt_fraction`` γ (clients that may collude with the server) and ``security_bits`` σ
+    (SecAgg+ privacy failure ≤ 2^−σ) fix the smallest admissible threshold
+    (:func:`required_threshold`): a config with a lower t raises
+    :class:`InsecureThresholdError`. The default is the malicious server — the complete graph
+    then needs t > (n + ⌊γn⌋)/2 (Bell et al. 2020 §4) and a non-zero ``model_digest``;
+    semi-honest is an explicit opt-in. All three are bound into the session id and appear in
+    :meth:`to_dict`.
     """
 
     client_ids: tuple[int, ...]
@@ -95,12 +107,14 @@ class SecAggConfig:
     layout_digest: bytes = _ZERO_DIGEST
     model_digest: bytes = _ZERO_DIGEST
     nonce: bytes = b""
-    threat_model: str = "semi-honest"
+    threat_model: ThreatModel = ThreatModel.MALICIOUS
     corrupt_fraction: float = 0.0
     security_bits: float = 40.0
     _index: dict[int, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        model = ThreatModel.parse(self.threat_model, parameter="threat_model")
+        object.__setattr__(self, "threat_model", model)
         ids = self.client_ids
         if not isinstance(ids, tuple) or not all(type(i) is int for i in ids):
             raise ConfigurationError("must be a tuple of ints", parameter="client_ids")
@@ -136,7 +150,7 @@ class SecAggConfig:
             value = getattr(self, name)
             if not isinstance(value, bytes) or len(value) != DIGEST_BYTES:
                 raise ConfigurationError(f"must be {DIGEST_BYTES} bytes", parameter=name)
-        if self.threat_model == "malicious" and self.model_digest == _ZERO_DIGEST:
+        if model is ThreatModel.MALICIOUS and self.model_digest == _ZERO_DIGEST:
             raise ConfigurationError(
                 "a malicious-server round must bind the hash of the global model and round "
                 "configuration (Pasquini et al. 2022); all zeros means 'no model'",
@@ -150,7 +164,7 @@ class SecAggConfig:
         if self.threshold < need:
             raise InsecureThresholdError(
                 f"t = {self.threshold} < {need}, the smallest threshold private against a "
-                f"{self.threat_model} server with {math.floor(self.corrupt_fraction * n + 1e-12)} "
+                f"{model.value} server with {math.floor(self.corrupt_fraction * n + 1e-12)} "
                 f"corrupt clients (n = {n}, {k} neighbours)",
                 parameter="threshold",
             )
@@ -177,7 +191,7 @@ class SecAggConfig:
         layout_digest: bytes = _ZERO_DIGEST,
         model_digest: bytes = _ZERO_DIGEST,
         nonce: bytes = b"",
-        threat_model: str = "semi-honest",
+        threat_model: ThreatModel | str = ThreatModel.MALICIOUS,
         corrupt_fraction: float = 0.0,
         security_bits: float = 40.0,
     ) -> SecAggConfig:
@@ -195,10 +209,33 @@ class SecAggConfig:
             layout_digest=layout_digest,
             model_digest=model_digest,
             nonce=nonce,
-            threat_model=threat_model,
+            threat_model=ThreatModel.parse(threat_model, parameter="threat_model"),
             corrupt_fraction=corrupt_fraction,
             security_bits=security_bits,
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public parameters as JSON-ready values (for ledgers and reports): what was
+        agreed, including the threat model, so a semi-honest opt-in is on the record."""
+        return {
+            "protocol_version": PROTOCOL_VERSION,
+            "session_id": self.session_id.hex(),
+            "client_ids": list(self.client_ids),
+            "threshold": self.threshold,
+            "degree": self.degree,
+            "neighbour_count": self.neighbour_count,
+            "bits": self.bits,
+            "dimension": self.dimension,
+            "min_cohort": self.min_cohort,
+            "round_index": self.round_index,
+            "layout_digest": self.layout_digest.hex(),
+            "model_digest": self.model_digest.hex(),
+            "nonce": self.nonce.hex(),
+            "threat_model": self.threat_model.value,
+            "corrupt_fraction": self.corrupt_fraction,
+            "security_bits": self.security_bits,
+            "min_safe_threshold": self.min_safe_threshold,
+        }
 
     @property
     def n(self) -> int:
@@ -243,6 +280,13 @@ class SecAggConfig:
     def id_set(self) -> frozenset[int]:
         return frozenset(self.client_ids)
 
+    @cached_property
+    def id_array(self) -> npt.NDArray[np.int64]:
+        """The sorted client ids as an array (the wire decoder checks lists against it)."""
+        out = np.asarray(self.client_ids, dtype=np.int64)
+        out.flags.writeable = False
+        return out
+
     def has_client(self, client_id: int) -> bool:
         return client_id in self._index
 
@@ -285,7 +329,7 @@ class SecAggConfig:
         h.update(
             struct.pack(
                 "<Bdd",
-                list(THREAT_MODELS).index(self.threat_model),
+                _THREAT_CODE[self.threat_model],
                 float(self.corrupt_fraction),
                 float(self.security_bits),
             )

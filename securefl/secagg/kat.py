@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 
 from securefl.crypto import keys
+from securefl.secagg.client import ClientPolicy
 from securefl.secagg.config import PROTOCOL_VERSION
 from securefl.secagg.graph import neighbours
 from securefl.secagg.messages import MaskedInput, decode
 from securefl.secagg.randomness import DeterministicRandomness
 from securefl.secagg.simulate import DropoutPlan, run_round, simulation_config
+from securefl.vocabulary import ThreatModel
 
 VECTOR_PATH = Path(__file__).resolve().parents[2] / "protocols" / "vectors" / "secagg_round.json"
 N, T, K, D, BITS = 10, 3, 4, 8, 16
@@ -51,7 +53,7 @@ def compute_round_vector() -> dict[str, Any]:
         model_digest=hashlib.sha256(b"kat global model").digest(),
         layout_digest=hashlib.sha256(b"kat layout").digest(),
         identities=identities,
-        threat_model="malicious",
+        threat_model=ThreatModel.MALICIOUS,
         corrupt_fraction=0.0,
     )
     graph = neighbours(config)
@@ -76,6 +78,7 @@ def compute_round_vector() -> dict[str, Any]:
         identities=identities,
         randomness=randomness,
         transcript=transcript,
+        policy=ClientPolicy(),  # explicit: the safe default, whatever run_round defaults to
     )
     masked = {}
     for _, sender, _, data in transcript:
@@ -100,7 +103,7 @@ def compute_round_vector() -> dict[str, Any]:
             "model_digest": config.model_digest.hex(),
             "layout_digest": config.layout_digest.hex(),
             "nonce": config.nonce.hex(),
-            "threat_model": config.threat_model,
+            "threat_model": config.threat_model.value,
             "corrupt_fraction": config.corrupt_fraction,
             "security_bits": config.security_bits,
             "identity_public_keys": {

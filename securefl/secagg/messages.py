@@ -9,23 +9,29 @@ exactly one encoding per value), reserved bytes zero, masked values below 2^b, a
 config is given, ids in the cohort and dimension/bits equal to the config. Anything else is a
 :class:`~securefl.errors.MalformedMessageError`; a parser exception never escapes.
 
+Lists are fixed-width records (a list of ciphertexts or shares has one length for all its
+entries), so every check runs on numpy views of the buffer, never per entry in Python; the
+entries themselves are built on first access (:class:`Records`), so decoding a maximal
+message costs milliseconds whatever its 2^20 entries (issue 12, hole 8).
+
 The dataclasses themselves accept any values (tests forge malicious messages with them); the
 state machines re-check every semantic rule on the objects they receive.
 """
 
 from __future__ import annotations
 
-import itertools
 import struct
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, Generic, TypeAlias, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
 
 from securefl.errors import MalformedMessageError
-from securefl.secagg.config import MAX_CLIENT_ID, MAX_CLIENTS, MAX_DIMENSION, SecAggConfig
+from securefl.secagg.config import MAX_CLIENT_ID, MAX_DIMENSION, SecAggConfig
+from securefl.vocabulary import MAX_CLIENTS
 
 MAGIC = b"SFSA"
 WIRE_VERSION = 1
@@ -40,7 +46,8 @@ MAX_CIPHERTEXT_BYTES = 256
 MAX_SHARE_BYTES = 64
 MAX_MESSAGE_BYTES = HEADER_BYTES + 16 + 8 * MAX_DIMENSION
 
-Ids: TypeAlias = tuple[int, ...]
+Ids: TypeAlias = Sequence[int]
+_T = TypeVar("_T")
 
 
 class Stage(IntEnum):
@@ -135,7 +142,7 @@ class ShareKeysRequest(Message):
     """Round 1, server → client: the advertisements of the recipient's live neighbours (U1)."""
 
     threshold: int
-    peers: tuple[PeerKeys, ...]
+    peers: Sequence[PeerKeys]
     TYPE: ClassVar[MessageType] = MessageType.SHARE_KEYS_REQUEST
     STAGE: ClassVar[Stage] = Stage.SHARE_KEYS
     FROM_CLIENT: ClassVar[bool] = False
@@ -151,7 +158,7 @@ class ShareKeysRequest(Message):
 class ShareKeys(Message):
     """Round 1, client → server: AES-GCM share ciphertexts, one per neighbour (routed)."""
 
-    ciphertexts: tuple[tuple[int, bytes], ...]  # (recipient v, e_{u,v})
+    ciphertexts: Sequence[tuple[int, bytes]]  # (recipient v, e_{u,v})
     TYPE: ClassVar[MessageType] = MessageType.SHARE_KEYS
     STAGE: ClassVar[Stage] = Stage.SHARE_KEYS
     FROM_CLIENT: ClassVar[bool] = True
@@ -164,7 +171,7 @@ class ShareKeys(Message):
 class MaskedInputRequest(Message):
     """Round 2, server → client: the ciphertexts addressed to it by neighbours in U2."""
 
-    ciphertexts: tuple[tuple[int, bytes], ...]  # (sender v, e_{v,u})
+    ciphertexts: Sequence[tuple[int, bytes]]  # (sender v, e_{v,u})
     TYPE: ClassVar[MessageType] = MessageType.MASKED_INPUT_REQUEST
     STAGE: ClassVar[Stage] = Stage.MASKED_INPUT
     FROM_CLIENT: ClassVar[bool] = False
@@ -231,7 +238,7 @@ class ConsistencyCheck(Message):
 class UnmaskRequest(Message):
     """Round 4, server → client: neighbours' U3 signatures, then alive and dead neighbour lists."""
 
-    signatures: tuple[tuple[int, bytes], ...]
+    signatures: Sequence[tuple[int, bytes]]
     alive: Ids
     dead: Ids
     TYPE: ClassVar[MessageType] = MessageType.UNMASK_REQUEST
@@ -248,7 +255,7 @@ class UnmaskRequest(Message):
 class UnmaskResponse(Message):
     """Round 4, client → server: one Shamir share per listed neighbour."""
 
-    shares: tuple[tuple[int, ShareKind, bytes], ...]  # (peer v, kind, share)
+    shares: Sequence[tuple[int, ShareKind, bytes]]  # (peer v, kind, share)
     TYPE: ClassVar[MessageType] = MessageType.UNMASK_RESPONSE
     STAGE: ClassVar[Stage] = Stage.UNMASK
     FROM_CLIENT: ClassVar[bool] = True
@@ -284,7 +291,7 @@ def _pack_ids(ids: Ids) -> bytes:
     return struct.pack(f"<I{len(ids)}I", len(ids), *ids)
 
 
-def _pack_ciphertexts(items: tuple[tuple[int, bytes], ...]) -> bytes:
+def _pack_ciphertexts(items: Sequence[tuple[int, bytes]]) -> bytes:
     parts = [struct.pack("<I", len(items))]
     parts.extend(struct.pack("<IH", v, len(ct)) + ct for v, ct in items)
     return b"".join(parts)
@@ -301,14 +308,18 @@ class _Reader:
         self.pos = start
         self.end = end
 
-    def take(self, n: int, what: str) -> bytes:
+    def skip(self, n: int, what: str) -> int:
+        """Bounds-check ``n`` bytes, advance past them, return where they start (no copy)."""
         if n < 0 or self.pos + n > self.end:
             raise MalformedMessageError(
                 f"truncated: {what} needs {n} bytes, {self.end - self.pos} left"
             )
-        out = self.data[self.pos : self.pos + n]
         self.pos += n
-        return out
+        return self.pos - n
+
+    def take(self, n: int, what: str) -> bytes:
+        start = self.skip(n, what)
+        return self.data[start : start + n]
 
     def u8(self, what: str) -> int:
         return self.take(1, what)[0]
@@ -326,11 +337,6 @@ class _Reader:
         if n * entry_min > self.end - self.pos:
             raise MalformedMessageError(f"{what} count {n} does not fit in the body")
         return n
-
-    def client_id(self, what: str, ctx: _Ctx) -> int:
-        v = self.u32(what)
-        ctx.check_id(v, what)
-        return v
 
     def done(self) -> None:
         if self.pos != self.end:
@@ -352,40 +358,141 @@ class _Ctx:
             raise MalformedMessageError(f"{what} {v} is not in the cohort")
 
 
-def _increasing(ids: list[int], what: str) -> None:
-    for a, b in itertools.pairwise(ids):
-        if b <= a:
-            raise MalformedMessageError(f"{what} must be strictly increasing (saw {a} then {b})")
+class Records(Sequence[_T], Generic[_T]):
+    """A decoded list, validated in bulk; its entries are built on first access.
+
+    Compares and hashes like the tuple of its entries, so decoded messages equal the
+    messages that were encoded.
+    """
+
+    __slots__ = ("_build", "_items", "_n")
+
+    def __init__(self, n: int, build: Callable[[], tuple[_T, ...]]) -> None:
+        self._n = n
+        self._build: Callable[[], tuple[_T, ...]] | None = build
+        self._items: tuple[_T, ...] | None = None
+
+    def _all(self) -> tuple[_T, ...]:
+        if self._items is None:
+            assert self._build is not None
+            self._items, self._build = self._build(), None
+        return self._items
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, index: int) -> _T: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[_T, ...]: ...
+    def __getitem__(self, index: int | slice) -> _T | tuple[_T, ...]:
+        return self._all()[index]
+
+    def __iter__(self) -> Iterator[_T]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, tuple | Records):
+            return self._all() == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._all())
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
+def _check_ids(ids: npt.NDArray[np.uint32], what: str, ctx: _Ctx, *, ordered: bool) -> None:
+    """Vectorised id checks: client ids, strictly increasing (if ``ordered``), in the cohort."""
+    if ids.size == 0:
+        return
+    ids = np.ascontiguousarray(ids)  # one pass over the strided records, then 4 bytes each
+    bad = (ids < 1) | (ids > MAX_CLIENT_ID)
+    if bad.any():
+        raise MalformedMessageError(f"{what} {int(ids[int(bad.argmax())])} is not a client id")
+    if ordered:
+        down = ids[1:] <= ids[:-1]
+        if down.any():
+            i = int(down.argmax())
+            raise MalformedMessageError(
+                f"{what} must be strictly increasing (saw {int(ids[i])} then {int(ids[i + 1])})"
+            )
+    if ctx.config is not None:
+        cohort = ctx.config.id_array
+        pos = np.minimum(np.searchsorted(cohort, ids), cohort.size - 1)
+        out = cohort[pos] != ids
+        if out.any():
+            raise MalformedMessageError(
+                f"{what} {int(ids[int(out.argmax())])} is not in the cohort"
+            )
+
+
+def _records(
+    r: _Reader, n: int, stride: int, fields: dict[str, tuple[str, int]], what: str
+) -> npt.NDArray[Any]:
+    """``n`` fixed-width records of ``stride`` bytes as a structured numpy view."""
+    start = r.skip(n * stride, f"{what} entries")
+    dtype = np.dtype(
+        {
+            "names": list(fields),
+            "formats": [f for f, _ in fields.values()],
+            "offsets": [o for _, o in fields.values()],
+            "itemsize": stride,
+        }
+    )
+    return np.frombuffer(r.data, dtype=dtype, count=n, offset=start)
 
 
 def _read_ids(r: _Reader, what: str, ctx: _Ctx) -> Ids:
-    """A counted list of ids, checked in bulk (U3 lists have n entries for n clients)."""
+    """A counted list of ids (U3 lists have n entries for n clients)."""
     n = r.count(what, 4, ctx.max_entries)
-    raw = r.take(4 * n, f"{what} entries")
-    ids = struct.unpack(f"<{n}I", raw)
-    if n:
-        if ids[0] < 1 or max(ids) > MAX_CLIENT_ID:
-            raise MalformedMessageError(f"{what} entry is not a client id")
-        if any(b <= a for a, b in itertools.pairwise(ids)):
-            raise MalformedMessageError(f"{what} must be strictly increasing")
-        if ctx.config is not None and not ctx.config.id_set.issuperset(ids):
-            raise MalformedMessageError(f"{what} entry is not in the cohort")
-    return ids
+    ids = _records(r, n, 4, {"id": ("<u4", 0)}, what)["id"]
+    _check_ids(ids, f"{what} entry", ctx, ordered=True)
+    return Records(n, lambda: tuple(ids.tolist()))
 
 
-def _read_ciphertexts(r: _Reader, what: str, ctx: _Ctx) -> tuple[tuple[int, bytes], ...]:
+def _slices(data: bytes, start: int, n: int, stride: int, size: int) -> list[bytes]:
+    return [data[o : o + size] for o in range(start, start + n * stride, stride)]
+
+
+def _pairs(
+    ids: npt.NDArray[Any], data: bytes, start: int, stride: int, size: int
+) -> Callable[[], tuple[tuple[int, bytes], ...]]:
+    """Builder of ``(id, bytes)`` entries: ``size`` bytes at ``start + i·stride``."""
+    n = ids.size
+    return lambda: tuple(zip(ids.tolist(), _slices(data, start, n, stride, size), strict=True))
+
+
+def _same_length_list(
+    r: _Reader, n: int, head: int, limit: int, what: str
+) -> tuple[int, int, npt.NDArray[Any]]:
+    """(length, start, records) of ``n`` entries ``id:u32 [kind:u8] len:u16 bytes[len]`` that
+    all carry the same ``len`` (the canonical form: honest lists are uniform)."""
+    start = r.pos
+    if n == 0:
+        return 0, start, _records(r, 0, head, {"id": ("<u4", 0)}, what)
+    if r.end - r.pos < head:
+        raise MalformedMessageError(f"truncated: {what} entry needs {head} bytes")
+    size = int.from_bytes(r.data[r.pos + head - 2 : r.pos + head], "little")
+    if size > limit:
+        raise MalformedMessageError(f"{what} of {size} bytes exceeds {limit}")
+    fields = {"id": ("<u4", 0), "len": ("<u2", head - 2)}
+    if head == 7:
+        fields["kind"] = ("u1", 4)
+    recs = _records(r, n, head + size, fields, what)
+    if (np.ascontiguousarray(recs["len"]) != size).any():
+        raise MalformedMessageError(f"{what} lengths differ within one list")
+    return size, start, recs
+
+
+def _read_ciphertexts(r: _Reader, what: str, ctx: _Ctx) -> Sequence[tuple[int, bytes]]:
     n = r.count(what, 6, ctx.max_entries)
-    out: list[tuple[int, bytes]] = []
-    for _ in range(n):
-        v = r.client_id(f"{what} peer id", ctx)
-        size = r.u16(f"{what} ciphertext length")
-        if size > MAX_CIPHERTEXT_BYTES:
-            raise MalformedMessageError(
-                f"{what} ciphertext of {size} bytes exceeds {MAX_CIPHERTEXT_BYTES}"
-            )
-        out.append((v, r.take(size, f"{what} ciphertext")))
-    _increasing([v for v, _ in out], f"{what} peer ids")
-    return tuple(out)
+    size, start, recs = _same_length_list(r, n, 6, MAX_CIPHERTEXT_BYTES, f"{what} ciphertext")
+    ids = np.ascontiguousarray(recs["id"])
+    _check_ids(ids, f"{what} peer id", ctx, ordered=True)
+    data = r.data
+    return Records(n, _pairs(ids, data, start + 6, 6 + size, size))
 
 
 def decode(data: bytes, *, config: SecAggConfig | None = None) -> Message:
@@ -466,20 +573,23 @@ def _r_share_request(r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
     threshold = r.u32("threshold")
     if not 1 <= threshold <= ctx.max_entries:
         raise MalformedMessageError(f"threshold {threshold} out of range")
-    n = r.count("peer keys", 4 + 2 * KEY_BYTES + SIGNATURE_BYTES, ctx.max_entries)
-    peers = []
-    for _ in range(n):
-        v = r.client_id("peer id", ctx)
-        peers.append(
-            PeerKeys(
-                v,
-                r.take(KEY_BYTES, "cipher public key"),
-                r.take(KEY_BYTES, "mask public key"),
-                r.take(SIGNATURE_BYTES, "signature"),
+    stride = 4 + 2 * KEY_BYTES + SIGNATURE_BYTES
+    n = r.count("peer keys", stride, ctx.max_entries)
+    start = r.pos
+    ids = np.ascontiguousarray(_records(r, n, stride, {"id": ("<u4", 0)}, "peer keys")["id"])
+    _check_ids(ids, "peer id", ctx, ordered=True)
+    data = r.data
+
+    def build() -> tuple[PeerKeys, ...]:
+        k, sig = KEY_BYTES, SIGNATURE_BYTES
+        return tuple(
+            PeerKeys(v, data[o : o + k], data[o + k : o + 2 * k], data[o + 2 * k : o + 2 * k + sig])
+            for v, o in zip(
+                ids.tolist(), range(start + 4, start + 4 + n * stride, stride), strict=True
             )
         )
-    _increasing([p.client_id for p in peers], "peer ids")
-    return ShareKeysRequest(**head, threshold=threshold, peers=tuple(peers))
+
+    return ShareKeysRequest(**head, threshold=threshold, peers=Records(n, build))
 
 
 def _r_share_keys(r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
@@ -529,31 +639,45 @@ def _r_consistency(r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
 
 
 def _r_unmask_request(r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
-    n = r.count("signatures", 4 + SIGNATURE_BYTES, ctx.max_entries)
-    sigs = []
-    for _ in range(n):
-        v = r.client_id("signer id", ctx)
-        sigs.append((v, r.take(SIGNATURE_BYTES, "signature")))
-    _increasing([v for v, _ in sigs], "signer ids")
+    stride = 4 + SIGNATURE_BYTES
+    n = r.count("signatures", stride, ctx.max_entries)
+    start = r.pos
+    ids = np.ascontiguousarray(_records(r, n, stride, {"id": ("<u4", 0)}, "signatures")["id"])
+    _check_ids(ids, "signer id", ctx, ordered=True)
+    data = r.data
+    sigs = Records(n, _pairs(ids, data, start + 4, stride, SIGNATURE_BYTES))
     alive = _read_ids(r, "alive list", ctx)
     dead = _read_ids(r, "dead list", ctx)
-    return UnmaskRequest(**head, signatures=tuple(sigs), alive=alive, dead=dead)
+    return UnmaskRequest(**head, signatures=sigs, alive=alive, dead=dead)
+
+
+_KINDS = (ShareKind.SELF_MASK_SEED, ShareKind.MASK_KEY)
 
 
 def _r_unmask_response(r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
     n = r.count("shares", 7, ctx.max_entries)
-    shares = []
-    for _ in range(n):
-        v = r.client_id("share peer id", ctx)
-        kind = r.u8("share kind")
-        if kind not in (0, 1):
-            raise MalformedMessageError(f"unknown share kind {kind}")
-        size = r.u16("share length")
-        if size > MAX_SHARE_BYTES:
-            raise MalformedMessageError(f"share of {size} bytes exceeds {MAX_SHARE_BYTES}")
-        shares.append((v, ShareKind(kind), r.take(size, "share")))
-    _increasing([v for v, _, _ in shares], "share peer ids")
-    return UnmaskResponse(**head, shares=tuple(shares))
+    size, start, recs = _same_length_list(r, n, 7, MAX_SHARE_BYTES, "share")
+    ids = np.ascontiguousarray(recs["id"])
+    _check_ids(ids, "share peer id", ctx, ordered=True)
+    kinds = np.ascontiguousarray(recs["kind"]) if n else np.zeros(0, dtype=np.uint8)
+    if (kinds > 1).any():
+        raise MalformedMessageError(f"unknown share kind {int(kinds.max())}")
+    data = r.data
+    return UnmaskResponse(
+        **head,
+        shares=Records(
+            n,
+            lambda: tuple(
+                (v, _KINDS[k], b)
+                for v, k, b in zip(
+                    ids.tolist(),
+                    kinds.tolist(),
+                    _slices(data, start + 7, n, 7 + size, size),
+                    strict=True,
+                )
+            ),
+        ),
+    )
 
 
 _BODY_READERS = {

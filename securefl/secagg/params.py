@@ -20,22 +20,22 @@ and the smallest such t (cheapest reconstruction). Total security failure ≤ 2^
 graph (classic SecAgg, Bonawitz et al. 2017) uses k = n−1 and the deterministic rules
 t > A (semi-honest) or t > (n + A)/2 (semi-malicious) with t ≤ n − D − 1.
 Feasibility needs γ + δ ≤ 0.9 (semi-honest) or γ + 2δ ≤ 0.9 (semi-malicious), as in the paper.
+The paper's semi-malicious model is :attr:`ThreatModel.MALICIOUS` (the default, its canonical
+spelling "malicious" is what results record); "semi-malicious" still parses.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from securefl.errors import ConfigurationError
+from securefl.vocabulary import MAX_CLIENTS, ThreatModel
 
-Model = Literal["semi-honest", "semi-malicious"]
-MODELS: tuple[str, ...] = ("semi-honest", "semi-malicious")
-MAX_CLIENTS = 10**7
 #: Largest sum γ + δ (semi-honest) or γ + 2δ (semi-malicious) the paper's analysis admits.
 MAX_BAD_FRACTION = 0.9
 _LN2 = math.log(2.0)
@@ -129,7 +129,14 @@ def _log2_disconnect(n: int, k: int, bad: int) -> float:
     return ln / _LN2
 
 
-def bounds(n: int, k: int, t: int, gamma: float, delta: float, model: str) -> tuple[float, float]:
+def _model(model: ThreatModel | str) -> ThreatModel:
+    """The threat model; Bell et al.'s "semi-malicious" is :attr:`ThreatModel.MALICIOUS`."""
+    return ThreatModel.parse(model, parameter="model")
+
+
+def bounds(
+    n: int, k: int, t: int, gamma: float, delta: float, model: ThreatModel | str
+) -> tuple[float, float]:
     """(log2 security failure, log2 correctness failure) of a random-Harary (k, t) choice.
 
     Security failure sums the connectivity and privacy union bounds; both are upper bounds.
@@ -137,7 +144,7 @@ def bounds(n: int, k: int, t: int, gamma: float, delta: float, model: str) -> tu
     corrupt, dropped = _counts(n, gamma, delta)
     others = n - 1
     log_x = _log_upper_tails(_log_hyp_pmf(others, corrupt, k))
-    need = t if model == "semi-honest" else 2 * t - k
+    need = t if _model(model) is ThreatModel.SEMI_HONEST else 2 * t - k
     priv = -math.inf if need > k else float(log_x[max(need, 0)]) + math.log(n)
     log_y = _log_lower_tails(_log_hyp_pmf(others, max(n - dropped - 1, 0), k))
     corr = -math.inf if t <= 0 else float(log_y[min(t - 1, k)]) + math.log(n)
@@ -146,7 +153,12 @@ def bounds(n: int, k: int, t: int, gamma: float, delta: float, model: str) -> tu
 
 
 def min_threshold(
-    n: int, k: int, gamma: float, *, model: str = "semi-honest", sigma: float = 40.0
+    n: int,
+    k: int,
+    gamma: float,
+    *,
+    model: ThreatModel | str = ThreatModel.MALICIOUS,
+    sigma: float = 40.0,
 ) -> int:
     """Smallest Shamir threshold t that keeps every honest client private (may exceed k).
 
@@ -159,16 +171,16 @@ def min_threshold(
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigurationError("must be a positive integer", parameter="k")
-    _validate(n, gamma, 0.0, sigma, 20.0, model, check_load=False)
+    honest = _validate(n, gamma, 0.0, sigma, 20.0, model, check_load=False)
     corrupt, _ = _counts(n, gamma, 0.0)
     if k >= n - 1:
-        if model == "semi-honest":
+        if honest:
             return max(corrupt + 1, 2)
         return max((n + corrupt) // 2 + 1, 2)
     upper = _log_upper_tails(_log_hyp_pmf(n - 1, corrupt, k))
     ok = np.flatnonzero(upper <= -(sigma + 1) * _LN2 - math.log(n))
     t_priv = int(ok[0]) if ok.size else k + 1
-    t = t_priv if model == "semi-honest" else math.ceil((t_priv + k) / 2)
+    t = t_priv if honest else math.ceil((t_priv + k) / 2)
     return max(t, 2)
 
 
@@ -178,10 +190,11 @@ def _validate(
     delta: float,
     sigma: float,
     eta: float,
-    model: str,
+    model: ThreatModel | str,
     *,
     check_load: bool = True,
-) -> None:
+) -> bool:
+    """Validate the inputs; True for the semi-honest model."""
     if isinstance(n, bool) or not isinstance(n, int) or not 3 <= n <= MAX_CLIENTS:
         raise ConfigurationError(f"must be an integer in [3, {MAX_CLIENTS}]", parameter="n")
     for name, value in (("gamma", gamma), ("delta", delta)):
@@ -198,16 +211,17 @@ def _validate(
             or not (1.0 <= float(value) <= 256.0)
         ):
             raise ConfigurationError("must be a number of bits in [1, 256]", parameter=name)
-    if model not in MODELS:
-        raise ConfigurationError(f"must be one of {MODELS}", parameter="model")
-    load = gamma + delta if model == "semi-honest" else gamma + 2 * delta
+    honest = _model(model) is ThreatModel.SEMI_HONEST
+    load = gamma + delta if honest else gamma + 2 * delta
     if check_load and load > MAX_BAD_FRACTION + _EPS:
-        what = "γ + δ" if model == "semi-honest" else "γ + 2δ"
+        what = "γ + δ" if honest else "γ + 2δ"
         raise InfeasibleParametersError(
-            f"{what} = {load:.3g} > {MAX_BAD_FRACTION}: in the {model} model too few honest "
-            "survivors remain for any threshold to be both private and live (Bell et al. 2020)",
+            f"{what} = {load:.3g} > {MAX_BAD_FRACTION}: in the {_model(model).value} model too "
+            "few honest survivors remain for any threshold to be both private and live "
+            "(Bell et al. 2020)",
             parameter="gamma",
         )
+    return honest
 
 
 def complete_graph_parameters(
@@ -217,13 +231,14 @@ def complete_graph_parameters(
     *,
     sigma: float = 40.0,
     eta: float = 20.0,
-    model: str = "semi-honest",
+    model: ThreatModel | str = ThreatModel.MALICIOUS,
 ) -> SecAggParams:
     """Classic SecAgg: k = n−1, the smallest deterministic t (no probability involved)."""
-    _validate(n, gamma, delta, sigma, eta, model)
+    honest = _validate(n, gamma, delta, sigma, eta, model)
+    name = _model(model).value
     corrupt, dropped = _counts(n, gamma, delta)
     live_neighbours = n - dropped - 1
-    if model == "semi-honest":
+    if honest:
         t, rule = max(corrupt + 1, 2), f"t > A = {corrupt} corrupt clients"
     else:
         t, rule = max((n + corrupt) // 2 + 1, 2), f"t > (n + A)/2 = {(n + corrupt) / 2:g}"
@@ -241,10 +256,10 @@ def complete_graph_parameters(
         delta=float(delta),
         sigma=float(sigma),
         eta=float(eta),
-        model=model,
+        model=name,
         complete_graph=True,
         rationale=(
-            f"complete graph (SecAgg), {model}: {rule}; t ≤ n − D − 1 = {live_neighbours} "
+            f"complete graph (SecAgg), {name}: {rule}; t ≤ n − D − 1 = {live_neighbours} "
             "live neighbours; both hold deterministically"
         ),
     )
@@ -257,7 +272,7 @@ def solve_parameters(
     *,
     sigma: float = 40.0,
     eta: float = 20.0,
-    model: str = "semi-honest",
+    model: ThreatModel | str = ThreatModel.MALICIOUS,
     complete_graph: bool = False,
 ) -> SecAggParams:
     """Smallest even k (random Harary graph) and smallest t meeting the bounds above.
@@ -265,7 +280,7 @@ def solve_parameters(
     Falls back to the complete graph when no k < n − 1 works (small n); raises
     :class:`InfeasibleParametersError` explaining which bound fails otherwise.
     """
-    _validate(n, gamma, delta, sigma, eta, model)
+    honest = _validate(n, gamma, delta, sigma, eta, model)
     if complete_graph:
         return complete_graph_parameters(n, gamma, delta, sigma=sigma, eta=eta, model=model)
     corrupt, dropped = _counts(n, gamma, delta)
@@ -282,7 +297,7 @@ def solve_parameters(
             why = f"k = {k}: corrupt neighbours may reach every threshold"
             continue
         t_priv = int(ok[0])  # smallest t with n·P[X ≥ t] ≤ 2^−(σ+1)
-        t = t_priv if model == "semi-honest" else math.ceil((t_priv + k) / 2)
+        t = t_priv if honest else math.ceil((t_priv + k) / 2)
         t = max(t, 2)
         lower = _log_lower_tails(_log_hyp_pmf(n - 1, max(n - dropped - 1, 0), k))
         if t > k or lower[t - 1] > ln_cor:
@@ -297,11 +312,11 @@ def solve_parameters(
             delta=float(delta),
             sigma=float(sigma),
             eta=float(eta),
-            model=model,
+            model=_model(model).value,
             complete_graph=False,
             rationale=(
                 f"smallest even k with: P[honest survivors disconnected] ≤ 2^−{sigma + 1:g}; "
-                f"n·P[corrupt neighbours ≥ {'t' if model == 'semi-honest' else '2t−k'}] "
+                f"n·P[corrupt neighbours ≥ {'t' if honest else '2t−k'}] "
                 f"≤ 2^−{sigma + 1:g}; n·P[live neighbours < t] ≤ 2^−{eta:g} "
                 f"(A = {corrupt} corrupt, D = {dropped} dropped, hypergeometric tails); "
                 f"achieved 2^{sec:.1f} / 2^{cor:.1f}"

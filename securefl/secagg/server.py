@@ -3,20 +3,25 @@
 The server collects client messages for the current stage (``receive`` / ``receive_bytes``)
 and, when its caller decides the stage is over (all in, or a timeout the caller measured),
 ``close_stage`` fixes the set of live clients U1 ⊇ U2 ⊇ U3 ⊇ U4 ⊇ U5 and returns the messages
-of the next stage. A malformed, misaddressed, replayed or duplicate client message never
-crashes the server: the client is dropped with a recorded reason (``rejected``). Clients whose
-neighbourhood has fallen below t are pruned (they would refuse anyway); when the sum can no
-longer be recovered, ``close_stage`` raises :class:`AbortError`.
+of the next stage. Every message is attributed to the client its *transport* authenticated
+(``transport_sender``, mandatory), never to its header. No client message crashes the server:
+a possible replay or re-delivery (other session, round or stage, a duplicate) is ignored
+without touching anyone (``ignored``); a fresh message that fails validation drops the client
+whose channel sent it (``rejected``) — so nobody can evict another client (spec §6.1).
+Clients whose neighbourhood has fallen below t are pruned (they would refuse anyway); when the
+sum can no longer be recovered, ``close_stage`` raises :class:`AbortError`.
 
 Unmasking reconstructs only what is needed: b_w for each survivor w ∈ U3 and s_v^SK for each
 client v ∈ U2 \\ U3 that dropped after sharing, then removes all masks in one chunk-major pass
 of the PRG over the running sum (the masked inputs are summed on arrival, never stored).
+Reconstruction uses every share received, not just t (spec §8.1): an inconsistent share is
+corrected around when the surplus allows (its holder is named in ``blamed``), and otherwise the
+round aborts — a wrong sum is never released.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from enum import Enum
+from collections.abc import Container, Iterable
 from typing import Any
 
 import numpy as np
@@ -25,6 +30,7 @@ import numpy.typing as npt
 from securefl.crypto import keys, prg, shamir
 from securefl.errors import (
     AbortError,
+    ConfigurationError,
     LocalProtocolError,
     MalformedMessageError,
     SecureFLError,
@@ -52,19 +58,7 @@ from securefl.secagg.messages import (
     decode,
     pack_ids,
 )
-
-
-class ServerState(Enum):
-    """Server states; the transition table is in ``protocols/secagg.md`` §6."""
-
-    COLLECT_ADVERTISE = "collect-advertise"
-    COLLECT_SHARES = "collect-shares"
-    COLLECT_MASKED = "collect-masked"
-    COLLECT_CONSISTENCY = "collect-consistency"
-    COLLECT_UNMASK = "collect-unmask"
-    DONE = "done"
-    ABORTED = "aborted"
-
+from securefl.secagg.transitions import ServerEvent, ServerState, server_accepts, server_next
 
 _STAGE_OF = {
     ServerState.COLLECT_ADVERTISE: Stage.ADVERTISE_KEYS,
@@ -83,7 +77,19 @@ _LOW_ORDER_PROBE = keys.x25519_private_from_bytes(
 
 
 class _Reject(Exception):
-    """Internal: the current client message is dropped with this reason."""
+    """Internal: the sender of the current message is dropped with this reason."""
+
+
+class _Ignore(Exception):
+    """Internal: the current message is ignored (maybe a replay); nobody is dropped."""
+
+
+def _check_sender(transport_sender: object) -> int:
+    if isinstance(transport_sender, bool) or not isinstance(transport_sender, int):
+        raise ConfigurationError(
+            "must be the client id the transport authenticated", parameter="transport_sender"
+        )
+    return transport_sender
 
 
 class ServerProtocol:
@@ -95,6 +101,13 @@ class ServerProtocol:
         self.state = ServerState.COLLECT_ADVERTISE
         self.word = np.dtype(np.uint32) if config.bits <= 32 else np.dtype(np.uint64)
         self.rejected: dict[int, str] = {}
+        #: Clients whose revealed share was inconsistent with the others' (corrected around).
+        self.blamed: dict[int, str] = {}
+        #: Secrets rebuilt from exactly t shares: nothing to check them against (spec §8.1).
+        self.unchecked: set[tuple[int, ShareKind]] = set()
+        #: Messages ignored without dropping anyone (first reason per client; spec §6.1).
+        self.ignored: dict[int, str] = {}
+        self.ignored_count = 0
         self.pruned: dict[int, str] = {}
         self.dropped: dict[Stage, frozenset[int]] = {}
         self._expected: set[int] = set(config.client_ids)
@@ -123,19 +136,44 @@ class ServerProtocol:
         return _STAGE_OF.get(self.state)
 
     def receive_bytes(self, data: bytes, *, transport_sender: int) -> bool:
-        """Decode and record one client message; False (and a recorded reason) if dropped."""
+        """Decode and record one client message; False if it was not accepted.
+
+        ``transport_sender`` is the client id the *transport* authenticated (TLS identity,
+        signed envelope, …) — never read from the message. Bytes that do not decode came from
+        that channel and are its fault: that client is dropped (spec §6.1).
+        """
+        sender = _check_sender(transport_sender)
         try:
             message = decode(data, config=self.config)
         except MalformedMessageError as exc:
-            self._drop(transport_sender, f"malformed message: {exc}")
+            if self._accepted_this_stage(sender):
+                self._ignore(sender, f"malformed message after its accepted one: {exc}")
+            else:
+                self._drop(sender, f"malformed message: {exc}")
             return False
-        return self.receive(message, transport_sender=transport_sender)
+        return self.receive(message, transport_sender=sender)
 
-    def receive(self, message: Message, *, transport_sender: int | None = None) -> bool:
-        """Record one client message for the current stage; False if the client was dropped."""
-        sender = message.sender if transport_sender is None else transport_sender
+    def receive(self, message: Message, *, transport_sender: int) -> bool:
+        """Record one client message for the current stage; False if it was not accepted.
+
+        Sender rule (spec §6.1): the message is attributed to ``transport_sender`` only, and
+        its header must name the same client. A message that may be a replay or a
+        re-delivery — another session, round or stage, a client not live here, a second
+        message for the stage — is *ignored* (``ignored``): it removes nobody and nothing
+        already accepted. A fresh message of this stage from the client's own channel that
+        fails validation (forged header, bad signature, wrong recipients, shapes, shares) is
+        that client's fault: it is dropped (``rejected``).
+        """
+        sender = _check_sender(transport_sender)
         try:
             self._check(message, sender)
+        except _Ignore as exc:
+            self._ignore(sender, str(exc))
+            return False
+        except _Reject as exc:
+            self._drop(sender, str(exc))
+            return False
+        try:
             self._accept(message)
         except _Reject as exc:
             self._drop(sender, str(exc))
@@ -150,25 +188,45 @@ class ServerProtocol:
             self._expected.discard(client)
             self.rejected.setdefault(client, reason)
 
+    def _ignore(self, client: int, reason: str) -> None:
+        self.ignored_count += 1
+        if self.config.has_client(client):
+            self.ignored.setdefault(client, reason)
+
+    def _accepted_this_stage(self, client: int) -> bool:
+        done: dict[ServerState, Container[int]] = {
+            ServerState.COLLECT_ADVERTISE: self._adverts,
+            ServerState.COLLECT_SHARES: self._shared,
+            ServerState.COLLECT_MASKED: self._masked,
+            ServerState.COLLECT_CONSISTENCY: self._signatures,
+            ServerState.COLLECT_UNMASK: self._responded,
+        }
+        return client in done.get(self.state, ())
+
     def _check(self, m: Message, sender: int) -> None:
+        """Freshness first (ignore), then attribution (the sender's fault)."""
         cfg = self.config
-        if self.stage is None:
-            raise _Reject(f"no message is expected in state {self.state.value}")
-        if not m.FROM_CLIENT or m.sender != sender or m.recipient != SERVER_ID:
-            raise _Reject("message is not from its transport sender to the server")
+        accepts = server_accepts(self.state)
+        if accepts is None:
+            raise _Ignore(f"no message is expected in state {self.state.value}")
+        if not cfg.has_client(sender) or sender not in self._expected:
+            raise _Ignore("transport sender is not a live client at this stage")
         if m.session_id != cfg.session_id or m.round_index != cfg.round_index:
-            raise _Reject("replayed message from another session or round")
-        if m.STAGE is not self.stage:
-            raise _Reject(f"{type(m).__name__} arrived during stage {self.stage.name}")
-        if sender not in self._expected:
-            raise _Reject("sender is not live at this stage")
+            raise _Ignore("replayed message from another session or round")
+        if type(m).__name__ != accepts.value:
+            raise _Ignore(f"{type(m).__name__} arrived while collecting {accepts.value}")
+        if self._accepted_this_stage(sender):
+            raise _Ignore(f"duplicate {type(m).__name__}; the first one stands")
+        if not m.FROM_CLIENT or m.sender != sender or m.recipient != SERVER_ID:
+            raise _Reject(
+                f"{type(m).__name__} from the channel of {sender} names sender {m.sender} "
+                f"and recipient {m.recipient}"
+            )
 
     def _accept(self, m: Message) -> None:
         u = m.sender
         cfg = self.config
         if isinstance(m, AdvertiseKeys):
-            if u in self._adverts:
-                raise _Reject("duplicate AdvertiseKeys")
             keys.verify(
                 cfg.identity_public(u),
                 m.signature,
@@ -182,8 +240,6 @@ class ServerProtocol:
             self._advertised_keys.update((m.cipher_pk, m.mask_pk))
             self._adverts[u] = m
         elif isinstance(m, ShareKeys):
-            if u in self._shared:
-                raise _Reject("duplicate ShareKeys")
             want = set(self.graph[u]) & self.u1
             got = [v for v, _ in m.ciphertexts]
             if len(got) != len(set(got)) or set(got) != want:
@@ -192,8 +248,6 @@ class ServerProtocol:
                 self._ciphertexts.setdefault(v, {})[u] = ct
             self._shared.add(u)
         elif isinstance(m, MaskedInput):
-            if u in self._masked:
-                raise _Reject("duplicate MaskedInput")
             values = m.values
             if (
                 m.bits != cfg.bits
@@ -207,8 +261,6 @@ class ServerProtocol:
             np.add(self._sum, values, out=self._sum)
             self._masked.add(u)
         elif isinstance(m, ConsistencyCheck):
-            if u in self._signatures:
-                raise _Reject("duplicate ConsistencyCheck")
             keys.verify(
                 cfg.identity_public(u),
                 m.signature,
@@ -223,8 +275,6 @@ class ServerProtocol:
             )
             self._signatures[u] = m.signature
         elif isinstance(m, UnmaskResponse):
-            if u in self._responded:
-                raise _Reject("duplicate UnmaskResponse")
             asked = self._requested.get(u, set())
             pairs = [(v, kind) for v, kind, _ in m.shares]
             if len(set(pairs)) != len(pairs) or not set(pairs) <= asked:
@@ -239,7 +289,7 @@ class ServerProtocol:
 
     # ------------------------------------------------------------------ stage closure
     def _fail(self, reason: str) -> AbortError:
-        self.state = ServerState.ABORTED
+        self.state = server_next(self.state, ServerEvent.ABORT)
         return AbortError(reason)
 
     def _floor(self, live: Iterable[int], stage: str) -> frozenset[int]:
@@ -265,6 +315,7 @@ class ServerProtocol:
 
     def close_stage(self) -> dict[int, Message]:
         """End the current stage; returns the next stage's message per live client."""
+        nxt = server_next(self.state, ServerEvent.CLOSE_STAGE)  # LocalProtocolError if done
         cfg = self.config
         sid, rnd = cfg.session_id, cfg.round_index
         if self.state is ServerState.COLLECT_ADVERTISE:
@@ -272,7 +323,7 @@ class ServerProtocol:
             self.u1 = self._floor(self._prune(got, "advertise"), "advertise")
             self.dropped[Stage.ADVERTISE_KEYS] = frozenset(cfg.client_ids) - self.u1
             self._expected = set(self.u1)
-            self.state = ServerState.COLLECT_SHARES
+            self.state = nxt
             out: dict[int, Message] = {}
             for u in sorted(self.u1):
                 peers = tuple(
@@ -290,7 +341,7 @@ class ServerProtocol:
             self.u2 = self._floor(self._prune(got, "share keys"), "share keys")
             self.dropped[Stage.SHARE_KEYS] = self.u1 - self.u2
             self._expected = set(self.u2)
-            self.state = ServerState.COLLECT_MASKED
+            self.state = nxt
             out = {}
             for u in sorted(self.u2):
                 inbox = self._ciphertexts.get(u, {})
@@ -308,7 +359,7 @@ class ServerProtocol:
                         f"masked input: client {v} has {live} surviving neighbours, need {t}"
                     )
             self._expected = set(self.u3)
-            self.state = ServerState.COLLECT_CONSISTENCY
+            self.state = nxt
             survivors = tuple(sorted(self.u3))
             self._u3_list, self._u3_packed = survivors, pack_ids(survivors)
             return {
@@ -330,7 +381,7 @@ class ServerProtocol:
                         f"consistency check: client {v} has {live} responders, need {t}"
                     )
             self._expected = set(askable)
-            self.state = ServerState.COLLECT_UNMASK
+            self.state = nxt
             out = {}
             for u in sorted(askable):
                 nb = self.graph[u]
@@ -348,17 +399,28 @@ class ServerProtocol:
             self.u5 = self._floor(self._responded, "unmask")
             self.dropped[Stage.UNMASK] = self.u4 - self.u5
             self.result = self._unmask()
-            self.state = ServerState.DONE
+            self.state = nxt
             return {}
-        raise LocalProtocolError(f"close_stage called in state {self.state.value}")
+        raise LocalProtocolError(f"close_stage called in state {self.state.value}")  # unreachable
 
     # ------------------------------------------------------------------ unmasking
     def _recover(self, v: int, kind: ShareKind) -> bytes:
+        """Robust reconstruction (spec §8.1): with s shares, up to ⌊(s − t)/2⌋ wrong ones are
+        corrected and their holders blamed; more → abort, never a wrong secret."""
         shares = self._shares.get((v, kind), {})
         try:
-            return shamir.reconstruct(shares, self.config.threshold)
+            got = shamir.reconstruct_robust(shares, self.config.threshold)
         except SecureFLError as exc:
             raise self._fail(f"unmask: cannot recover the {kind.name} of {v}: {exc}") from None
+        if len(shares) == self.config.threshold:
+            self.unchecked.add((v, kind))
+        for holder in sorted(got.inconsistent):
+            self.blamed.setdefault(
+                holder,
+                f"unmask: its {kind.name} share of {v} is off the polynomial of the other "
+                f"{len(shares) - 1} shares (corrected; client {holder} or dealer {v} is faulty)",
+            )
+        return got.secret
 
     def _unmask(self) -> npt.NDArray[Any]:
         cfg = self.config

@@ -29,6 +29,7 @@ from securefl.secagg.messages import SERVER_ID, Stage
 from securefl.secagg.randomness import RandomSource
 from securefl.secagg.server import ServerProtocol
 from securefl.tensors import TensorLayout
+from securefl.vocabulary import ThreatModel
 
 
 class SimulatedIdentities(Mapping[int, keys.Ed25519PrivateKey]):
@@ -109,7 +110,7 @@ def simulation_config(
     model_digest: bytes = bytes(DIGEST_BYTES),
     nonce: bytes = b"",
     identities: Mapping[int, keys.Ed25519PrivateKey] | None = None,
-    threat_model: str = "semi-honest",
+    threat_model: ThreatModel | str = ThreatModel.MALICIOUS,
     corrupt_fraction: float = 0.0,
     security_bits: float = 40.0,
 ) -> SecAggConfig:
@@ -272,6 +273,7 @@ def secure_sum_named(
     dropouts: DropoutPlan | None = None,
     weights: Mapping[int, float] | None = None,
     identities: Mapping[int, keys.Ed25519PrivateKey] | None = None,
+    policy: ClientPolicy | None = None,
 ) -> NamedSumResult:
     """Flatten (securefl.tensors), encode (clip + stochastic rounding), run a round, decode.
 
@@ -308,7 +310,7 @@ def secure_sum_named(
         enc = encode(layout.flatten(named), plan, weight=weight)
         encoded[u] = enc.values
         clipped[u] = enc.clipped
-    result = run_round(encoded, config, dropouts=dropouts, identities=identities)
+    result = run_round(encoded, config, dropouts=dropouts, identities=identities, policy=policy)
     flat = decode_sum(result.total, plan)
     sums = {
         spec.name: flat[start:stop].reshape(spec.shape) for spec, start, stop in layout.offsets()

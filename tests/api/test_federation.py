@@ -23,6 +23,8 @@ from securefl.api import (
     SecAggPlus,
     ThreatModel,
 )
+from securefl.audit.keys import assert_no_signing_key_under
+from securefl.audit.ledger import verify_ledger
 from securefl.errors import ConfigurationError
 
 
@@ -106,6 +108,20 @@ def test_user_driven_loop_is_plain_fedavg_with_exact_sums(tmp_path: Path) -> Non
         np.testing.assert_allclose(after["b"] - before["b"], 1.0)
     assert fed.result.epsilon == float("inf")  # no DP: the ledger says so
     assert Path(fed.result.report_paths["html"]).is_file()
+    # Custody (issue 14): nothing under the run directory can re-sign the ledger or reveal the
+    # cohorts; the ledger is one finished file and its head anchor was published.
+    assert_no_signing_key_under(tmp_path)
+    assert not list(tmp_path.rglob("*sampling*key*"))
+    assert not list(tmp_path.glob("ledger.sqlite-*"))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    seq, _, head = summary["ledger_anchor"].partition(":")
+    assert int(seq) > 0 and len(head) == 64
+    assert not Path(summary["ledger_public_key"]).is_relative_to(tmp_path)
+    assert verify_ledger(
+        tmp_path / "ledger.sqlite",
+        Path(summary["ledger_public_key"]),
+        expected_head=summary["ledger_anchor"],
+    ).ok
 
 
 def test_secure_loop_records_planned_rounds_code_version_and_refuses_strangers(
@@ -133,7 +149,9 @@ def test_secure_loop_records_planned_rounds_code_version_and_refuses_strangers(
     completed = _payloads(tmp_path, "round_completed")[0]
     assert projected["dp_event"] == completed["dp_event"]  # the event is the noise that ran
     assert projected["aggregation"]["threshold"] == completed["aggregation"]["threshold"]
-    assert completed["participants"] == list(range(8))
+    assert completed["participants"] == 8
+    assert completed["participant_ids"] == list(range(8))
+    assert completed["record_version"] == 1 if "record_version" in completed else True
 
 
 def test_policy_with_secagg_threshold_runs_and_refuses_when_exhausted(tmp_path: Path) -> None:

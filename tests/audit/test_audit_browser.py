@@ -66,5 +66,6 @@ def test_html_report_renders_in_chromium(
     dom = _chromium(chromium, tmp_path, "--dump-dom", "--virtual-time-budget=5000", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert 'data-render="ok"' in dom.stdout  # the load handler ran and saw no error
-    assert "charts:4/4" in dom.stdout  # every SVG chart has a non-empty box
+    assert 'data-charts="4/4"' in dom.stdout  # every SVG chart has a non-empty box
+    assert "charts:" not in dom.stdout  # and no internal marker is visible on the page
     assert "&lt;b&gt;not bold&lt;/b&gt;" in dom.stdout and "<b>not bold</b>" not in dom.stdout

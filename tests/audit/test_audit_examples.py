@@ -26,3 +26,11 @@ def test_examples_match_their_ledger() -> None:
     assert report["ledger"]["entries"] == result.entries
     for ext in ("md", "html"):
         assert result.head.anchor in (EXAMPLES / f"privacy_report.{ext}").read_text()
+
+
+@pytest.mark.skipif(not (EXAMPLES / "privacy_report.json").is_file(), reason="not generated")
+def test_examples_show_no_machine_local_path() -> None:
+    for ext in ("json", "md", "html"):
+        text = (EXAMPLES / f"privacy_report.{ext}").read_text()
+        for local in ("/tmp/", "/work/", "/home/", "/root/", "site-packages/gt"):
+            assert local not in text, (ext, local)

@@ -116,7 +116,12 @@ def test_output_is_a_secure_aggregation_input() -> None:
     cfg, ups, inputs = _encoded_cohort(n, 100, min_contributors=3)
     ident = SimulatedIdentities()
     config = simulation_config(
-        list(inputs), threshold=3, bits=cfg.bits, dimension=cfg.padded_dimension, identities=ident
+        list(inputs),
+        threshold=3,
+        bits=cfg.bits,
+        dimension=cfg.padded_dimension,
+        identities=ident,
+        model_digest=b"\x07" * 32,  # the default malicious-server round binds a model hash
     )
     result = run_round(inputs, config, identities=ident)
     expected = sum_mod(list(inputs.values()), cfg)
@@ -139,6 +144,7 @@ def test_dropouts_leave_the_survivors_noise_and_the_fixed_denominator() -> None:
         dimension=cfg.padded_dimension,
         min_cohort=4,
         identities=ident,
+        model_digest=b"\x07" * 32,  # the default malicious-server round binds a model hash
     )
     drop = DropoutPlan(masked_input=frozenset({5}))
     result = run_round(inputs, config, dropouts=drop, identities=ident)

@@ -118,7 +118,12 @@ def test_end_to_end_over_secure_aggregation_matches_plaintext() -> None:
     }
     ident = SimulatedIdentities()
     config = simulation_config(
-        list(ups), threshold=3, bits=plan.bits, dimension=d, identities=ident
+        list(ups),
+        threshold=3,
+        bits=plan.bits,
+        dimension=d,
+        identities=ident,
+        model_digest=b"\x07" * 32,
     )
     result = run_round(encoded, config, identities=ident)
     assert result.survivors == frozenset(ups)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +223,39 @@ def test_a_node_cannot_claim_another_clients_id() -> None:
     )
     result = run(InProcessTransport(nodes))
     assert result.node_of[victim.client_id] == 101
+    assert result.survivors == frozenset(IDS)
+    np.testing.assert_array_equal(result.total, expected_total(result, TASK.initial_state(RUN)))
+
+
+class _ImpostorFirst(InProcessTransport):
+    """Adds node 1, which answers the round's first request before everyone (nodes are tried
+    in id order) by claiming ``victim``'s client id with an advertisement it cannot sign."""
+
+    def __init__(self, nodes: dict[int, SecAggNode], victim: int) -> None:
+        super().__init__(nodes)
+        self.victim = victim
+
+    def node_ids(self) -> list[int]:
+        return [1, *super().node_ids()]
+
+    def exchange(
+        self, requests: Mapping[int, Any], *, timeout: float, round_index: int
+    ) -> dict[int, Any]:
+        honest = {n: r for n, r in requests.items() if n != 1}
+        replies = super().exchange(honest, timeout=timeout, round_index=round_index)
+        if 1 in requests and "config" in requests[1]:
+            replies[1] = {"v": 1, "client": self.victim, "payload": b"\x00" * 120}
+        return dict(sorted(replies.items()))
+
+
+def test_an_impostor_answering_first_cannot_evict_the_client_it_claims() -> None:
+    """Issue 12 hole 7 on the engine: a node's claim is not yet the client's authenticated
+    channel, so an unsigned advertisement is refused before the server attributes it to the
+    claimed client (which used to drop the real client from the round)."""
+    victim = IDENTITIES[101].client_id
+    result = run(_ImpostorFirst(make_nodes(), victim))
+    assert result.node_of[victim] == 101
+    assert "not signed" in result.rejected[1]
     assert result.survivors == frozenset(IDS)
     np.testing.assert_array_equal(result.total, expected_total(result, TASK.initial_state(RUN)))
 

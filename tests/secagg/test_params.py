@@ -16,6 +16,7 @@ from securefl.secagg.params import (
     min_threshold,
     solve_parameters,
 )
+from securefl.vocabulary import ThreatModel
 
 NS = [100, 1000, 10**4, 10**5, 10**6]
 # REFERENCE.md (Google fcp graph parameter finder; σ = 40, η = 20): (γ, δ, model) → [(k, t)].
@@ -74,6 +75,16 @@ def test_choice_is_minimal_and_satisfies_its_bounds(
         assert bounds(n, p.k, p.t - 1, gamma, delta, model)[0] > -(p.sigma + 1) - 1e-9
 
 
+def test_the_default_model_is_malicious_and_old_names_parse() -> None:
+    """Issue 12 hole 5 / issue 10: the solver defaults to the malicious server (Bell et al.'s
+    semi-malicious model); results record the vocabulary's canonical name."""
+    default = solve_parameters(1000, 0.05, 0.05)
+    old = solve_parameters(1000, 0.05, 0.05, model="semi-malicious")
+    new = solve_parameters(1000, 0.05, 0.05, model=ThreatModel.MALICIOUS)
+    assert default == old == new and default.model == "malicious"
+    assert min_threshold(10, 9, 0.0) == 6  # t > n/2 by default
+
+
 def test_semi_malicious_needs_more_than_semi_honest() -> None:
     honest = solve_parameters(1000, 0.05, 0.05, model="semi-honest")
     malicious = solve_parameters(1000, 0.05, 0.05, model="semi-malicious")
@@ -93,21 +104,21 @@ def test_complete_graph_rules() -> None:
 
 
 def test_small_cohorts_fall_back_to_the_complete_graph() -> None:
-    p = solve_parameters(7, 0.3, 0.3)
+    p = solve_parameters(7, 0.3, 0.3, model="semi-honest")
     assert p.complete_graph and (p.k, p.t) == (6, 3) and "no k < n−1" in p.rationale
     with pytest.raises(InfeasibleParametersError, match="complete graph fails too"):
-        solve_parameters(10, 0.3, 0.6)
+        solve_parameters(10, 0.3, 0.6, model="semi-honest")
 
 
 @pytest.mark.parametrize(
     ("args", "kwargs", "match"),
     [
-        ((1000, 0.5, 0.5), {}, "0.9"),
+        ((1000, 0.5, 0.5), {"model": "semi-honest"}, "0.9"),
         ((1000, 0.3, 0.31), {"model": "semi-malicious"}, "2δ"),
         ((1000, 1.0, 0.0), {}, "gamma"),
         ((1000, 0.1, -0.1), {}, "delta"),
         ((2, 0.1, 0.1), {}, "n"),
-        ((1000, 0.1, 0.1), {"model": "malicious"}, "model"),
+        ((1000, 0.1, 0.1), {"model": "evil"}, "model"),
         ((1000, 0.1, 0.1), {"sigma": 0}, "sigma"),
     ],
 )
@@ -120,13 +131,13 @@ def test_infeasible_or_invalid_requests_say_why(
 
 def test_infeasible_is_a_configuration_error_with_a_reason() -> None:
     with pytest.raises(InfeasibleParametersError) as info:
-        solve_parameters(30, 0.4, 0.6)
+        solve_parameters(30, 0.4, 0.6, model="semi-honest")
     assert "γ + δ" in str(info.value)
     assert issubclass(InfeasibleParametersError, ConfigurationError)
 
 
 def test_to_dict_is_json_ready() -> None:
-    d = solve_parameters(1000, 0.05, 0.05).to_dict()
+    d = solve_parameters(1000, 0.05, 0.05, model="semi-honest").to_dict()
     assert (
         d["k"] == 30 and d["model"] == "semi-honest" and math.isfinite(d["log2_security_failure"])
     )

@@ -58,7 +58,7 @@ def test_model_inconsistency_relay_is_refused() -> None:
         advert = c.advertise_keys()
         if c is victim:  # the server rewrites the victim's header into the main session
             advert = dataclasses.replace(advert, session_id=h.config.session_id)
-        h.server.receive(advert)
+        h.server.receive(advert, transport_sender=advert.sender)
     # the victim's own key signature is over the other session: an honest server drops it
     assert 1 in h.server.rejected and "SignatureError" in h.server.rejected[1]
     # a malicious server instead forwards the others' keys with the victim's session id
@@ -77,7 +77,7 @@ def test_model_inconsistency_masks_do_not_cancel() -> None:
     """Even with the signatures out of the way, two views derive unrelated mask keys: the sum of
     a pair's masks (which cancels within one view) is uniform garbage across views."""
     ids = [1, 2, 3]
-    a = simulation_config(ids, threshold=2, bits=32, dimension=4096)
+    a = simulation_config(ids, threshold=2, bits=32, dimension=4096, model_digest=b"\x08" * 32)
     b = dataclasses.replace(a, model_digest=b"\x09" * 32)
     sk1, sk2 = keys.generate_x25519(), keys.generate_x25519()
     shared = keys.exchange(sk1, keys.x25519_public_bytes(sk2))
@@ -149,7 +149,7 @@ def test_server_drops_hostile_key_advertisements(bad: str) -> None:
     sig = keys.sign(sk, advertise_transcript(h.config, 5, c_pk, a.mask_pk))
     adverts[5] = dataclasses.replace(a, cipher_pk=c_pk, signature=sig)
     for m in adverts.values():
-        h.server.receive(m)
+        h.server.receive(m, transport_sender=m.sender)
     assert set(h.server.rejected) == {5}
     out = h.server.close_stage()
     assert set(out) == {1, 2, 3, 4}
@@ -254,7 +254,9 @@ def test_decode_rejects_non_bytes(junk: object) -> None:
 
 
 def test_size_limit_checked_before_parsing() -> None:
-    cfg = simulation_config([1, 2, 3], threshold=2, bits=16, dimension=10)
+    cfg = simulation_config(
+        [1, 2, 3], threshold=2, bits=16, dimension=10, model_digest=b"\x08" * 32
+    )
     limit = max_message_bytes(cfg)
     assert limit < 2000
     advert = AdvertiseKeys(cfg.session_id, 0, 1, 0, bytes(32), bytes(32), bytes(64)).encode()

@@ -10,11 +10,12 @@ from securefl.crypto import keys
 from securefl.errors import ConfigurationError
 from securefl.secagg import SecAggConfig
 
+MODEL = b"\x01" * 32  # a malicious-server round (the default) binds a model hash
 KEYS = {u: keys.ed25519_public_bytes(keys.generate_ed25519()) for u in range(1, 6)}
 
 
 def _make(**kw: Any) -> SecAggConfig:
-    base: dict[str, Any] = {"threshold": 3, "bits": 16, "dimension": 4}
+    base: dict[str, Any] = {"threshold": 3, "bits": 16, "dimension": 4, "model_digest": MODEL}
     base.update(kw)
     ids = base.pop("ids", KEYS)
     return SecAggConfig.create(ids, **base)
@@ -47,10 +48,15 @@ def test_invalid_parameters_named(kw: dict[str, Any], parameter: str) -> None:
 
 
 def test_effective_values() -> None:
-    cfg = _make(degree=3, threshold=2)
+    cfg = _make(degree=3, threshold=2, threat_model="semi-honest")
     assert cfg.neighbour_count == 4 and cfg.is_complete  # 3 → 4 = n − 1: complete
     big = SecAggConfig.create(
-        {u: KEYS[1 + u % 5] for u in range(1, 21)}, threshold=3, bits=16, dimension=4, degree=5
+        {u: KEYS[1 + u % 5] for u in range(1, 21)},
+        threshold=3,
+        bits=16,
+        dimension=4,
+        degree=5,
+        threat_model="semi-honest",
     )
     assert big.neighbour_count == 6 and not big.is_complete
     assert _make(min_cohort=4).effective_min_cohort == 4

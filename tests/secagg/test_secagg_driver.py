@@ -24,6 +24,9 @@ from securefl.secagg import (
 from securefl.secagg.driver import Deliver, drive_round
 from securefl.secagg.messages import SERVER_ID
 from securefl.secagg.simulate import SimulatedTransport
+from securefl.vocabulary import ThreatModel
+
+from .conftest import SEMI_HONEST_POLICY
 
 IDS = list(range(1, 11))
 D = 5
@@ -31,7 +34,15 @@ D = 5
 
 def _cohort(degree: int | None = None) -> tuple[Any, SimulatedIdentities]:
     ident = SimulatedIdentities()
-    cfg = simulation_config(IDS, threshold=4, bits=16, dimension=D, degree=degree, identities=ident)
+    cfg = simulation_config(  # driver tests, not threat-model tests: explicit semi-honest opt-in
+        IDS,
+        threshold=4,
+        bits=16,
+        dimension=D,
+        degree=degree,
+        identities=ident,
+        threat_model=ThreatModel.SEMI_HONEST,
+    )
     return cfg, ident
 
 
@@ -60,7 +71,7 @@ class _Shuffled:
 @given(st.integers(0, 2**32 - 1), st.sampled_from([None, 6]))
 def test_delivery_order_does_not_change_the_sum(seed: int, degree: int | None) -> None:
     cfg, ident = _cohort(degree)
-    clients = {u: ClientProtocol(cfg, u, ident[u]) for u in IDS}
+    clients = {u: ClientProtocol(cfg, u, ident[u], policy=SEMI_HONEST_POLICY) for u in IDS}
     plan = DropoutPlan(masked_input=frozenset({2}), unmask=frozenset({5}))
     transport = _Shuffled(SimulatedTransport(clients, _inputs(), dropouts=plan), seed)
     result = drive_round(ServerProtocol(cfg), transport)
@@ -83,11 +94,11 @@ class _Spoofing:
 
 def test_the_server_refuses_a_reply_from_another_authenticated_sender() -> None:
     cfg, ident = _cohort()
-    clients = {u: ClientProtocol(cfg, u, ident[u]) for u in IDS}
+    clients = {u: ClientProtocol(cfg, u, ident[u], policy=SEMI_HONEST_POLICY) for u in IDS}
     result = drive_round(ServerProtocol(cfg), _Spoofing(SimulatedTransport(clients, _inputs())))
     assert 3 not in result.survivors
     assert 3 in result.dropped["advertise_keys"]
-    assert "not from its transport sender" in result.refused[4]  # the sender it was given
+    assert "channel of 4 names sender 3" in result.refused[4]  # blamed on its own channel
 
 
 class _CountingInputs(Mapping[int, np.ndarray[Any, Any]]):
@@ -111,7 +122,7 @@ def test_inputs_are_read_once_each_and_only_by_live_clients() -> None:
     cfg, ident = _cohort()
     inputs = _CountingInputs()
     plan = DropoutPlan(masked_input=frozenset({6}))
-    result = run_round(inputs, cfg, dropouts=plan, identities=ident)
+    result = run_round(inputs, cfg, dropouts=plan, identities=ident, policy=SEMI_HONEST_POLICY)
     assert sorted(inputs.reads) == [u for u in IDS if u != 6]
     assert result.total.tolist() == [sum(IDS) - 6] * D
 
@@ -120,7 +131,14 @@ def test_transcript_holds_every_wire_byte_and_matches_the_counts() -> None:
     cfg, ident = _cohort(degree=6)
     transcript: list[tuple[str, int, int, bytes]] = []
     plan = DropoutPlan(share_keys=frozenset({7}), consistency_check=frozenset({1}))
-    result = run_round(_inputs(), cfg, dropouts=plan, identities=ident, transcript=transcript)
+    result = run_round(
+        _inputs(),
+        cfg,
+        dropouts=plan,
+        identities=ident,
+        transcript=transcript,
+        policy=SEMI_HONEST_POLICY,
+    )
     for u in IDS:
         assert result.bytes_up[u] == sum(len(b) for _, s, _, b in transcript if s == u)
         assert result.bytes_down[u] == sum(len(b) for _, _, r, b in transcript if r == u)
@@ -147,7 +165,7 @@ class _Refusing:
 
 def test_transport_reports_land_in_refused_and_the_client_drops() -> None:
     cfg, ident = _cohort()
-    clients = {u: ClientProtocol(cfg, u, ident[u]) for u in IDS}
+    clients = {u: ClientProtocol(cfg, u, ident[u], policy=SEMI_HONEST_POLICY) for u in IDS}
     result = drive_round(ServerProtocol(cfg), _Refusing(SimulatedTransport(clients, _inputs())))
     assert result.refused[2] == "link lost"
     assert 2 not in result.survivors
@@ -164,4 +182,5 @@ def test_too_many_dropouts_abort() -> None:
             cfg,
             dropouts=DropoutPlan(share_keys=frozenset(range(1, 8))),
             identities=ident,
+            policy=SEMI_HONEST_POLICY,
         )

@@ -3,6 +3,8 @@ that leaves every client ≥ t live neighbours, and too few survivors abort clea
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 from hypothesis import event, given
@@ -17,6 +19,13 @@ from securefl.secagg import (
     run_round,
     simulation_config,
 )
+from securefl.vocabulary import ThreatModel
+
+from .conftest import SEMI_HONEST_POLICY
+
+MODEL = hashlib.sha256(b"protocol test model").digest()
+#: Explicit semi-honest opt-in for the property test, whose thresholds go down to 2.
+WEAK = {"threat_model": ThreatModel.SEMI_HONEST}
 
 STAGES = list(Stage)
 
@@ -56,7 +65,7 @@ def test_sum_exact_or_clean_abort(sc: dict[str, object]) -> None:
     ids = list(range(1, n + 1))
     ident = SimulatedIdentities()
     cfg = simulation_config(
-        ids, threshold=t, bits=bits, dimension=d, degree=degree, identities=ident
+        ids, threshold=t, bits=bits, dimension=d, degree=degree, identities=ident, **WEAK
     )  # type: ignore[arg-type]
     rng = np.random.default_rng(int(sc["seed"]))  # type: ignore[call-overload]
     dtype = np.uint32 if bits <= 32 else np.uint64
@@ -75,7 +84,7 @@ def test_sum_exact_or_clean_abort(sc: dict[str, object]) -> None:
         if stage_of.get(u) not in (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT)
     }
     try:
-        result = run_round(inputs, cfg, dropouts=plan, identities=ident)
+        result = run_round(inputs, cfg, dropouts=plan, identities=ident, policy=SEMI_HONEST_POLICY)
     except AbortError:
         event("aborted")
         assert not sufficient, "a round with enough live neighbours everywhere aborted"
@@ -98,7 +107,9 @@ def test_sum_exact_or_clean_abort(sc: dict[str, object]) -> None:
 def test_too_few_survivors_abort(stage: Stage) -> None:
     ids = list(range(1, 8))
     ident = SimulatedIdentities()
-    cfg = simulation_config(ids, threshold=4, bits=16, dimension=5, identities=ident)
+    cfg = simulation_config(
+        ids, threshold=4, bits=16, dimension=5, model_digest=MODEL, identities=ident
+    )
     inputs = {u: np.full(5, u, dtype=np.uint32) for u in ids}
     plan = DropoutPlan.from_mapping({stage: {1, 2, 3, 4}})
     with pytest.raises(AbortError):
@@ -108,7 +119,9 @@ def test_too_few_survivors_abort(stage: Stage) -> None:
 def test_min_cohort_enforced() -> None:
     ids = list(range(1, 9))
     ident = SimulatedIdentities()
-    cfg = simulation_config(ids, threshold=3, bits=16, dimension=4, min_cohort=7, identities=ident)
+    cfg = simulation_config(
+        ids, threshold=5, bits=16, dimension=4, min_cohort=7, model_digest=MODEL, identities=ident
+    )
     inputs = {u: np.full(4, u, dtype=np.uint32) for u in ids}
     one = DropoutPlan(masked_input=frozenset({8}))
     assert run_round(inputs, cfg, dropouts=one, identities=ident).survivors
@@ -123,7 +136,9 @@ def test_upload_is_four_bytes_per_parameter() -> None:
     d = 20000
     for bits, word in ((20, 4), (32, 4), (33, 8)):
         ident = SimulatedIdentities()
-        cfg = simulation_config(ids, threshold=3, bits=bits, dimension=d, identities=ident)
+        cfg = simulation_config(
+            ids, threshold=3, bits=bits, dimension=d, model_digest=MODEL, identities=ident
+        )
         inputs = {u: np.zeros(d, dtype=np.uint32 if bits <= 32 else np.uint64) for u in ids}
         result = run_round(inputs, cfg, identities=ident)
         # the masked-input message dominates; everything else is a few hundred bytes
@@ -149,6 +164,7 @@ def test_secure_sum_named_decodes_floats() -> None:
         dimension=layout.size,
         layout_digest=layout.digest(),
         identities=ident,
+        model_digest=MODEL,
     )
     drop = DropoutPlan(unmask=frozenset({2}))
     out = secure_sum_named(updates, cfg, plan, dropouts=drop, identities=ident)
@@ -220,11 +236,14 @@ def test_secure_sum_named_torch_tensors() -> None:
         dimension=layout.size,
         layout_digest=layout.digest(),
         identities=ident,
+        model_digest=MODEL,
     )
     out = secure_sum_named(updates, cfg, plan, identities=ident)
     assert np.allclose(out.sums["lora_A"], np.full((2, 3), 0.25 * 15), atol=5 * 2**-12)
     # lora_B: 3·u clipped to 4.0 for u ≥ 2 in the last coordinates → counted, not silent
     assert sum(out.clipped.values()) > 0
     with pytest.raises(Exception, match="layout"):
-        other = simulation_config(updates, threshold=3, bits=plan.bits, dimension=layout.size)
+        other = simulation_config(
+            updates, threshold=3, bits=plan.bits, dimension=layout.size, model_digest=MODEL
+        )
         secure_sum_named(updates, other, plan)

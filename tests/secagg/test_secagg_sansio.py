@@ -18,6 +18,7 @@ PROTOCOL_MODULES = [
     "graph.py",
     "config.py",
     "randomness.py",
+    "transitions.py",
 ]
 FORBIDDEN_MODULES = {"time", "socket", "threading", "asyncio", "random", "select", "datetime"}
 FORBIDDEN_CALLS = {"default_rng", "RandomState", "randint", "sleep"}

@@ -36,6 +36,7 @@ from securefl.secagg import (
     simulation_config,
 )
 from securefl.secagg.params import solve_parameters
+from securefl.vocabulary import ThreatModel
 
 from .conftest import make_harness
 
@@ -64,10 +65,13 @@ def test_complete_graph_malicious_bound_is_enforced(n: int, gamma: float) -> Non
             _cfg(n, t_min - 1, threat_model="malicious", corrupt_fraction=gamma)
         assert info.value.parameter == "threshold"
         assert isinstance(info.value, ConfigurationError)
-    # semi-honest: t > A suffices
+    # semi-honest (explicit opt-in): t > A suffices
     semi = max(corrupt + 1, 2)
     if semi <= n - 1:
-        assert _cfg(n, semi, corrupt_fraction=gamma).min_safe_threshold == semi
+        weak = _cfg(n, semi, corrupt_fraction=gamma, threat_model="semi-honest")
+        assert weak.min_safe_threshold == semi
+    # the default is the malicious bound
+    assert _cfg(n, n - 1).threat_model is ThreatModel.MALICIOUS
 
 
 @pytest.mark.parametrize(("n", "gamma"), [(40, 0.05), (40, 0.1), (30, 0.0)])
@@ -105,7 +109,7 @@ def test_threat_parameters_validated(kw: dict[str, Any], parameter: str) -> None
 def test_session_id_binds_the_threat_model() -> None:
     base = _cfg(6, 4)
     ids = {
-        _cfg(6, 4, threat_model="malicious").session_id,
+        _cfg(6, 4, threat_model="semi-honest").session_id,
         _cfg(6, 4, corrupt_fraction=0.1).session_id,
         _cfg(6, 4, security_bits=64).session_id,
         base.session_id,
@@ -118,10 +122,18 @@ def test_client_policy_refuses_a_weak_server_config() -> None:
     malicious server needs t ≥ 4 and refuses before sending anything."""
     ident = {u: keys.generate_ed25519() for u in range(1, 7)}
     weak = simulation_config(
-        range(1, 7), threshold=3, bits=16, dimension=4, identities=ident, model_digest=MODEL
+        range(1, 7),
+        threshold=3,
+        bits=16,
+        dimension=4,
+        identities=ident,
+        model_digest=MODEL,
+        threat_model="semi-honest",
     )
     with pytest.raises(UnsafeRequestError, match="below this client's minimum 4"):
         ClientProtocol(weak, 1, ident[1], policy=ClientPolicy())
+    with pytest.raises(UnsafeRequestError, match="below this client's minimum 4"):
+        ClientProtocol(weak, 1, ident[1])  # no policy given: the default one
     with pytest.raises(UnsafeRequestError, match="minimum 5"):
         ClientProtocol(weak, 1, ident[1], policy=ClientPolicy(min_threshold=5))
     with pytest.raises(UnsafeRequestError):  # 3 of 6 corrupt: t > 3
@@ -195,10 +207,15 @@ def test_malicious_rounds_must_bind_a_model_digest() -> None:
         _cfg(6, 4, threat_model="malicious", model_digest=bytes(32))
     assert info.value.parameter == "model_digest"
     ident = {u: keys.generate_ed25519() for u in range(1, 7)}
-    cfg = simulation_config(range(1, 7), threshold=4, bits=16, dimension=4, identities=ident)
-    ClientProtocol(cfg, 1, ident[1])  # semi-honest, no policy: the caller's choice
+    cfg = simulation_config(
+        range(1, 7), threshold=4, bits=16, dimension=4, identities=ident, threat_model="semi-honest"
+    )
+    weak = ClientPolicy(threat_model="semi-honest", min_cohort=0)
+    ClientProtocol(cfg, 1, ident[1], policy=weak)  # semi-honest on both sides: explicit opt-in
     with pytest.raises(UnsafeRequestError, match="global-model hash"):
         ClientProtocol(cfg, 1, ident[1], policy=ClientPolicy())
+    with pytest.raises(UnsafeRequestError, match="global-model hash"):
+        ClientProtocol(cfg, 1, ident[1])  # the default policy
 
 
 def test_required_threshold_small_cohorts() -> None:

@@ -26,7 +26,7 @@ def _transcript(make: Callable[..., Harness]) -> tuple[Harness, list[bytes]]:
     for c in h.clients.values():
         m = c.advertise_keys()
         wire.append(m.encode())
-        h.server.receive(m)
+        h.server.receive(m, transport_sender=m.sender)
     h.outbox = h.server.close_stage()
     h.stage = Stage.SHARE_KEYS
     while h.stage is not None:
@@ -38,7 +38,7 @@ def _transcript(make: Callable[..., Harness]) -> tuple[Harness, list[bytes]]:
             values = h.inputs[u] if h.stage is Stage.MASKED_INPUT else None
             reply = h.clients[u].handle(m, values)
             wire.append(reply.encode())
-            h.server.receive(reply)
+            h.server.receive(reply, transport_sender=u)
         h.outbox = h.server.close_stage()
         h.stage = Stage(h.stage + 1) if h.stage < Stage.UNMASK else None
     assert h.server.result is not None
@@ -159,3 +159,88 @@ def test_random_bodies_never_crash(data: st.DataObject) -> None:
         return
     assert msg.encode() == blob
     assert struct.unpack_from("<B", blob, 5)[0] == int(cls.TYPE)
+
+
+# ------------------------------------------------------------------ decoding cost (hole 8)
+
+_MAX = 1 << 20  # list entries allowed without a config (spec §10)
+
+
+def _maximal(mtype: int, prefix: bytes, width: int, fill: dict[int, int]) -> bytes:
+    """A message of type ``mtype`` whose body is ``prefix`` then 2^20 records of ``width``
+    bytes: id 1, 2, … at offset 0, and byte ``fill[k]`` at offset k (built with numpy)."""
+    from securefl.secagg.messages import HEADER, MAGIC, MESSAGE_CLASSES, MessageType
+
+    rec = np.zeros((_MAX, width), dtype=np.uint8)
+    rec[:, :4] = np.arange(1, _MAX + 1, dtype="<u4").view(np.uint8).reshape(_MAX, 4)
+    for k, v in fill.items():
+        rec[:, k] = v
+    body = prefix + rec.tobytes()
+    cls = MESSAGE_CLASSES[MessageType(mtype)]
+    sender, recipient = (1, 0) if cls.FROM_CLIENT else (0, 1)
+    head = HEADER.pack(
+        MAGIC, 1, mtype, int(cls.STAGE), 0, bytes(32), 0, sender, recipient, len(body)
+    )
+    return head + body
+
+
+_COUNT = _MAX.to_bytes(4, "little")
+#: name → (type, body prefix, record width, fixed bytes of each record)
+_MAXIMAL = {
+    "ConsistencyRequest": (6, _COUNT, 4, {}),
+    "UnmaskRequest": (8, _COUNT, 68, {}),  # + empty alive and dead lists, appended below
+    "ShareKeysRequest": (2, (2).to_bytes(4, "little") + _COUNT, 132, {}),
+    "MaskedInputRequest": (4, _COUNT, 96, {4: 90}),
+    "ShareKeys": (3, _COUNT, 96, {4: 90}),
+    "UnmaskResponse": (9, _COUNT, 40, {5: 33}),
+}
+
+
+@pytest.mark.parametrize("name", list(_MAXIMAL))
+def test_maximal_messages_decode_in_bulk(name: str) -> None:
+    """Issue 12 hole 8: decoding a maximal message without a config took 1.3–2.5 s in
+    per-entry Python loops (26–103 s for 2^20 entries on this loaded machine). Every check now
+    runs on numpy views and entries are built on first access: under 0.5 s (best of three;
+    about 0.05 s unloaded), and a bad id at the end of the list is still caught."""
+    import time
+
+    mtype, prefix, width, fill = _MAXIMAL[name]
+    data = _maximal(mtype, prefix, width, fill)
+    if name == "UnmaskRequest":  # alive and dead lists, both empty
+        data = data[:52] + (len(data) - 56 + 8).to_bytes(4, "little") + data[56:] + bytes(8)
+    took = []
+    for _ in range(3):
+        start = time.perf_counter()
+        msg = decode(data)
+        took.append(time.perf_counter() - start)
+    assert min(took) < 0.5, (name, took)
+    assert type(msg).__name__ == name
+    # the last record's id set to 1: not increasing, caught by the vectorised check
+    at = HEADER_BYTES + len(prefix) + (_MAX - 1) * width
+    bad = data[:at] + (1).to_bytes(4, "little") + data[at + 4 :]
+    with pytest.raises(MalformedMessageError, match="increasing"):
+        decode(bad)
+
+
+def test_lists_must_have_one_entry_length() -> None:
+    """The canonical form that makes bulk decoding possible: all ciphertexts (shares) of one
+    list have the same length, as every honest encoder writes them (spec §5)."""
+    from securefl.secagg import ShareKeys, ShareKind, UnmaskResponse
+
+    sid = bytes(32)
+    cts = ((2, bytes(90)), (3, bytes(89)), (4, bytes(91)))  # same total as 3 × 90
+    with pytest.raises(MalformedMessageError, match="lengths differ"):
+        decode(ShareKeys(sid, 0, 1, 0, ciphertexts=cts).encode())
+    with pytest.raises(MalformedMessageError, match="lengths differ"):  # 90 then 91
+        decode(ShareKeys(sid, 0, 1, 0, ciphertexts=cts[:1] + cts[2:]).encode())
+    k = ShareKind.MASK_KEY
+    shares = ((2, k, bytes(33)), (3, k, bytes(32)), (4, k, bytes(34)))
+    with pytest.raises(MalformedMessageError, match="lengths differ"):
+        decode(UnmaskResponse(sid, 0, 1, 0, shares=shares).encode())
+    bad_kind = UnmaskResponse(sid, 0, 1, 0, shares=((2, ShareKind.MASK_KEY, bytes(33)),))
+    data = bytearray(bad_kind.encode())
+    data[HEADER_BYTES + 8] = 2
+    with pytest.raises(MalformedMessageError, match="share kind 2"):
+        decode(bytes(data))
+    empty = ShareKeys(sid, 0, 1, 0, ciphertexts=()).encode()
+    assert decode(empty) == ShareKeys(sid, 0, 1, 0, ciphertexts=())
