@@ -60,6 +60,13 @@ _GENESIS_DOMAIN = b"securefl.audit.ledger.v1.genesis\x00"
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_.\-]{0,63}$")
 _TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 _MAX_ERRORS = 50
+#: Deepest nesting of JSON arrays/objects a payload may have, written or read. Records are a
+#: few levels deep; the bound keeps a hostile stored payload far below the recursion limit of
+#: the JSON codec and of :func:`canonical_json` (it is refused, never a RecursionError).
+MAX_PAYLOAD_DEPTH = 64
+#: Longest integer literal (digits) a payload may hold, written or read (2^256 has 78 digits):
+#: an absurd literal is refused before Python converts it.
+MAX_INT_DIGITS = 100
 
 # Entry kinds written by securefl itself (other kinds are allowed; these have documented payloads).
 RUN_STARTED = "run_started"
@@ -139,32 +146,118 @@ class NotALedgerError(LedgerError):
     """The file was read but is not a SQLite ledger (verification reports it INVALID)."""
 
 
-def _jsonable(value: Any, where: str) -> Any:
-    """Plain JSON data from payload values; NaN/Inf and unknown objects are refused."""
+class EntryError(LedgerError):
+    """A stored entry is malformed: a column of the wrong type, or a payload that is not a
+    JSON object within the bounds above. ``seq`` and ``field`` say where; verification
+    reports it as an error of that entry, readers raise it."""
+
+    def __init__(self, message: str, *, seq: int | None, field: str) -> None:
+        super().__init__(f"entry {'?' if seq is None else seq}: {field} {message}")
+        self.seq = seq
+        self.field = field
+        self.reason = message
+
+
+def _jsonable(value: Any, where: str, depth: int = 0) -> Any:
+    """Plain JSON data from payload values; NaN/Inf, integers longer than
+    :data:`MAX_INT_DIGITS`, nesting past :data:`MAX_PAYLOAD_DEPTH` and unknown objects are
+    refused (the reader refuses the same, so whatever is written reads back)."""
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int):
+        if value.bit_length() > _MAX_INT_BITS or len(str(abs(value))) > MAX_INT_DIGITS:
+            raise ConfigurationError(
+                f"integer longer than {MAX_INT_DIGITS} digits in payload", parameter=where
+            )
         return int(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ConfigurationError("NaN or infinite number in payload", parameter=where)
         return float(value)
+    if isinstance(value, Mapping | list | tuple) and depth >= MAX_PAYLOAD_DEPTH:
+        raise ConfigurationError(
+            f"payload nested deeper than {MAX_PAYLOAD_DEPTH} levels", parameter=where
+        )
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise ConfigurationError("payload keys must be strings", parameter=where)
-            out[k] = _jsonable(v, f"{where}.{k}")
+            out[k] = _jsonable(v, f"{where}.{k}", depth + 1)
         return out
     if isinstance(value, list | tuple):
-        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_jsonable(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
     to_dict = getattr(value, "to_dict", None)
     if callable(to_dict):  # DP events and other record types
-        return _jsonable(to_dict(), where)
+        return _jsonable(to_dict(), where, depth)
     item = getattr(value, "item", None)
     if callable(item) and getattr(value, "shape", None) == ():  # numpy scalar
-        return _jsonable(item(), where)
+        return _jsonable(item(), where, depth)
     raise ConfigurationError(f"cannot record a {type(value).__name__}", parameter=where)
+
+
+# 10^100 < 2^333: a wider integer has more than MAX_INT_DIGITS digits (checked before str(),
+# which Python refuses past 4300 digits)
+_MAX_INT_BITS = 340
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"integer literal longer than {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    x = float(text)
+    if not math.isfinite(x):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return x
+
+
+def _parse_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not a JSON number")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON (iterative: never recurses on hostile data)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, d = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, d)
+            if d <= MAX_PAYLOAD_DEPTH:
+                children = node.values() if isinstance(node, dict) else node
+                stack.extend((v, d + 1) for v in children)
+    return deepest
+
+
+def parse_payload(text: str, *, seq: int | None = None) -> dict[str, Any]:
+    """A stored payload as a dict, or :class:`EntryError` naming the entry and ``payload``.
+
+    Refused: invalid JSON, a payload that is not an object, nesting past
+    :data:`MAX_PAYLOAD_DEPTH`, integer literals longer than :data:`MAX_INT_DIGITS`, NaN,
+    Infinity and numbers out of float range — whatever :func:`canonical_json` cannot write.
+    """
+    try:
+        data = json.loads(
+            text,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            parse_constant=_parse_constant,
+        )
+    except RecursionError:  # the C scanner's own guard, far past MAX_PAYLOAD_DEPTH
+        raise EntryError(
+            f"is nested deeper than {MAX_PAYLOAD_DEPTH} levels", seq=seq, field="payload"
+        ) from None
+    except (ValueError, TypeError) as exc:
+        raise EntryError(f"is not valid JSON ({exc})", seq=seq, field="payload") from exc
+    if not isinstance(data, dict):
+        raise EntryError("is not a JSON object", seq=seq, field="payload")
+    if _depth(data) > MAX_PAYLOAD_DEPTH:
+        raise EntryError(
+            f"is nested deeper than {MAX_PAYLOAD_DEPTH} levels", seq=seq, field="payload"
+        )
+    return data
 
 
 def canonical_json(value: Any) -> str:
@@ -249,9 +342,9 @@ class Entry:
 
     @property
     def payload(self) -> dict[str, Any]:
-        data = json.loads(self.payload_json)
-        assert isinstance(data, dict)
-        return data
+        """The parsed payload; :class:`EntryError` if the stored text is not a bounded JSON
+        object (see :func:`parse_payload`)."""
+        return parse_payload(self.payload_json, seq=self.seq)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -282,7 +375,10 @@ class Head:
 
     @property
     def key_fingerprint(self) -> str:
-        return hashlib.sha256(bytes.fromhex(self.public_key)).hexdigest()
+        try:
+            return hashlib.sha256(bytes.fromhex(self.public_key)).hexdigest()
+        except ValueError:  # a damaged head row (verification reports it)
+            return "malformed"
 
 
 @dataclass(frozen=True)
@@ -357,7 +453,7 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
         conn.isolation_level = None
         conn.execute("PRAGMA busy_timeout = 60000")
         conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-    except sqlite3.DatabaseError as exc:
+    except _READ_ERRORS as exc:
         if has_wal and not _writable(path):
             raise LedgerOpenError(
                 f"cannot read {path} from a read-only location: it has an un-checkpointed"
@@ -371,12 +467,45 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _is_open_failure(exc: sqlite3.DatabaseError) -> bool:
-    """I/O, permission and locking failures (as opposed to a file that is not a ledger)."""
-    if not isinstance(exc, sqlite3.OperationalError):
-        return False
-    text = str(exc).lower()
-    return "no such table" not in text and "no such column" not in text
+#: SQLite result codes that mean the bytes could not be read (I/O, permission, locking,
+#: memory) — as opposed to bytes that were read and are not a valid ledger (SQLITE_CORRUPT,
+#: SQLITE_NOTADB, SQLITE_ERROR such as "unsupported file format" or "no such table").
+_OPEN_FAILURE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_PERM,
+        sqlite3.SQLITE_ABORT,
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_INTERRUPT,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_AUTH,
+    }
+)
+#: What reading a damaged file can raise: SQLite errors, and text SQLite hands back that is
+#: not UTF-8 (a damaged schema or column; Python's sqlite3 raises UnicodeDecodeError).
+_READ_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
+
+
+def _is_open_failure(exc: BaseException) -> bool:
+    """I/O, permission and locking failures (as opposed to a file that is not a ledger).
+
+    Decided by SQLite's result code; errors without one were raised by Python's sqlite3 on
+    bytes it did read (undecodable text), so they mean damage, not an unreadable file.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and (code & 0xFF) in _OPEN_FAILURE_CODES
+
+
+def _read_failure(exc: BaseException, path: object) -> LedgerError:
+    """The typed error for a failure while reading ``path`` (see :func:`_is_open_failure`)."""
+    if _is_open_failure(exc):
+        return LedgerOpenError(f"cannot read ledger {path}: {exc}")
+    return NotALedgerError(f"{path} is damaged or not a ledger: {exc}")
 
 
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
@@ -392,17 +521,23 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
     return conn
 
 
+_TEXT_COLUMNS = ("run_id", "kind", "payload", "timestamp", "prev_hash", "entry_hash")
+
+
 def _row_to_entry(row: tuple[Any, ...]) -> Entry:
-    return Entry(
-        seq=int(row[0]),
-        run_id=str(row[1]),
-        round_id=None if row[2] is None else int(row[2]),
-        kind=str(row[3]),
-        payload_json=str(row[4]),
-        timestamp=str(row[5]),
-        prev_hash=str(row[6]),
-        entry_hash=str(row[7]),
-    )
+    """An entry from a stored row, with every column of the type the writer stores (an edited
+    row can hold any SQLite value: text in an INTEGER column, REAL, BLOB): else EntryError."""
+    seq = row[0]
+    if type(seq) is not int:
+        raise EntryError(f"is not an integer ({type(seq).__name__})", seq=None, field="seq")
+    if row[2] is not None and type(row[2]) is not int:
+        raise EntryError(
+            f"is not an integer or NULL ({type(row[2]).__name__})", seq=seq, field="round_id"
+        )
+    for name, value in zip(_TEXT_COLUMNS, (row[1], *row[3:8]), strict=True):
+        if type(value) is not str:
+            raise EntryError(f"is not text ({type(value).__name__})", seq=seq, field=name)
+    return Entry(seq, row[1], row[2], row[3], row[4], row[5], row[6], row[7])
 
 
 # Constant SQL (column names are fixed); every value is a bound parameter.
@@ -452,7 +587,7 @@ class Ledger:
         try:
             self._conn = _connect(self.path, readonly=False)
             self._init_schema()
-        except sqlite3.DatabaseError as exc:
+        except _READ_ERRORS as exc:
             if _is_open_failure(exc):
                 raise LedgerOpenError(f"cannot open ledger {self.path}: {exc}") from exc
             raise LedgerError(f"{self.path} is not a usable ledger: {exc}") from exc
@@ -626,7 +761,7 @@ class Ledger:
     # -- reading ---------------------------------------------------------------------------
     def entries(self, *, run_id: str | None = None, kind: str | None = None) -> Iterator[Entry]:
         """Entries in ``seq`` order, optionally filtered (no verification: call verify)."""
-        yield from _iter_entries(self._conn, run_id=run_id, kind=kind)
+        yield from _iter_entries(self._conn, run_id=run_id, kind=kind, source=self.path)
 
     def head(self) -> Head | None:
         return _read_head(self._conn)
@@ -648,7 +783,11 @@ class Ledger:
 
 
 def _iter_entries(
-    conn: sqlite3.Connection, *, run_id: str | None = None, kind: str | None = None
+    conn: sqlite3.Connection,
+    *,
+    run_id: str | None = None,
+    kind: str | None = None,
+    source: object = "the ledger",
 ) -> Iterator[Entry]:
     sql = _SELECT_ENTRIES
     where, args = [], []
@@ -660,8 +799,11 @@ def _iter_entries(
         args.append(kind)
     if where:
         sql += " WHERE " + " AND ".join(where)
-    for row in conn.execute(sql + " ORDER BY seq", args):
-        yield _row_to_entry(row)
+    try:
+        for row in conn.execute(sql + " ORDER BY seq", args):
+            yield _row_to_entry(row)
+    except _READ_ERRORS as exc:  # a damaged page met while streaming
+        raise _read_failure(exc, source) from exc
 
 
 def _read_head(conn: sqlite3.Connection) -> Head | None:
@@ -670,7 +812,9 @@ def _read_head(conn: sqlite3.Connection) -> Head | None:
     ).fetchone()
     if row is None:
         return None
-    return Head(int(row[0]), str(row[1]), str(row[2]), str(row[3]))
+    if type(row[0]) is not int or not all(type(v) is str for v in row[1:]):
+        raise LedgerError("the signed head row is malformed (a column of the wrong type)")
+    return Head(row[0], row[1], row[2], row[3])
 
 
 @dataclass(frozen=True)
@@ -729,17 +873,20 @@ def _verify_conn(
     expected: _Expected,
 ) -> VerifyResult:
     """Verify inside ONE read transaction: a concurrent append cannot make the head and the
-    entries come from different snapshots. A failure to *read* raises LedgerOpenError."""
+    entries come from different snapshots. A failure to *read* raises LedgerOpenError; bytes
+    that were read but are damaged (a corrupt page met while streaming the entries) make the
+    result invalid."""
     try:
         conn.execute("BEGIN")
         try:
             return _verify_snapshot(conn, public_key, expected)
         finally:
             conn.execute("ROLLBACK")
-    except sqlite3.DatabaseError as exc:
+    except _READ_ERRORS as exc:
         if _is_open_failure(exc):
             raise LedgerOpenError(f"cannot read the ledger: {exc}") from exc
-        raise
+        pinned = public_key is not None
+        return VerifyResult(False, 0, None, None, pinned, [f"ledger file is damaged: {exc}"])
 
 
 def _verify_snapshot(
@@ -757,15 +904,20 @@ def _verify_snapshot(
     pinned: Ed25519PublicKey | None = None if public_key is None else load_public_key(public_key)
     try:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        head = _read_head(conn)
+        try:
+            head = _read_head(conn)
+        except LedgerError as exc:  # an edited head row: reported, verification goes on
+            err(str(exc))
+            head = None
         rows = conn.execute(_SELECT_ENTRIES + " ORDER BY seq")  # streamed, not loaded
-    except sqlite3.DatabaseError as exc:
+    except _READ_ERRORS as exc:
         if _is_open_failure(exc):
             raise
         return VerifyResult(False, 0, None, None, pinned is not None, [f"not a ledger: {exc}"])
     ledger_id = meta.get("ledger_id")
-    if ledger_id is None:
-        return VerifyResult(False, 0, None, head, pinned is not None, ["ledger id missing"])
+    if not isinstance(ledger_id, str):
+        errors.append("ledger id missing" if ledger_id is None else "ledger id is malformed")
+        return VerifyResult(False, 0, None, head, pinned is not None, errors)
     if meta.get("format") != str(FORMAT_VERSION):
         err(f"unsupported ledger format {meta.get('format')!r}")
 
@@ -783,7 +935,15 @@ def _verify_snapshot(
     count = 0
     for row in rows:
         count += 1
-        e = _row_to_entry(row)
+        try:
+            e = _row_to_entry(row)
+        except EntryError as exc:  # an edited row: report it, keep following the chain
+            err(str(exc))
+            prev = row[7] if type(row[7]) is str else ""
+            if type(row[0]) is int:
+                expected_seq = row[0] + 1
+                last_seq, last_hash = row[0], prev
+            continue
         if e.seq != expected_seq:
             err(f"entry seq {e.seq} where {expected_seq} was expected (deleted or reordered)")
         if e.prev_hash != prev:
@@ -804,10 +964,12 @@ def _verify_snapshot(
         if recomputed != e.entry_hash:
             err(f"entry {e.seq}: content does not match its hash (edited)")
         try:
-            if canonical_json(json.loads(e.payload_json)) != e.payload_json:
+            if canonical_json(parse_payload(e.payload_json, seq=e.seq)) != e.payload_json:
                 err(f"entry {e.seq}: payload is not canonical JSON")
-        except (ValueError, ConfigurationError):
-            err(f"entry {e.seq}: payload is not valid JSON")
+        except EntryError as exc:
+            err(str(exc))
+        except ConfigurationError:
+            err(f"entry {e.seq}: payload cannot be written as canonical JSON")
         if not _TS_RE.match(e.timestamp):
             err(f"entry {e.seq}: malformed timestamp")
         for sq in by_hash.get(e.entry_hash, ()):
@@ -826,7 +988,8 @@ def _verify_snapshot(
             )
 
     if head is None:
-        err("signed head missing (ledger truncated or head deleted)")
+        if not any("head row is malformed" in x for x in errors):
+            err("signed head missing (ledger truncated or head deleted)")
     else:
         if head.seq != last_seq or head.entry_hash != last_hash:
             err(
@@ -910,13 +1073,11 @@ def read_ledger_id(path: str | PathLike[str]) -> str:
     conn = _connect(Path(path), readonly=True)
     try:
         row = conn.execute("SELECT value FROM meta WHERE key = 'ledger_id'").fetchone()
-    except sqlite3.DatabaseError as exc:
-        if _is_open_failure(exc):
-            raise LedgerOpenError(f"cannot read ledger {path}: {exc}") from exc
-        raise LedgerError(f"{path} is not a ledger: {exc}") from exc
+    except _READ_ERRORS as exc:
+        raise _read_failure(exc, path) from exc
     finally:
         conn.close()
-    if row is None:
+    if row is None or not isinstance(row[0], str):
         raise LedgerError(f"{path} is not a ledger: no ledger id")
     return str(row[0])
 
@@ -927,10 +1088,8 @@ def read_entries(
     """All entries of a ledger file, read-only (for reports and checks; see verify_ledger)."""
     conn = _connect(Path(path), readonly=True)
     try:
-        return list(_iter_entries(conn, run_id=run_id, kind=kind))
-    except sqlite3.DatabaseError as exc:
-        if _is_open_failure(exc):
-            raise LedgerOpenError(f"cannot read ledger {path}: {exc}") from exc
-        raise LedgerError(f"{path} is not a usable ledger: {exc}") from exc
+        return list(_iter_entries(conn, run_id=run_id, kind=kind, source=path))
+    except _READ_ERRORS as exc:
+        raise _read_failure(exc, path) from exc
     finally:
         conn.close()

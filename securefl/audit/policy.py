@@ -183,6 +183,10 @@ class BudgetPolicy:
             raise PolicyError(f"cannot read {p}: {exc.strerror}", parameter="path") from exc
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise PolicyError(f"{p} is not valid TOML: {exc}", parameter="path") from exc
+        except RecursionError:  # tomllib recurses once per nested inline table / array
+            raise PolicyError(
+                f"{p} is not a policy: tables or arrays nested too deeply", parameter="path"
+            ) from None
         return cls.from_dict(data)
 
     @classmethod

@@ -35,6 +35,7 @@ from securefl.audit.ledger import (
     RUN_RESUMED,
     RUN_STARTED,
     Entry,
+    EntryError,
     LedgerError,
 )
 from securefl.errors import ConfigurationError
@@ -763,18 +764,21 @@ def parse(entry: Entry) -> Record:
     cls = BY_KIND.get(entry.kind)
     if cls is None:
         raise UnknownKindError("unknown entry kind", kind=entry.kind, seq=entry.seq)
+    return cls.from_payload(_payload(entry), seq=entry.seq)
+
+
+def _payload(entry: Entry) -> dict[str, Any]:
     try:
-        payload = entry.payload
-    except ValueError as exc:
-        raise RecordError("payload is not JSON", kind=entry.kind, seq=entry.seq) from exc
-    return cls.from_payload(payload, seq=entry.seq)
+        return entry.payload
+    except EntryError as exc:
+        raise RecordError(exc.reason, kind=entry.kind, field=exc.field, seq=entry.seq) from exc
 
 
 def parse_as(entry: Entry, cls: type[_R]) -> _R:
     """:func:`parse`, refusing an entry of another kind (``field`` = ``kind``)."""
     if entry.kind != cls.KIND:
         raise RecordError(f"expected a {cls.KIND} entry", kind=entry.kind, seq=entry.seq)
-    return cls.from_payload(entry.payload, seq=entry.seq)
+    return cls.from_payload(_payload(entry), seq=entry.seq)
 
 
 def iter_records(
