@@ -9,6 +9,7 @@ is in ``protocols/fl.md`` ("Who sees what").
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -119,22 +120,28 @@ def _outcome(total: np.ndarray) -> AggregateOutcome:
     )
 
 
-@pytest.mark.parametrize("aggregation", ["plain", "secagg+", "he"])
-def test_central_noise_has_the_variance_of_the_recorded_event(aggregation: str) -> None:
-    """Central DP: the released update minus the exact sum is integer noise on the 2^-f grid
-    whose variance is the recorded event's σ² (χ² test) — the event is the noise."""
-    d = 8192
+def _backend(aggregation: str, dp: str, n_clients: int, d: int) -> tuple[RunConfig, Any, DpEvent]:
+    """A backend at z = 0.8, C = 0.5, q = 0.2 and the (inner) event it records per round."""
     cfg = RunConfig(
         model="tiny",
         aggregation=aggregation,  # type: ignore[arg-type]
-        dp="central",
-        n_clients=50,
+        dp=dp,  # type: ignore[arg-type]
+        n_clients=n_clients,
         sampling_rate=0.2,
         clip=0.5,
         noise_multiplier=0.8,
     )
     backend = make_backend(cfg, dimension=d)
-    event = _inner(backend.round_event())
+    return cfg, backend, _inner(backend.round_event())
+
+
+@pytest.mark.parametrize("aggregation", ["plain", "secagg+"])
+def test_central_noise_has_the_variance_of_the_recorded_event(aggregation: str) -> None:
+    """Central DP after plain or masked aggregation: the released update minus the exact sum
+    is integer noise on the 2^-f grid whose variance is the recorded event's σ² (χ² test) —
+    the event is the noise. (Under CKKS the key holder adds it: the test after next.)"""
+    d = 8192
+    cfg, backend, event = _backend(aggregation, "central", 50, d)
     assert isinstance(event, DiscreteGaussianEvent)
     rng = np.random.default_rng(1)
     total = rng.normal(scale=0.3, size=d)
@@ -155,17 +162,7 @@ def test_distributed_noise_is_already_in_what_the_server_unmasks(aggregation: st
     variance n·σ_client²·γ² per coordinate (the recorded event's σ) — the server never holds a
     noiseless sum."""
     d, n = 4000, 12
-    cfg = RunConfig(
-        model="tiny",
-        aggregation=aggregation,  # type: ignore[arg-type]
-        dp="distributed",
-        n_clients=60,
-        sampling_rate=0.2,
-        clip=0.5,
-        noise_multiplier=0.8,
-    )
-    backend = make_backend(cfg, dimension=d)
-    event = _inner(backend.round_event())
+    _cfg, backend, event = _backend(aggregation, "distributed", 60, d)
     assert isinstance(event, DistributedDiscreteGaussianEvent)
     inputs = {c: np.zeros(d) for c in range(n)}
     out = backend.aggregate(
@@ -182,17 +179,7 @@ def test_he_central_noise_is_added_by_the_key_holder_before_the_server_sees_it()
     """CKKS + central DP (issue 12 hole 2): what the server receives from the key holder is
     already noisy with the recorded event's σ, and the server step adds nothing more."""
     d, n = 4096, 6
-    cfg = RunConfig(
-        model="tiny",
-        aggregation="he",
-        dp="central",
-        n_clients=30,
-        sampling_rate=0.2,
-        clip=0.5,
-        noise_multiplier=0.8,
-    )
-    backend = make_backend(cfg, dimension=d)
-    event = _inner(backend.round_event())
+    cfg, backend, event = _backend("he", "central", 30, d)
     assert isinstance(event, DiscreteGaussianEvent)
     inputs = {c: np.zeros(d) for c in range(n)}
     out = backend.aggregate(
