@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +47,36 @@ IntVector = npt.NDArray[np.int64]
 _MAX_GRID = float(1 << 60)
 
 
+class GridNoiseParameters(Protocol):
+    """The public parameters of exact discrete Gaussian noise on the 2^-f grid, shared by
+    DP-FedAvg and DP-FTRL."""
+
+    @property
+    def clip(self) -> float: ...
+    @property
+    def noise_multiplier(self) -> float: ...
+    @property
+    def expected_cohort(self) -> float: ...
+    @property
+    def max_weight(self) -> float: ...
+    @property
+    def frac_bits(self) -> int: ...
+    @property
+    def neighboring(self) -> str: ...
+
+
+def check_grid_noise_parameters(p: GridNoiseParameters) -> None:
+    """Validate them once for every mechanism that adds grid noise (typed errors)."""
+    v.positive("clip", p.clip)
+    v.positive("noise_multiplier", p.noise_multiplier)
+    v.positive("expected_cohort", p.expected_cohort)
+    v.positive("max_weight", p.max_weight)
+    v.count("frac_bits", p.frac_bits)
+    if p.frac_bits > 40:
+        raise InvalidParameterError("must be <= 40", parameter="frac_bits")
+    _check_neighboring(p.neighboring)
+
+
 @dataclass(frozen=True)
 class DpFedAvgConfig:
     """Parameters of one DP-FedAvg round (all public; recorded with the event).
@@ -63,14 +93,7 @@ class DpFedAvgConfig:
     neighboring: str = "add_remove"
 
     def __post_init__(self) -> None:
-        v.positive("clip", self.clip)
-        v.positive("noise_multiplier", self.noise_multiplier)
-        v.positive("expected_cohort", self.expected_cohort)
-        v.positive("max_weight", self.max_weight)
-        v.count("frac_bits", self.frac_bits)
-        if self.frac_bits > 40:
-            raise InvalidParameterError("must be <= 40", parameter="frac_bits")
-        _check_neighboring(self.neighboring)
+        check_grid_noise_parameters(self)
 
     @property
     def l2_sensitivity(self) -> float:

@@ -48,10 +48,9 @@ import numpy as np
 import numpy.typing as npt
 
 from securefl.dp import _validate as v
-from securefl.dp.accounting import _check_neighboring
 from securefl.dp.errors import InvalidParameterError, SamplingMismatchError
 from securefl.dp.events import DiscreteGaussianEvent, NoOpEvent
-from securefl.dp.fedavg import to_grid
+from securefl.dp.fedavg import check_grid_noise_parameters, to_grid
 from securefl.dp.sampling import MAX_FAST_SIGMA, CryptoRandom, discrete_gaussian, round_sigma_up
 
 FloatVector = npt.NDArray[np.float64]
@@ -140,18 +139,11 @@ class DpFtrlConfig:
     neighboring: str = "add_remove"
 
     def __post_init__(self) -> None:
-        v.positive("clip", self.clip)
-        v.positive("noise_multiplier", self.noise_multiplier)
-        v.positive("expected_cohort", self.expected_cohort)
+        check_grid_noise_parameters(self)
         v.count("min_separation", self.min_separation, minimum=1)
         v.count("max_participations", self.max_participations, minimum=1)
         if self.restart_every is not None:
             v.count("restart_every", self.restart_every, minimum=1)
-        v.positive("max_weight", self.max_weight)
-        v.count("frac_bits", self.frac_bits)
-        if self.frac_bits > 40:
-            raise InvalidParameterError("must be <= 40", parameter="frac_bits")
-        _check_neighboring(self.neighboring)
 
     @property
     def _factor(self) -> float:

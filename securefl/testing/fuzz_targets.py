@@ -43,6 +43,13 @@ POLICIES = ROOT / "audits" / "policies"
 Builder = Callable[[Path], Target]
 
 
+def _mutate_json_bytes(rng: Any, seed: bytes, pool: Sequence[bytes]) -> bytes:
+    """JSON mutations of a UTF-8 file's bytes (lone surrogates kept, so any text survives)."""
+    return mutate_json(rng, seed.decode(), [p.decode() for p in pool]).encode(
+        "utf-8", "surrogatepass"
+    )
+
+
 # ---------------------------------------------------------------------------- SecAgg wire
 def _secagg_round() -> tuple[Any, list[bytes]]:
     """Config and every wire message of a real SecAgg round (n = 6, t = 4) with a dropout."""
@@ -313,12 +320,7 @@ def engine_config(workdir: Path) -> Target:
     seeds = tuple({r["config"] for _, r, _ in seen if "config" in r})
     seeds = (*seeds, encode_config(_secagg_round()[0]))
 
-    def mutate(rng: Any, seed: bytes, pool: Sequence[bytes]) -> bytes:
-        return mutate_json(rng, seed.decode(), [p.decode() for p in pool]).encode(
-            "utf-8", "surrogatepass"
-        )
-
-    return Target("engine_config", "fuzz (engine)", seeds, mutate, decode_config)
+    return Target("engine_config", "fuzz (engine)", seeds, _mutate_json_bytes, decode_config)
 
 
 def engine_plan(workdir: Path) -> Target:
@@ -364,16 +366,11 @@ def engine_registry(workdir: Path) -> Target:
     save_registry(path, registry)
     seed = path.read_bytes()
 
-    def mutate(rng: Any, seed: bytes, pool: Sequence[bytes]) -> bytes:
-        return mutate_json(rng, seed.decode(), [p.decode() for p in pool]).encode(
-            "utf-8", "surrogatepass"
-        )
-
     def decode(data: bytes) -> object:
         path.write_bytes(data)
         return load_registry(path)
 
-    return Target("engine_registry", "fuzz (engine)", (seed,), mutate, decode)
+    return Target("engine_registry", "fuzz (engine)", (seed,), _mutate_json_bytes, decode)
 
 
 def engine_identity(workdir: Path) -> Target:
@@ -384,16 +381,11 @@ def engine_identity(workdir: Path) -> Target:
     generate_identity(path, 7)
     seed = path.read_bytes()
 
-    def mutate(rng: Any, seed: bytes, pool: Sequence[bytes]) -> bytes:
-        return mutate_json(rng, seed.decode(), [p.decode() for p in pool]).encode(
-            "utf-8", "surrogatepass"
-        )
-
     def decode(data: bytes) -> object:
         path.write_bytes(data)
         return load_identity(path)
 
-    return Target("engine_identity", "fuzz (engine)", (seed,), mutate, decode)
+    return Target("engine_identity", "fuzz (engine)", (seed,), _mutate_json_bytes, decode)
 
 
 # ---------------------------------------------------------------------------- audit / DP
