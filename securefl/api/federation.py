@@ -197,6 +197,9 @@ class Federation:
     example counts (needed for ``LocalDPSGD`` accounting and δ ≤ 1/population checks, and for
     example-weighted FedAvg without client-level DP). ``policy`` is a budget policy file
     (``audits/policies/*.toml``); without one the privacy target is the budget.
+    ``audit_canaries = m`` runs the one-run canary audit of the trained model
+    (:mod:`securefl.fl.canary_audit`): canary clients join the cohorts (``Round.cohort`` lists
+    only your clients) and the ledger records the ε lower bound at the end.
     """
 
     def __init__(
@@ -217,6 +220,7 @@ class Federation:
         name: str = "federation",
         model_name: str = "user model",
         allow_large_delta: bool = False,
+        audit_canaries: int = 0,
     ) -> None:
         self.aggregation = aggregation if aggregation is not None else SecAggPlus()
         if privacy is None:
@@ -251,6 +255,7 @@ class Federation:
             "server_lr": server_lr,
             "policy": None if policy is None else str(policy),
             "allow_large_delta": allow_large_delta,
+            "audit_canaries": audit_canaries,
             **self.aggregation.fields(),
             **self.privacy.fields(),
             **self.sampling.fields(),

@@ -43,6 +43,14 @@ def simulate(
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:i]")] = None,
     seed: Annotated[int | None, typer.Option(help="data/partition seed")] = None,
     policy: Annotated[str | None, typer.Option(help="audit BudgetPolicy TOML")] = None,
+    audit: Annotated[
+        int | None,
+        typer.Option(
+            "--audit",
+            help="one-run canary audit of the trained model with this many canary clients"
+            " (e.g. 200); 0 = none",
+        ),
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override any RunConfig field: key=value")
     ] = None,
@@ -74,6 +82,7 @@ def simulate(
         "device": device,
         "seed": seed,
         "policy": policy,
+        "audit_canaries": audit,
     }
     overrides.update(_parse_set(set_ or []))
     overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -161,6 +170,13 @@ def simulate(
         f"ledger public key (the signing key stays beside it, outside the run): "
         f"{result.public_key}"
     )
+    if result.empirical_audit is not None:
+        a = result.empirical_audit
+        console.print(
+            f"canary audit: {a['correct']}/{a['guesses']} guesses right → ε ≥ "
+            f"{a['epsilon_lower_bound']:.3g} at {a['confidence']:.0%} confidence "
+            f"(this design can show at most ε ≥ {a['max_provable_lower_bound']:.3g})"
+        )
     typer.echo(json.dumps(summary))
 
 

@@ -98,6 +98,9 @@ class RunConfig:
     # δ ≥ 1/population allows a mechanism that publishes one unit's data outright with
     # probability δ (Dwork & Roth 2014 §2.3); refused unless this is set, and then recorded.
     allow_large_delta: bool = False
+    # One-run empirical audit of the trained model (securefl.fl.canary_audit): m canary
+    # clients, each included with a secret fair coin; 0 = no audit. Client-level DP or none.
+    audit_canaries: int = 0
     accountant: AccountantName = "rdp"
     epsilon_budget: float | None = None  # None = target_epsilon when DP is on, else no budget
     policy: str | None = None  # path of an audit BudgetPolicy (TOML/JSON); overrides the above
@@ -265,6 +268,18 @@ def validate(cfg: RunConfig) -> None:
         )
     if cfg.epsilon_budget is not None:
         _positive(cfg, "epsilon_budget")
+    m = cfg.audit_canaries
+    if not isinstance(m, int) or isinstance(m, bool) or not (m == 0 or 4 <= m <= 100_000):
+        raise ConfigurationError(
+            f"must be 0 (no audit) or an integer in [4, 100000], got {m!r}",
+            parameter="audit_canaries",
+        )
+    if m and cfg.dp == "local":
+        raise UnsupportedCombinationError(
+            "the canary audit inserts canary clients and so audits client-level DP (or none);"
+            " example-level canaries for local DP-SGD are not implemented",
+            parameter="audit_canaries",
+        )
     if cfg.sampling == "fixed" and cfg.clients_per_round > cfg.n_clients:
         raise ConfigurationError(
             f"{cfg.clients_per_round} > n_clients={cfg.n_clients}", parameter="clients_per_round"

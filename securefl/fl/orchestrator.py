@@ -49,6 +49,7 @@ from securefl.fl import checkpoint as ckpt_mod
 from securefl.fl import ledger as ledger_mod
 from securefl.fl.aggregation import AggregateOutcome, WireObserver
 from securefl.fl.backends import Backend, make_backend
+from securefl.fl.canary_audit import CanaryAudit
 from securefl.fl.client import ClientUpdate
 from securefl.fl.config import RunConfig
 from securefl.fl.errors import ResumeError
@@ -94,6 +95,7 @@ class RunResult:
     report_paths: dict[str, str] = field(default_factory=dict)
     anchor: str | None = None  # published head SEQ:HASH (verify with --expect-head)
     public_key: str | None = None  # the ledger's verification key (outside the run dir)
+    empirical_audit: dict[str, Any] | None = None  # the canary audit (audit_canaries > 0)
 
     def summary(self) -> dict[str, Any]:
         return ledger_mod.jsonable(
@@ -113,6 +115,7 @@ class RunResult:
                 "report": self.report_paths,
                 "ledger_public_key": self.public_key,
                 "ledger_anchor": self.anchor,
+                "empirical_audit": self.empirical_audit,
             }
         )
 
@@ -127,6 +130,12 @@ class RoundPlan:
     event: DpEvent
     global_flat: FloatVector
     started_at: float
+    canaries: tuple[int, ...] = ()  # sampled canary clients (audit runs; they train nothing)
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        """Everyone in the secure aggregation this round: the cohort and the canaries."""
+        return self.cohort + self.canaries
 
 
 def _finite(x: Any) -> float | None:
@@ -225,34 +234,47 @@ class Orchestrator:
                 raise ResumeError("the run directory was written with a different configuration")
             if existing.layout_digest != self.layout_digest:
                 raise ResumeError("the adapter layout differs from the checkpoint's")
+        self.run_id = (
+            existing.run_id if existing is not None else f"{cfg.name}-{secrets.token_hex(6)}"
+        )
+        key_dir = ensure_key_dir(Path(cfg.key_dir) if cfg.key_dir else default_key_dir())
+        self.key_dir = key_dir
+        # Who may be sampled: the real clients and, in an audit run, the included canaries
+        # (clients like any other: same coins, same aggregation, same noise).
+        self.canaries: CanaryAudit | None = None
+        self.population_cfg = cfg
+        sizes = client_sizes
+        if cfg.audit_canaries:
+            self.canaries = CanaryAudit.load_or_create(
+                key_dir, self.run_id, cfg.audit_canaries, model.layout.size, cfg.clip, cfg.n_clients
+            )
+            extra = len(self.canaries.client_ids)
+            self.population_cfg = cfg.replace(n_clients=cfg.n_clients + extra)
+            sizes = client_sizes + (self.max_examples or 1,) * extra if client_sizes else ()
         # A resumed run keeps the noise multiplier it started with, even if `rounds` grew: the
         # budget check (not a silent recalibration) decides whether more rounds may run.
-        backend_cfg = cfg
+        backend_cfg = self.population_cfg
         if existing is not None and existing.noise_multiplier is not None:
-            backend_cfg = cfg.replace(noise_multiplier=existing.noise_multiplier)
+            backend_cfg = backend_cfg.replace(noise_multiplier=existing.noise_multiplier)
         self.backend: Backend = make_backend(
-            backend_cfg, dimension=model.layout.size, client_sizes=client_sizes, observer=observer
+            backend_cfg, dimension=model.layout.size, client_sizes=sizes, observer=observer
         )
         self.noise_multiplier = self.backend.noise_multiplier
         self.policy = ledger_mod.load_policy(cfg)
         self.refused: list[dict[str, Any]] = []
         if existing is not None:
-            self.run_id = existing.run_id
             self.global_flat = existing.global_flat.copy()
             self.account = PrivacyAccount.from_list(cfg, existing.events)
             self.start = existing.rounds_done
             self.metrics: list[dict[str, Any]] = list(existing.metrics)
             self._write_metrics()
         else:
-            self.run_id = f"{cfg.name}-{secrets.token_hex(6)}"
             self.global_flat = np.asarray(model.initial, dtype=np.float64).copy()
             self.account = PrivacyAccount(cfg, [])
             self.start = 0
             self.metrics = []
         self.next_index = self.start
         self._stopped = False
-        key_dir = ensure_key_dir(Path(cfg.key_dir) if cfg.key_dir else default_key_dir())
-        self.key_dir = key_dir
         self._key = load_or_create_secret(key_dir, f"{self.run_id}.sampling.key")
         # The signing key lives in the key directory, never under the run directory (issue
         # 14: whoever holds the run directory must not be able to re-sign its history).
@@ -332,7 +354,7 @@ class Orchestrator:
         # The cohort is drawn first (secret keyed coins; nothing is computed or released yet)
         # so that the policy sees this round's real secure-aggregation threshold and cohort.
         t_round = time.perf_counter()
-        cohort, performed = sample_clients(self.cfg, self._key, r)
+        cohort, performed = sample_clients(self.population_cfg, self._key, r)
         if self.cfg.client_level_dp:  # local DP-SGD claims no client sampling
             from securefl.dp.participation import assert_sampling_matches
 
@@ -374,9 +396,18 @@ class Orchestrator:
             ),
             round_id=r,
         )
-        dropouts = simulate_dropouts(self.cfg, cohort, r, self.backend.stages)
+        dropouts = simulate_dropouts(self.population_cfg, cohort, r, self.backend.stages)
         _emit(self.callback, "round_started", round=r, cohort=len(cohort))
-        return RoundPlan(r, tuple(cohort), dropouts, event, self.global_flat.copy(), t_round)
+        n_real = self.cfg.n_clients
+        return RoundPlan(
+            r,
+            tuple(c for c in cohort if c < n_real),
+            dropouts,
+            event,
+            self.global_flat.copy(),
+            t_round,
+            canaries=tuple(c for c in cohort if c >= n_real),
+        )
 
     def weight(self, update: ClientUpdate) -> float:
         """Client-level DP: 1 (sensitivity C); otherwise n_k / max n (plain FedAvg)."""
@@ -399,6 +430,15 @@ class Orchestrator:
             )
         cfg, layout = self.cfg, self.model.layout
         digest = layout.digest()
+        losses = [u.train_loss for u in updates.values()]
+        if self.canaries is not None and plan.canaries:
+            canary_updates = self.canaries.updates(
+                plan.canaries,
+                round_index=plan.index,
+                layout_digest=digest,
+                num_examples=self.max_examples or 1,
+            )
+            updates = {**updates, **canary_updates}
         for u in updates.values():
             u.validate(digest, layout.size)
         r = plan.index
@@ -407,7 +447,7 @@ class Orchestrator:
         outcome: AggregateOutcome | None
         abort_reason = ""
         # A sampled client that sent nothing dropped before uploading.
-        missing = {c: "advertise_keys" for c in plan.cohort if c not in updates}
+        missing = {c: "advertise_keys" for c in plan.members if c not in updates}
         dropouts = {c: s for c, s in plan.dropouts.items() if c in updates}
         try:
             if not updates:
@@ -435,11 +475,11 @@ class Orchestrator:
             loss = scores.get("loss", loss)
         record["accuracy"], record["loss"] = accuracy, loss
         t_eval = time.perf_counter() - t2
-        down = len(plan.cohort) * (4 * layout.size)
+        down = len(plan.members) * (4 * layout.size)
         if outcome is None:
             record.update(
                 participants=[],
-                dropped={"aborted": list(plan.cohort)},
+                dropped={"aborted": list(plan.members)},
                 bytes_up=0,
                 bytes_down=down,
                 protocol={"aborted": abort_reason},
@@ -466,9 +506,8 @@ class Orchestrator:
             evaluate=t_eval,
             round=time.perf_counter() - plan.started_at,
         )
-        losses = [u.train_loss for u in updates.values()]
         record.update(
-            cohort_size=len(plan.cohort),
+            cohort_size=len(plan.members),
             n_participants=len(record["participants"]),
             n_dropped=sum(len(v) for v in record["dropped"].values()),
             train_loss=float(np.mean(losses)) if losses else None,
@@ -545,6 +584,8 @@ class Orchestrator:
             if self.metrics
             else 0.0,
         )
+        if self.canaries is not None and self.metrics:
+            result.empirical_audit = self._record_canary_audit(eps)
         self.ledger.append_record(
             RunFinished(
                 rounds_completed=result.rounds_completed,
@@ -569,6 +610,33 @@ class Orchestrator:
         return result
 
     # -- helpers --------------------------------------------------------------------------
+    def _record_canary_audit(self, eps: float) -> dict[str, Any]:
+        """Score the canaries on the released model delta and record the one-run test."""
+        from securefl.audit.empirical import record_audit
+
+        assert self.canaries is not None
+        cfg = self.cfg
+        released = self.global_flat - np.asarray(self.model.initial, dtype=np.float64)
+        dp = {
+            "none": "FedAvg without differential privacy",
+            "central": "client-level DP-FedAvg, central noise",
+            "distributed": "client-level DP-FedAvg, distributed discrete Gaussian noise",
+        }[cfg.dp]
+        z = "" if self.noise_multiplier is None else f", z = {self.noise_multiplier:.4g}"
+        mechanism = (
+            f"{dp}, {cfg.aggregation} aggregation, {cfg.sampling} sampling{z}, "
+            f"{len(self.metrics)} rounds; released: final − initial trainable state "
+            f"(d = {self.model.layout.size})"
+        )
+        result = self.canaries.audit(
+            released,
+            cfg.delta,
+            epsilon=None if cfg.dp == "none" else eps,
+            mechanism=mechanism,
+        )
+        record_audit(self.ledger, result, details=self.canaries.describe())
+        return result.to_dict()
+
     def _run_started(self) -> RunStarted:
         from securefl.audit.provenance import code_version
 
@@ -587,7 +655,8 @@ class Orchestrator:
                 "scheme": cfg.sampling,
                 "q": cfg.sampling_rate,
                 "m": cfg.clients_per_round,
-                "n": cfg.n_clients,
+                "n": self.population_cfg.n_clients,
+                **({"canary_clients": len(self.canaries.client_ids)} if self.canaries else {}),
                 "source": "HMAC-SHA256 keyed with a per-run secret kept in the key directory",
             },
             model=j(dict(self.model.provenance)),
@@ -603,6 +672,7 @@ class Orchestrator:
                         **self.model.adapter,
                     },
                     "device": self.model.device,
+                    **({"canary_audit": self.canaries.describe()} if self.canaries else {}),
                 }
             ),
         )

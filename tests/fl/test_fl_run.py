@@ -202,12 +202,24 @@ def test_cli_simulate_writes_the_run_directory(tmp_path: Path) -> None:
             "synthetic_examples=96",
             "--set",
             "sampling_rate=1.0",
+            "--audit",
+            "8",
             "-q",
         ],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["rounds_completed"] == 2 and summary["epsilon"] > 0
+    # --audit: canary clients went through the run's own aggregation; the audit is recorded.
+    audit = summary["empirical_audit"]
+    assert audit["canaries"] == 8 and audit["guesses"] == 4
+    assert audit["epsilon_theoretical"] == pytest.approx(summary["epsilon"])
+    with Ledger(out / "ledger.sqlite") as led:
+        entries = list(led.entries())
+    started = entries[0].payload
+    included = started["canary_audit"]["canaries_included"]
+    completed = [e.payload for e in entries if e.kind == "round_completed"]
+    assert all(p["cohort_size"] == 6 + included for p in completed)  # rate 1: all sampled
     for name in ("metrics.jsonl", "checkpoint.json", "ledger.sqlite", "summary.json"):
         assert (out / name).is_file()
     bad = CliRunner().invoke(app, ["simulate", "--aggregation", "plain", "--dp", "distributed"])
