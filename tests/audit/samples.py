@@ -27,6 +27,7 @@ def dp_report() -> dict[str, Any]:
         EXAMPLES / "ledger.sqlite",
         BudgetPolicy.load(POLICY),
         public_key=EXAMPLES / "ledger.pub",
+        expected_head=(EXAMPLES / "ledger.anchor").read_text().strip(),
         generated_at=TS,
         title="Privacy report — sample DP-FedAvg run",
         source_label="audits/examples/ledger.sqlite",

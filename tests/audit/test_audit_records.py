@@ -35,7 +35,8 @@ from securefl.errors import ConfigurationError
 from .conftest import TS, round_event
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "audits" / "examples" / "ledger.sqlite"
+# A ledger written by the version-0 writer (the old sample run), kept as a fixture.
+EXAMPLE = Path(__file__).parent / "fixtures" / "v0_ledger.sqlite"
 
 
 def run_started(**over: Any) -> RunStarted:
@@ -173,7 +174,7 @@ def test_version_zero_record_cannot_be_written_back(tmp_path: Path, key: Ed25519
 
 # ---------------------------------------------------------------- version 0 (today's writer)
 def test_example_ledger_parses_verifies_and_maps_version_zero() -> None:
-    assert verify_ledger(EXAMPLE, REPO / "audits" / "examples" / "ledger.pub").ok
+    assert verify_ledger(EXAMPLE, EXAMPLE.with_suffix(".pub")).ok
     entries = read_entries(EXAMPLE)
     records = [parse(e) for e in entries]
     assert all(r.version == 0 for r in records)

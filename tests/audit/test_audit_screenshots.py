@@ -26,7 +26,12 @@ from .test_audit_browser import FLAGS
 COMMITTED = EXAMPLES / "screenshots"
 _COMMITTED_PDF_PAGES = 2
 _MUST = {
-    "dp": ("differential privacy for each client", "Budget: ε ≤ 8", "budget ε = 8"),
+    "dp": (
+        "differential privacy for each client",
+        "Budget: ε ≤ 8",
+        "budget ε = 8",
+        "canaries",  # the empirical audit of the run's own model
+    ),
     "no_dp": ("No differential privacy", "no ε or δ to report"),
     "tampered": ("VERIFICATION FAILED", "UNVERIFIED", "(unverified)"),
 }
