@@ -247,7 +247,8 @@ def _signed_advertisement(config: SecAggConfig, u: int, payload: bytes) -> bool:
     """True if ``payload`` is an AdvertiseKeys from ``u`` signed under u's registered key —
     the proof that turns a node's claim into u's authenticated channel (secagg.md §7)."""
     from securefl.crypto import keys
-    from securefl.secagg.messages import AdvertiseKeys, advertise_transcript, decode
+    from securefl.secagg.derive import advertise_transcript
+    from securefl.secagg.messages import AdvertiseKeys, decode
 
     try:
         m = decode(payload, config=config)

@@ -218,7 +218,7 @@ class ConsistencyRequest(Message):
     FROM_CLIENT: ClassVar[bool] = False
 
     def _body(self) -> bytes:
-        return _pack_ids(self.survivors)
+        return pack_ids(self.survivors)
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,7 @@ class UnmaskRequest(Message):
     def _body(self) -> bytes:
         parts = [struct.pack("<I", len(self.signatures))]
         parts.extend(struct.pack("<I", v) + sig for v, sig in self.signatures)
-        return b"".join(parts) + _pack_ids(self.alive) + _pack_ids(self.dead)
+        return b"".join(parts) + pack_ids(self.alive) + pack_ids(self.dead)
 
 
 @dataclass(frozen=True)
@@ -287,7 +287,8 @@ def _word_dtype(bits: int) -> np.dtype[Any]:
     return np.dtype("<u4") if bits <= 32 else np.dtype("<u8")
 
 
-def _pack_ids(ids: Ids) -> bytes:
+def pack_ids(ids: Ids) -> bytes:
+    """``LE32(count) || LE32(id)…`` as used in bodies and transcripts."""
     return struct.pack(f"<I{len(ids)}I", len(ids), *ids)
 
 
@@ -691,48 +692,3 @@ _BODY_READERS = {
     MessageType.UNMASK_REQUEST: _r_unmask_request,
     MessageType.UNMASK_RESPONSE: _r_unmask_response,
 }
-
-
-def advertise_transcript(
-    config: SecAggConfig, client_id: int, cipher_pk: bytes, mask_pk: bytes
-) -> bytes:
-    """Bytes signed in round 0: label, session id, round, client id, both public keys."""
-    return (
-        b"securefl/secagg/v1/advertise\x00"
-        + config.session_id
-        + struct.pack("<II", config.round_index, client_id)
-        + cipher_pk
-        + mask_pk
-    )
-
-
-def consistency_transcript(
-    config: SecAggConfig,
-    client_id: int,
-    cipher_pk: bytes,
-    mask_pk: bytes,
-    survivors: Ids,
-    *,
-    packed: bytes | None = None,
-) -> bytes:
-    """Bytes signed in round 3: label, session id, round, signer id, the signer's *ephemeral*
-    public keys of this attempt, then U3.
-
-    The ephemeral keys make a signature unusable in any other run, even one that reuses the
-    session id (a server re-running a round with the same config cannot replay last attempt's
-    confirmations of a survivor set). ``packed`` may carry ``LE32(|U3|) || LE32(ids)``
-    already computed for ``survivors``.
-    """
-    return (
-        b"securefl/secagg/v1/consistency\x00"
-        + config.session_id
-        + struct.pack("<II", config.round_index, client_id)
-        + cipher_pk
-        + mask_pk
-        + (_pack_ids(survivors) if packed is None else packed)
-    )
-
-
-def pack_ids(ids: Ids) -> bytes:
-    """``LE32(count) || LE32(id)…`` as used in bodies and transcripts."""
-    return _pack_ids(ids)

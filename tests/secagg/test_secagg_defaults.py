@@ -34,7 +34,8 @@ from securefl.secagg import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from securefl.secagg.client import mask_sign, pairwise_mask_key, self_mask_key
+from securefl.secagg.client import mask_sign
+from securefl.secagg.derive import pairwise_mask_key, self_mask_key
 from securefl.vocabulary import ThreatModel
 
 N, VICTIM, GROUP_A, GROUP_B = 7, 7, (1, 2, 3), (4, 5, 6)
