@@ -64,6 +64,16 @@ class Stage(IntEnum):
     CONSISTENCY_CHECK = 3
     UNMASK = 4
 
+    @property
+    def label(self) -> str:
+        """The stage's name off the wire (``"masked_input"``): dropout plans, transcripts,
+        timings and the fl layer all spell stages this way."""
+        return self.name.lower()
+
+
+#: Every stage's :attr:`Stage.label`, in protocol order: the one list of stage names.
+STAGE_LABELS: tuple[str, ...] = tuple(stage.label for stage in Stage)
+
 
 class MessageType(IntEnum):
     ADVERTISE_KEYS = 1
