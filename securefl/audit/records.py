@@ -20,8 +20,8 @@ refuses it). Keys a record does not name are kept in ``extra`` and written back 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Self, TypeVar
 
 from securefl.audit.ledger import (
@@ -230,8 +230,33 @@ class Record:
         return cls._from_v1(r)
 
     @classmethod
-    def _from_v1(cls, r: _Reader) -> Self:  # pragma: no cover - every subclass overrides
-        raise NotImplementedError
+    def _from_v1(cls, r: _Reader) -> Self:
+        return cls._read(r)
+
+    @classmethod
+    def _read(cls, r: _Reader, *, optional: Mapping[str, Any] | None = None, **given: Any) -> Self:
+        """The one field reader of every record, driven by the dataclass fields.
+
+        A field in ``given`` is taken as is (a kind's own check, or a version-0 mapping); every
+        other field is read by its name if :data:`_BY_NAME` has it (the same meaning in every
+        record), else by its annotated type (:data:`_BY_TYPE`), in declaration order. A field
+        without a default is required, unless ``optional`` names it with the value to use when
+        absent; a ``default_factory`` fills an absent list.
+        """
+        optional = optional or {}
+        values = dict(given)
+        for f in fields(cls):
+            if f.name in values or f.name in ("version", "extra"):
+                continue
+            required = f.default is MISSING and f.default_factory is MISSING
+            required = required and f.name not in optional
+            read = _BY_NAME.get(f.name) or _BY_TYPE[_type_head(f.type)]
+            value = read(r, f.name, required)
+            if value is None and f.name in optional:
+                value = optional[f.name]
+            if value is not None or f.default_factory is MISSING:
+                values[f.name] = value
+        return cls(**values, extra=r.extra())
 
     @classmethod
     def _from_v0(cls, r: _Reader) -> Self:
@@ -312,25 +337,6 @@ class RunStarted(Record):
         return None
 
     @classmethod
-    def _from_v1(cls, r: _Reader) -> Self:
-        return cls(
-            privacy_unit=r.choice("privacy_unit", PRIVACY_UNITS),
-            adjacency=r.adjacency(),
-            planned_rounds=r.int_("planned_rounds", minimum=0),
-            code_version=r.dict_("code_version"),
-            aggregation=_aggregation(r, "aggregation", required=True),
-            dp=r.dict_("dp", required=False),
-            delta=r.float_("delta", required=False),
-            accountant=r.str_("accountant", required=False),
-            sampling=r.dict_("sampling", required=False),
-            model=r.dict_("model", required=False),
-            config=r.dict_("config", required=False),
-            config_sha256=r.str_("config_sha256", required=False),
-            policy=r.str_("policy", required=False),
-            extra=r.extra(),
-        )
-
-    @classmethod
     def _from_v0(cls, r: _Reader) -> Self:
         # fl/run.py wrote {config, dp{mode, clip, noise_multiplier, delta, accountant}, ...};
         # audits/README.md told users to write mechanism/clip/noise_multiplier/delta/rounds at
@@ -359,24 +365,16 @@ class RunStarted(Record):
             accountant = dp["accountant"]
         if accountant is None and config is not None and isinstance(config.get("accountant"), str):
             accountant = config["accountant"]
-        rec = cls(
+        return cls._read(
+            r,
+            optional={"code_version": None, "aggregation": {}},
             version=0,
-            privacy_unit=r.choice("privacy_unit", PRIVACY_UNITS),
-            adjacency=r.adjacency(),
             planned_rounds=rounds,
-            code_version=r.dict_("code_version", required=False),
-            aggregation=_aggregation(r, "aggregation", required=False) or {},
             dp=dp,
             delta=delta,
             accountant=accountant,
-            sampling=r.dict_("sampling", required=False),
-            model=r.dict_("model", required=False),
             config=config,
-            config_sha256=r.str_("config_sha256", required=False),
-            policy=r.str_("policy", required=False),
-            extra=r.extra(),
         )
-        return rec
 
 
 def _num(d: Mapping[str, Any] | None, key: str) -> float | None:
@@ -406,6 +404,33 @@ def _aggregation(r: _Reader, name: str, *, required: bool) -> Any:
     return agg
 
 
+_FieldReader = Callable[[_Reader, str, bool], Any]
+
+
+def _type_head(annotation: Any) -> str:
+    """``"float | None"`` → ``"float"``, ``"dict[str, Any] | None"`` → ``"dict"``."""
+    return str(annotation).split("|")[0].split("[")[0].strip()
+
+
+#: Fields read the same way in every record that has them, whatever their annotation says.
+_BY_NAME: Mapping[str, _FieldReader] = {
+    "privacy_unit": lambda r, n, req: r.choice(n, PRIVACY_UNITS, required=req),
+    "adjacency": lambda r, n, req: r.adjacency(n, required=req),
+    "dp_event": lambda r, n, req: r.dp_event(n, required=req),
+    "aggregation": lambda r, n, req: _aggregation(r, n, required=req),
+    "epsilon_by_accountant": lambda r, n, req: _eps_map(r, n),
+}
+#: Every other field, by the first type of its annotation (``float | None`` → ``float``).
+_BY_TYPE: Mapping[str, _FieldReader] = {
+    "int": lambda r, n, req: r.int_(n, required=req),
+    "float": lambda r, n, req: r.float_(n, required=req),
+    "str": lambda r, n, req: r.str_(n, required=req),
+    "bool": lambda r, n, req: r.bool_(n, required=req),
+    "dict": lambda r, n, req: r.dict_(n, required=req),
+    "list": lambda r, n, req: r.list_(n, required=req),
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class PolicyRecorded(Record):
     """Which budget policy governs the run: its content and SHA-256 (``policy.record_policy``)."""
@@ -413,10 +438,6 @@ class PolicyRecorded(Record):
     KIND: ClassVar[str] = POLICY
     policy: dict[str, Any]
     policy_sha256: str
-
-    @classmethod
-    def _from_v1(cls, r: _Reader) -> Self:
-        return cls(policy=r.dict_("policy"), policy_sha256=r.str_("policy_sha256"), extra=r.extra())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -433,9 +454,7 @@ class RunResumed(Record):
         rec = r.list_("reconciled", required=r.payload.get(VERSION_KEY) is not None) or []
         if not all(isinstance(x, Mapping) for x in rec):
             raise r.fail("reconciled", "must be a list of objects")
-        return cls(
-            from_round=r.int_("from_round"), reconciled=[dict(x) for x in rec], extra=r.extra()
-        )
+        return cls._read(r, reconciled=[dict(x) for x in rec])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -450,19 +469,6 @@ class RunFinished(Record):
     loss: float | None = None
     refused: list[dict[str, Any]] = field(default_factory=list)
     global_adapter_sha256: str | None = None
-
-    @classmethod
-    def _from_v1(cls, r: _Reader) -> Self:
-        return cls(
-            rounds_completed=r.int_("rounds_completed"),
-            epsilon=r.float_("epsilon", required=False),
-            delta=r.float_("delta", required=False),
-            accuracy=r.float_("accuracy", required=False),
-            loss=r.float_("loss", required=False),
-            refused=r.list_("refused", required=False) or [],
-            global_adapter_sha256=r.str_("global_adapter_sha256", required=False),
-            extra=r.extra(),
-        )
 
 
 # --------------------------------------------------------------------------- rounds
@@ -479,18 +485,6 @@ class RoundProjected(Record):
     adjacency: str | None = None
     aggregation: dict[str, Any] | None = None
     expected_cohort: int | None = None
-
-    @classmethod
-    def _from_v1(cls, r: _Reader) -> Self:
-        return cls(
-            dp_event=r.dp_event(),
-            projected_epsilon=r.float_("projected_epsilon", required=False),
-            privacy_unit=r.choice("privacy_unit", PRIVACY_UNITS, required=False),
-            adjacency=r.adjacency(required=False),
-            aggregation=_aggregation(r, "aggregation", required=False),
-            expected_cohort=r.int_("expected_cohort", required=False),
-            extra=r.extra(),
-        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -536,27 +530,7 @@ class RoundCompleted(Record):
         ids = r.list_("participant_ids", required=False)
         if ids is not None and not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             raise r.fail("participant_ids", "must be a list of integers")
-        return cls(
-            dp_event=r.dp_event(),
-            participants=r.int_("participants"),
-            cohort_size=r.int_("cohort_size", required=False),
-            participant_ids=ids,
-            dropouts=r.int_("dropouts", required=False),
-            dropped=r.dict_("dropped", required=False),
-            epsilon=r.float_("epsilon", required=False),
-            epsilon_by_accountant=_eps_map(r, "epsilon_by_accountant"),
-            delta=r.float_("delta", required=False),
-            accountant=r.str_("accountant", required=False),
-            privacy_unit=r.choice("privacy_unit", PRIVACY_UNITS, required=False),
-            adjacency=r.adjacency(required=False),
-            aggregation=_aggregation(r, "aggregation", required=False),
-            accuracy=r.float_("accuracy", required=False),
-            loss=r.float_("loss", required=False),
-            bytes_up=r.float_("bytes_up", required=False),
-            bytes_down=r.float_("bytes_down", required=False),
-            timings=r.dict_("timings", required=False),
-            extra=r.extra(),
-        )
+        return cls._read(r, participant_ids=ids)
 
     @classmethod
     def _from_v0(cls, r: _Reader) -> Self:
@@ -584,27 +558,19 @@ class RoundCompleted(Record):
             if v is None:
                 v = metrics.get(name)
             values[name] = _float(v, lambda m, n=name: r.fail(n, m))
-        return cls(
+        return cls._read(
+            r,
             version=0,
-            dp_event=r.dp_event(),
             participants=count,
-            cohort_size=r.int_("cohort_size", required=False),
             participant_ids=ids,
             dropouts=dropouts,
             dropped=dropped,
-            epsilon=None if eps_map is not None else r.float_("epsilon", required=False),
             epsilon_by_accountant=eps_map,
-            delta=r.float_("delta", required=False),
-            accountant=r.str_("accountant", required=False),
-            privacy_unit=r.choice("privacy_unit", PRIVACY_UNITS, required=False),
-            adjacency=r.adjacency(required=False),
-            aggregation=_aggregation(r, "aggregation", required=False),
             accuracy=values["accuracy"],
             loss=values["loss"],
             bytes_up=values["bytes_up"],
             bytes_down=values["bytes_down"],
-            timings=r.dict_("timings", required=False),
-            extra=r.extra(),
+            **({"epsilon": None} if eps_map is not None else {}),  # else read as a number
         )
 
 
@@ -629,15 +595,7 @@ class RoundRefused(Record):
         reasons = r.list_("reasons")
         if not all(isinstance(x, str) for x in reasons):
             raise r.fail("reasons", "must be a list of strings")
-        return cls(
-            reasons=reasons,
-            projected_epsilon=r.float_("projected_epsilon", required=False),
-            dp_event=r.dp_event(required=False),
-            policy=r.str_("policy", required=False),
-            policy_sha256=r.str_("policy_sha256", required=False),
-            round_info=r.dict_("round_info", required=False),
-            extra=r.extra(),
-        )
+        return cls._read(r, reasons=reasons)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -650,12 +608,6 @@ class RoundAborted(Record):
     released: bool
     reason: str | None = None
 
-    @classmethod
-    def _from_v1(cls, r: _Reader) -> Self:
-        return cls(
-            released=r.bool_("released"), reason=r.str_("reason", required=False), extra=r.extra()
-        )
-
 
 @dataclass(frozen=True, kw_only=True)
 class NodeRefusal(Record):
@@ -666,16 +618,6 @@ class NodeRefusal(Record):
     reason: str
     stage: str | None = None
     error: str | None = None
-
-    @classmethod
-    def _from_v1(cls, r: _Reader) -> Self:
-        return cls(
-            node=r.int_("node"),
-            reason=r.str_("reason"),
-            stage=r.str_("stage", required=False),
-            error=r.str_("error", required=False),
-            extra=r.extra(),
-        )
 
 
 # --------------------------------------------------------------------------- model, audits
@@ -694,13 +636,7 @@ class ModelProvenance(Record):
         w = r.raw("weights_sha256", required=False)
         if w is not None and not isinstance(w, str | Mapping):
             raise r.fail("weights_sha256", "must be a hex digest or {file: digest}")
-        return cls(
-            base_model=r.str_("base_model"),
-            weights_sha256=dict(w) if isinstance(w, Mapping) else w,
-            licence=r.str_("licence", required=False),
-            source=r.str_("source", required=False),
-            extra=r.extra(),
-        )
+        return cls._read(r, weights_sha256=dict(w) if isinstance(w, Mapping) else w)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -725,19 +661,7 @@ class EmpiricalAudit(Record):
         conf = r.float_("confidence")
         if not 0 < conf < 1:
             raise r.fail("confidence", f"must be in (0, 1), got {conf}")
-        return cls(
-            epsilon_lower_bound=lb,
-            confidence=conf,
-            method=r.str_("method", required=False),
-            canaries=r.int_("canaries", required=False),
-            guesses=r.int_("guesses", required=False),
-            correct=r.int_("correct", required=False),
-            delta=r.float_("delta", required=False),
-            epsilon_theoretical=r.float_("epsilon_theoretical", required=False),
-            claim_violated=r.bool_("claim_violated", required=False),
-            details=r.dict_("details", required=False),
-            extra=r.extra(),
-        )
+        return cls._read(r, epsilon_lower_bound=lb, confidence=conf)
 
 
 # --------------------------------------------------------------------------- parsing

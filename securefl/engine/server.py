@@ -35,7 +35,14 @@ from securefl.engine.wire import (
 )
 from securefl.engine.wire import field as get_field
 from securefl.errors import ConfigurationError, SecureFLError
-from securefl.secagg import Message, SecAggConfig, ServerProtocol, Stage, required_threshold
+from securefl.secagg import (
+    STAGE_LABELS,
+    Message,
+    SecAggConfig,
+    ServerProtocol,
+    Stage,
+    required_threshold,
+)
 from securefl.secagg.driver import Deliver, drive_round
 
 Record = Mapping[str, Any]
@@ -208,7 +215,7 @@ class NodeStages:
             try:
                 payload = get_field(rep, "payload", bytes)
             except SecureFLError as exc:
-                self.rejected[node] = f"{stage.name.lower()}: {exc}"
+                self.rejected[node] = f"{stage.label}: {exc}"
                 continue
             self.bytes_up += len(payload)
             deliver(owner, payload)
@@ -247,7 +254,8 @@ def _signed_advertisement(config: SecAggConfig, u: int, payload: bytes) -> bool:
     """True if ``payload`` is an AdvertiseKeys from ``u`` signed under u's registered key —
     the proof that turns a node's claim into u's authenticated channel (secagg.md §7)."""
     from securefl.crypto import keys
-    from securefl.secagg.messages import AdvertiseKeys, advertise_transcript, decode
+    from securefl.secagg.derive import advertise_transcript
+    from securefl.secagg.messages import AdvertiseKeys, decode
 
     try:
         m = decode(payload, config=config)
@@ -313,7 +321,7 @@ def run_secure_round(
         if stage is Stage.ADVERTISE_KEYS:
             progress("advertise_keys", {"live": sorted(server.u1), "node_of": dict(stages.node_of)})
         else:
-            progress(stage.name.lower(), {"expected": sorted(outbox)})
+            progress(stage.label, {"expected": sorted(outbox)})
 
     result = drive_round(server, stages, on_stage=on_stage)
     sums = layout.unflatten(decode_sum(result.total, plan))
@@ -332,5 +340,5 @@ def run_secure_round(
         plan=plan,
         bytes_up=stages.bytes_up,
         bytes_down=stages.bytes_down,
-        timings={k: v for k, v in result.timings.items() if k in {s.name.lower() for s in Stage}},
+        timings={k: v for k, v in result.timings.items() if k in STAGE_LABELS},
     )

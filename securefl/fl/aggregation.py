@@ -18,10 +18,11 @@ import numpy as np
 import numpy.typing as npt
 
 from securefl.errors import AbortError, ConfigurationError
+from securefl.secagg.messages import STAGE_LABELS
 from securefl.tensors import FloatVector
 
-# Stages at which a simulated client can vanish (names follow Bonawitz et al. 2017, Fig. 4).
-STAGES: tuple[str, ...] = ("advertise_keys", "share_keys", "masked_input", "unmasking")
+# Stages at which a simulated client can vanish (Bonawitz et al. 2017, Fig. 4): secagg's Stage.
+STAGES: tuple[str, ...] = STAGE_LABELS
 
 #: Sees every message of a round as ``(stage, sender, recipient, bytes)``; party 0 is the
 #: server, client ``c`` of the loop is party ``c + 1`` (as in SecAgg, whose ids start at 1).

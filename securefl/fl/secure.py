@@ -23,15 +23,10 @@ from securefl.errors import AbortError, ConfigurationError
 from securefl.fl.aggregation import AggregateOutcome, WireObserver, _check_inputs
 from securefl.fl.config import RunConfig
 from securefl.fl.errors import EncodingRangeError
+from securefl.secagg.messages import STAGE_LABELS
 from securefl.tensors import FloatVector
 
-SECAGG_STAGES: tuple[str, ...] = (
-    "advertise_keys",
-    "share_keys",
-    "masked_input",
-    "consistency_check",
-    "unmask",
-)
+SECAGG_STAGES: tuple[str, ...] = STAGE_LABELS
 
 
 def _digests(context: bytes) -> tuple[bytes, bytes]:

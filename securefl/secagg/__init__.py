@@ -21,6 +21,7 @@ from securefl.secagg.config import (
 from securefl.secagg.driver import drive_round
 from securefl.secagg.graph import neighbours
 from securefl.secagg.messages import (
+    STAGE_LABELS,
     AdvertiseKeys,
     ConsistencyCheck,
     ConsistencyRequest,
@@ -61,6 +62,7 @@ __all__ = [
     "CLIENT_TRANSITIONS",
     "PROTOCOL_VERSION",
     "SERVER_TRANSITIONS",
+    "STAGE_LABELS",
     "THREAT_MODELS",
     "AdvertiseKeys",
     "ClientEvent",

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from securefl.crypto import aead, kdf, keys, prg, shamir
+from securefl.crypto import aead, keys, prg, shamir
 from securefl.errors import (
     ConfigurationError,
     LocalProtocolError,
@@ -29,6 +29,14 @@ from securefl.errors import (
     UnsafeRequestError,
 )
 from securefl.secagg.config import SecAggConfig, required_threshold
+from securefl.secagg.derive import (
+    advertise_transcript,
+    consistency_transcript,
+    pairwise_mask_key,
+    self_mask_key,
+    share_associated_data,
+    share_key,
+)
 from securefl.secagg.graph import neighbours
 from securefl.secagg.messages import (
     SERVER_ID,
@@ -45,8 +53,6 @@ from securefl.secagg.messages import (
     Stage,
     UnmaskRequest,
     UnmaskResponse,
-    advertise_transcript,
-    consistency_transcript,
     decode,
     pack_ids,
 )
@@ -54,7 +60,6 @@ from securefl.secagg.randomness import RandomSource, SystemRandomness
 from securefl.secagg.transitions import ClientEvent, ClientState, client_expects, client_next
 from securefl.vocabulary import ThreatModel
 
-SHARE_AD_LABEL = b"securefl/secagg/v1/share\x00"
 _STAGE_NAME = {
     "ShareKeysRequest": Stage.SHARE_KEYS.name,
     "MaskedInputRequest": Stage.MASKED_INPUT.name,
@@ -122,57 +127,6 @@ class ClientPolicy:
                 self.security_bits,
             ),
         )
-
-
-def share_associated_data(config: SecAggConfig, sender: int, recipient: int) -> bytes:
-    """AES-GCM associated data of e_{u,v}: label, session id, round, sender, recipient."""
-    return (
-        SHARE_AD_LABEL
-        + config.session_id
-        + struct.pack("<III", config.round_index, sender, recipient)
-    )
-
-
-def pairwise_mask_key(config: SecAggConfig, shared_secret: bytes, u: int, v: int) -> bytes:
-    """PRG key of s_{u,v}: HKDF(KA(s_u, s_v), ``pairwise-mask``, session, round, min, max,
-    extra = layout digest)."""
-    return kdf.derive_pairwise_key(
-        shared_secret,
-        label=kdf.LABEL_PAIRWISE_MASK,
-        session_id=config.session_id,
-        round_index=config.round_index,
-        me=u,
-        peer=v,
-        extra=config.layout_digest,
-        length=prg.PRG_KEY_BYTES,
-    )
-
-
-def self_mask_key(config: SecAggConfig, seed: bytes, u: int) -> bytes:
-    """PRG key of the self mask: HKDF(b_u, ``self-mask``, session, round, u, u,
-    extra = layout digest)."""
-    return kdf.derive_key(
-        seed,
-        label=kdf.LABEL_SELF_MASK,
-        session_id=config.session_id,
-        round_index=config.round_index,
-        party_a=u,
-        party_b=u,
-        extra=config.layout_digest,
-        length=prg.PRG_KEY_BYTES,
-    )
-
-
-def share_key(config: SecAggConfig, shared_secret: bytes, u: int, v: int) -> bytes:
-    """AES-256-GCM key of the pair: HKDF(KA(c_u, c_v), ``share-encryption``, …, min, max)."""
-    return kdf.derive_pairwise_key(
-        shared_secret,
-        label=kdf.LABEL_SHARE_ENCRYPTION,
-        session_id=config.session_id,
-        round_index=config.round_index,
-        me=u,
-        peer=v,
-    )
 
 
 def mask_sign(u: int, v: int) -> int:

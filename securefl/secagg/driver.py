@@ -120,7 +120,7 @@ def drive_round(
         closing = time.perf_counter()
         outbox = server.close_stage()
         done = time.perf_counter()
-        timings[stage.name.lower()] = done - start
+        timings[stage.label] = done - start
         if stage is Stage.UNMASK:
             timings["server_unmask"] = done - closing
         if on_stage is not None:
@@ -133,7 +133,7 @@ def drive_round(
     return RoundResult(
         total=server.result,
         survivors=server.survivors,
-        dropped={s.name.lower(): ids for s, ids in server.dropped.items()},
+        dropped={s.label: ids for s, ids in server.dropped.items()},
         refused=refused,
         bytes_up=up,
         bytes_down=down,

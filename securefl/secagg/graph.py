@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from securefl.crypto.drbg import CtrDrbg
-from securefl.crypto.kdf import LABEL_NEIGHBOUR_GRAPH, derive_key
 from securefl.secagg.config import SecAggConfig
+from securefl.secagg.derive import graph_seed
 
 #: Graphs kept by :func:`neighbours` (a few concurrent rounds; one graph per round is needed).
 GRAPH_CACHE_SIZE = 8
@@ -52,18 +52,6 @@ class _Stream:
             w = self._word()
             if w < limit:
                 return w % bound
-
-
-def graph_seed(config: SecAggConfig) -> bytes:
-    """Shared public randomness: HKDF(ikm = session id, label ``neighbour-graph``, ids 0, 0)."""
-    return derive_key(
-        config.session_id,
-        label=LABEL_NEIGHBOUR_GRAPH,
-        session_id=config.session_id,
-        round_index=config.round_index,
-        party_a=0,
-        party_b=0,
-    )
 
 
 def permutation(ids: tuple[int, ...], seed: bytes) -> list[int]:

@@ -1,8 +1,8 @@
 """Known-answer vector of one full SecAgg+ round (``protocols/vectors/secagg_round.json``).
 
 All randomness — identity keys, ephemeral keys, self-mask seeds, Shamir coefficients — comes
-from :class:`DeterministicRandomness` streams whose seeds are fixed strings below, injected
-through the explicit ``randomness=`` hook. A second implementation that follows
+from :class:`DeterministicRandomness` streams seeded by :func:`securefl.secagg.derive.kat_seed`,
+injected through the explicit ``randomness=`` hook. A second implementation that follows
 ``protocols/secagg.md`` and draws its random bytes in the documented order reproduces every
 wire byte. Regenerate with ``python -m securefl.secagg.kat --write``.
 """
@@ -20,6 +20,7 @@ import numpy as np
 from securefl.crypto import keys
 from securefl.secagg.client import ClientPolicy
 from securefl.secagg.config import PROTOCOL_VERSION
+from securefl.secagg.derive import kat_seed
 from securefl.secagg.graph import neighbours
 from securefl.secagg.messages import MaskedInput, decode
 from securefl.secagg.randomness import DeterministicRandomness
@@ -30,16 +31,12 @@ VECTOR_PATH = Path(__file__).resolve().parents[2] / "protocols" / "vectors" / "s
 N, T, K, D, BITS = 10, 3, 4, 8, 16
 
 
-def _seed(label: str, u: int) -> bytes:
-    return hashlib.sha256(f"securefl/secagg/kat/v1/{label}/{u}".encode()).digest()
-
-
 def compute_round_vector() -> dict[str, Any]:
     """Run the fixed round and return the vector as a JSON-ready dict."""
     ids = list(range(1, N + 1))
     identities = {
         u: keys.ed25519_private_from_bytes(
-            DeterministicRandomness(_seed("identity", u)).token_bytes(32)
+            DeterministicRandomness(kat_seed("identity", u)).token_bytes(32)
         )
         for u in ids
     }
@@ -67,7 +64,7 @@ def compute_round_vector() -> dict[str, Any]:
     )
     inputs = {u: ((np.arange(D, dtype=np.uint32) * 1000 + u * 4099) % (1 << BITS)) for u in ids}
     inputs = {u: v.astype(np.uint32) for u, v in inputs.items()}
-    randomness = {u: DeterministicRandomness(_seed("client", u)) for u in ids}
+    randomness = {u: DeterministicRandomness(kat_seed("client", u)) for u in ids}
     transcript: list[tuple[str, int, int, bytes]] = []
     result = run_round(
         inputs,

@@ -14,6 +14,11 @@ entries), so every check runs on numpy views of the buffer, never per entry in P
 entries themselves are built on first access (:class:`Records`), so decoding a maximal
 message costs milliseconds whatever its 2^20 entries (issue 12, hole 8).
 
+Each message class holds its body's encoder (``_body``) and decoder (``_read``) one after the
+other, so the two can be compared line by line; the header's writer (:meth:`Message.encode`)
+and reader (:func:`_decode`) stand together the same way, and so do each list shape's writer
+and reader.
+
 The dataclasses themselves accept any values (tests forge malicious messages with them); the
 state machines re-check every semantic rule on the objects they receive.
 """
@@ -59,6 +64,16 @@ class Stage(IntEnum):
     CONSISTENCY_CHECK = 3
     UNMASK = 4
 
+    @property
+    def label(self) -> str:
+        """The stage's name off the wire (``"masked_input"``): dropout plans, transcripts,
+        timings and the fl layer all spell stages this way."""
+        return self.name.lower()
+
+
+#: Every stage's :attr:`Stage.label`, in protocol order: the one list of stage names.
+STAGE_LABELS: tuple[str, ...] = tuple(stage.label for stage in Stage)
+
 
 class MessageType(IntEnum):
     ADVERTISE_KEYS = 1
@@ -79,225 +94,10 @@ class ShareKind(IntEnum):
     MASK_KEY = 1  # s^SK_{v,u}: peer v dropped after sharing (its pairwise masks must go)
 
 
-@dataclass(frozen=True)
-class Message:
-    """Header fields common to every message."""
-
-    session_id: bytes
-    round_index: int
-    sender: int
-    recipient: int
-
-    TYPE: ClassVar[MessageType]
-    STAGE: ClassVar[Stage]
-    FROM_CLIENT: ClassVar[bool]
-
-    def encode(self) -> bytes:
-        body = self._body()
-        header = HEADER.pack(
-            MAGIC,
-            WIRE_VERSION,
-            int(self.TYPE),
-            int(self.STAGE),
-            0,
-            self.session_id,
-            self.round_index,
-            self.sender,
-            self.recipient,
-            len(body),
-        )
-        return header + body
-
-    def _body(self) -> bytes:
-        raise NotImplementedError
+_KINDS = (ShareKind.SELF_MASK_SEED, ShareKind.MASK_KEY)
 
 
-@dataclass(frozen=True)
-class PeerKeys:
-    """One client's signed key advertisement as relayed by the server."""
-
-    client_id: int
-    cipher_pk: bytes  # c_v^PK: X25519, share encryption
-    mask_pk: bytes  # s_v^PK: X25519, pairwise masks
-    signature: bytes  # Ed25519 under the client's identity key
-
-
-@dataclass(frozen=True)
-class AdvertiseKeys(Message):
-    """Round 0, client → server: ephemeral public keys signed with the identity key."""
-
-    cipher_pk: bytes
-    mask_pk: bytes
-    signature: bytes
-    TYPE: ClassVar[MessageType] = MessageType.ADVERTISE_KEYS
-    STAGE: ClassVar[Stage] = Stage.ADVERTISE_KEYS
-    FROM_CLIENT: ClassVar[bool] = True
-
-    def _body(self) -> bytes:
-        return self.cipher_pk + self.mask_pk + self.signature
-
-
-@dataclass(frozen=True)
-class ShareKeysRequest(Message):
-    """Round 1, server → client: the advertisements of the recipient's live neighbours (U1)."""
-
-    threshold: int
-    peers: Sequence[PeerKeys]
-    TYPE: ClassVar[MessageType] = MessageType.SHARE_KEYS_REQUEST
-    STAGE: ClassVar[Stage] = Stage.SHARE_KEYS
-    FROM_CLIENT: ClassVar[bool] = False
-
-    def _body(self) -> bytes:
-        parts = [struct.pack("<II", self.threshold, len(self.peers))]
-        for p in self.peers:
-            parts.append(struct.pack("<I", p.client_id) + p.cipher_pk + p.mask_pk + p.signature)
-        return b"".join(parts)
-
-
-@dataclass(frozen=True)
-class ShareKeys(Message):
-    """Round 1, client → server: AES-GCM share ciphertexts, one per neighbour (routed)."""
-
-    ciphertexts: Sequence[tuple[int, bytes]]  # (recipient v, e_{u,v})
-    TYPE: ClassVar[MessageType] = MessageType.SHARE_KEYS
-    STAGE: ClassVar[Stage] = Stage.SHARE_KEYS
-    FROM_CLIENT: ClassVar[bool] = True
-
-    def _body(self) -> bytes:
-        return _pack_ciphertexts(self.ciphertexts)
-
-
-@dataclass(frozen=True)
-class MaskedInputRequest(Message):
-    """Round 2, server → client: the ciphertexts addressed to it by neighbours in U2."""
-
-    ciphertexts: Sequence[tuple[int, bytes]]  # (sender v, e_{v,u})
-    TYPE: ClassVar[MessageType] = MessageType.MASKED_INPUT_REQUEST
-    STAGE: ClassVar[Stage] = Stage.MASKED_INPUT
-    FROM_CLIENT: ClassVar[bool] = False
-
-    def _body(self) -> bytes:
-        return _pack_ciphertexts(self.ciphertexts)
-
-
-@dataclass(frozen=True, eq=False)
-class MaskedInput(Message):
-    """Round 2, client → server: y_u mod 2^b, 4 bytes per parameter for b ≤ 32 (else 8)."""
-
-    bits: int
-    values: npt.NDArray[Any]
-    TYPE: ClassVar[MessageType] = MessageType.MASKED_INPUT
-    STAGE: ClassVar[Stage] = Stage.MASKED_INPUT
-    FROM_CLIENT: ClassVar[bool] = True
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, MaskedInput):
-            return NotImplemented
-        return (
-            (self.session_id, self.round_index, self.sender, self.recipient, self.bits)
-            == (other.session_id, other.round_index, other.sender, other.recipient, other.bits)
-            and self.values.shape == other.values.shape
-            and bool(np.array_equal(self.values, other.values))
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def _body(self) -> bytes:
-        word = _word_dtype(self.bits)
-        head = struct.pack("<IBB10x", self.values.shape[0], self.bits, word.itemsize)
-        return head + np.ascontiguousarray(self.values, dtype=word).tobytes()
-
-
-@dataclass(frozen=True)
-class ConsistencyRequest(Message):
-    """Round 3, server → client: the survivor set U3 whose masked inputs the server holds."""
-
-    survivors: Ids
-    TYPE: ClassVar[MessageType] = MessageType.CONSISTENCY_REQUEST
-    STAGE: ClassVar[Stage] = Stage.CONSISTENCY_CHECK
-    FROM_CLIENT: ClassVar[bool] = False
-
-    def _body(self) -> bytes:
-        return _pack_ids(self.survivors)
-
-
-@dataclass(frozen=True)
-class ConsistencyCheck(Message):
-    """Round 3, client → server: Ed25519 signature over (session, round, U3)."""
-
-    signature: bytes
-    TYPE: ClassVar[MessageType] = MessageType.CONSISTENCY_CHECK
-    STAGE: ClassVar[Stage] = Stage.CONSISTENCY_CHECK
-    FROM_CLIENT: ClassVar[bool] = True
-
-    def _body(self) -> bytes:
-        return self.signature
-
-
-@dataclass(frozen=True)
-class UnmaskRequest(Message):
-    """Round 4, server → client: neighbours' U3 signatures, then alive and dead neighbour lists."""
-
-    signatures: Sequence[tuple[int, bytes]]
-    alive: Ids
-    dead: Ids
-    TYPE: ClassVar[MessageType] = MessageType.UNMASK_REQUEST
-    STAGE: ClassVar[Stage] = Stage.UNMASK
-    FROM_CLIENT: ClassVar[bool] = False
-
-    def _body(self) -> bytes:
-        parts = [struct.pack("<I", len(self.signatures))]
-        parts.extend(struct.pack("<I", v) + sig for v, sig in self.signatures)
-        return b"".join(parts) + _pack_ids(self.alive) + _pack_ids(self.dead)
-
-
-@dataclass(frozen=True)
-class UnmaskResponse(Message):
-    """Round 4, client → server: one Shamir share per listed neighbour."""
-
-    shares: Sequence[tuple[int, ShareKind, bytes]]  # (peer v, kind, share)
-    TYPE: ClassVar[MessageType] = MessageType.UNMASK_RESPONSE
-    STAGE: ClassVar[Stage] = Stage.UNMASK
-    FROM_CLIENT: ClassVar[bool] = True
-
-    def _body(self) -> bytes:
-        parts = [struct.pack("<I", len(self.shares))]
-        for v, kind, share in self.shares:
-            parts.append(struct.pack("<IBH", v, int(kind), len(share)) + share)
-        return b"".join(parts)
-
-
-MESSAGE_CLASSES: dict[MessageType, type[Message]] = {
-    cls.TYPE: cls
-    for cls in (
-        AdvertiseKeys,
-        ShareKeysRequest,
-        ShareKeys,
-        MaskedInputRequest,
-        MaskedInput,
-        ConsistencyRequest,
-        ConsistencyCheck,
-        UnmaskRequest,
-        UnmaskResponse,
-    )
-}
-
-
-def _word_dtype(bits: int) -> np.dtype[Any]:
-    return np.dtype("<u4") if bits <= 32 else np.dtype("<u8")
-
-
-def _pack_ids(ids: Ids) -> bytes:
-    return struct.pack(f"<I{len(ids)}I", len(ids), *ids)
-
-
-def _pack_ciphertexts(items: Sequence[tuple[int, bytes]]) -> bytes:
-    parts = [struct.pack("<I", len(items))]
-    parts.extend(struct.pack("<IH", v, len(ct)) + ct for v, ct in items)
-    return b"".join(parts)
-
-
-# --------------------------------------------------------------------------- decoding
+# ------------------------------------------------------- building blocks: each writer by its reader
 
 
 class _Reader:
@@ -444,14 +244,6 @@ def _records(
     return np.frombuffer(r.data, dtype=dtype, count=n, offset=start)
 
 
-def _read_ids(r: _Reader, what: str, ctx: _Ctx) -> Ids:
-    """A counted list of ids (U3 lists have n entries for n clients)."""
-    n = r.count(what, 4, ctx.max_entries)
-    ids = _records(r, n, 4, {"id": ("<u4", 0)}, what)["id"]
-    _check_ids(ids, f"{what} entry", ctx, ordered=True)
-    return Records(n, lambda: tuple(ids.tolist()))
-
-
 def _slices(data: bytes, start: int, n: int, stride: int, size: int) -> list[bytes]:
     return [data[o : o + size] for o in range(start, start + n * stride, stride)]
 
@@ -486,39 +278,62 @@ def _same_length_list(
     return size, start, recs
 
 
-def _read_ciphertexts(r: _Reader, what: str, ctx: _Ctx) -> Sequence[tuple[int, bytes]]:
-    n = r.count(what, 6, ctx.max_entries)
-    size, start, recs = _same_length_list(r, n, 6, MAX_CIPHERTEXT_BYTES, f"{what} ciphertext")
-    ids = np.ascontiguousarray(recs["id"])
-    _check_ids(ids, f"{what} peer id", ctx, ordered=True)
-    data = r.data
-    return Records(n, _pairs(ids, data, start + 6, 6 + size, size))
+def _word_dtype(bits: int) -> np.dtype[Any]:
+    return np.dtype("<u4") if bits <= 32 else np.dtype("<u8")
 
 
-def decode(data: bytes, *, config: SecAggConfig | None = None) -> Message:
-    """Parse and validate one message; anything invalid → :class:`MalformedMessageError`.
-
-    With ``config`` the ids must belong to the cohort, counts are limited by n, and a masked
-    input must have exactly ``config.dimension`` values of ``config.bits`` bits.
-    """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise MalformedMessageError(f"a message must be bytes, not {type(data).__name__}")
-    size = data.nbytes if isinstance(data, memoryview) else len(data)
-    limit = MAX_MESSAGE_BYTES if config is None else max_message_bytes(config)
-    if size > limit:  # before copying anything
-        raise MalformedMessageError(f"message of {size} bytes exceeds {limit}")
-    try:
-        return _decode(bytes(data), _Ctx(config))
-    except MalformedMessageError:
-        raise
-    except (ValueError, TypeError, IndexError, KeyError, struct.error, OverflowError) as exc:
-        raise MalformedMessageError(f"unparseable message ({type(exc).__name__})") from exc
+def pack_ids(ids: Ids) -> bytes:
+    """``LE32(count) || LE32(id)…`` as used in bodies and transcripts."""
+    return struct.pack(f"<I{len(ids)}I", len(ids), *ids)
 
 
-def max_message_bytes(config: SecAggConfig) -> int:
-    """Largest valid message of a round: the masked input or an n-entry list (spec §10)."""
-    per_entry = 4 + 2 + MAX_CIPHERTEXT_BYTES + 2 * KEY_BYTES + SIGNATURE_BYTES
-    return HEADER_BYTES + 16 + max(config.dimension * config.word_bytes, config.n * per_entry)
+def _read_ids(r: _Reader, what: str, ctx: _Ctx) -> Ids:
+    """A counted list of ids (U3 lists have n entries for n clients)."""
+    n = r.count(what, 4, ctx.max_entries)
+    ids = _records(r, n, 4, {"id": ("<u4", 0)}, what)["id"]
+    _check_ids(ids, f"{what} entry", ctx, ordered=True)
+    return Records(n, lambda: tuple(ids.tolist()))
+
+
+# ------------------------------------------------------------------------ header and dispatch
+
+
+@dataclass(frozen=True)
+class Message:
+    """Header fields common to every message."""
+
+    session_id: bytes
+    round_index: int
+    sender: int
+    recipient: int
+
+    TYPE: ClassVar[MessageType]
+    STAGE: ClassVar[Stage]
+    FROM_CLIENT: ClassVar[bool]
+
+    def encode(self) -> bytes:
+        body = self._body()
+        header = HEADER.pack(
+            MAGIC,
+            WIRE_VERSION,
+            int(self.TYPE),
+            int(self.STAGE),
+            0,
+            self.session_id,
+            self.round_index,
+            self.sender,
+            self.recipient,
+            len(body),
+        )
+        return header + body
+
+    def _body(self) -> bytes:
+        raise NotImplementedError
+
+    @classmethod
+    def _read(cls, r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
+        """Parse and validate the body after a checked header (the inverse of :meth:`_body`)."""
+        raise NotImplementedError
 
 
 def _decode(data: bytes, ctx: _Ctx) -> Message:
@@ -555,184 +370,334 @@ def _decode(data: bytes, ctx: _Ctx) -> Message:
         "recipient": recipient,
     }
     r = _Reader(data, HEADER_BYTES, len(data))
-    msg = _BODY_READERS[cls.TYPE](r, ctx, head)
+    msg = cls._read(r, ctx, head)
     r.done()
     return msg
 
 
-def _r_advertise(r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
-    return AdvertiseKeys(
-        **head,
-        cipher_pk=r.take(KEY_BYTES, "cipher public key"),
-        mask_pk=r.take(KEY_BYTES, "mask public key"),
-        signature=r.take(SIGNATURE_BYTES, "signature"),
-    )
+def decode(data: bytes, *, config: SecAggConfig | None = None) -> Message:
+    """Parse and validate one message; anything invalid → :class:`MalformedMessageError`.
 
-
-def _r_share_request(r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
-    threshold = r.u32("threshold")
-    if not 1 <= threshold <= ctx.max_entries:
-        raise MalformedMessageError(f"threshold {threshold} out of range")
-    stride = 4 + 2 * KEY_BYTES + SIGNATURE_BYTES
-    n = r.count("peer keys", stride, ctx.max_entries)
-    start = r.pos
-    ids = np.ascontiguousarray(_records(r, n, stride, {"id": ("<u4", 0)}, "peer keys")["id"])
-    _check_ids(ids, "peer id", ctx, ordered=True)
-    data = r.data
-
-    def build() -> tuple[PeerKeys, ...]:
-        k, sig = KEY_BYTES, SIGNATURE_BYTES
-        return tuple(
-            PeerKeys(v, data[o : o + k], data[o + k : o + 2 * k], data[o + 2 * k : o + 2 * k + sig])
-            for v, o in zip(
-                ids.tolist(), range(start + 4, start + 4 + n * stride, stride), strict=True
-            )
-        )
-
-    return ShareKeysRequest(**head, threshold=threshold, peers=Records(n, build))
-
-
-def _r_share_keys(r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
-    return ShareKeys(**head, ciphertexts=_read_ciphertexts(r, "share", ctx))
-
-
-def _r_masked_request(r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
-    return MaskedInputRequest(**head, ciphertexts=_read_ciphertexts(r, "share", ctx))
-
-
-def _r_masked_input(r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
-    dimension = r.u32("dimension")
-    bits = r.u8("bits")
-    word = r.u8("word size")
-    if r.take(10, "reserved") != bytes(10):
-        raise MalformedMessageError("reserved masked-input bytes are not zero")
-    if not 1 <= bits <= 64:
-        raise MalformedMessageError(f"bits {bits} out of range 1..64")
-    dtype = _word_dtype(bits)
-    if word != dtype.itemsize:
-        raise MalformedMessageError(f"word size {word} but {bits}-bit values use {dtype.itemsize}")
-    if not 1 <= dimension <= MAX_DIMENSION:
-        raise MalformedMessageError(f"dimension {dimension} out of range 1..{MAX_DIMENSION}")
-    cfg = ctx.config
-    if cfg is not None and (dimension != cfg.dimension or bits != cfg.bits):
-        raise MalformedMessageError(
-            f"masked input has d={dimension}, b={bits}; the round has d={cfg.dimension}, "
-            f"b={cfg.bits}"
-        )
-    if r.end - r.pos != dimension * word:
-        raise MalformedMessageError(
-            f"masked input body has {r.end - r.pos} bytes, expected {dimension * word}"
-        )
-    values = np.frombuffer(r.data, dtype=dtype, count=dimension, offset=r.pos)
-    r.pos = r.end
-    if bits < 8 * word and int(values.max()) >> bits:
-        raise MalformedMessageError(f"a masked value is not below 2^{bits}")
-    return MaskedInput(**head, bits=bits, values=values)
-
-
-def _r_consistency_request(r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
-    return ConsistencyRequest(**head, survivors=_read_ids(r, "survivors", ctx))
-
-
-def _r_consistency(r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
-    return ConsistencyCheck(**head, signature=r.take(SIGNATURE_BYTES, "signature"))
-
-
-def _r_unmask_request(r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
-    stride = 4 + SIGNATURE_BYTES
-    n = r.count("signatures", stride, ctx.max_entries)
-    start = r.pos
-    ids = np.ascontiguousarray(_records(r, n, stride, {"id": ("<u4", 0)}, "signatures")["id"])
-    _check_ids(ids, "signer id", ctx, ordered=True)
-    data = r.data
-    sigs = Records(n, _pairs(ids, data, start + 4, stride, SIGNATURE_BYTES))
-    alive = _read_ids(r, "alive list", ctx)
-    dead = _read_ids(r, "dead list", ctx)
-    return UnmaskRequest(**head, signatures=sigs, alive=alive, dead=dead)
-
-
-_KINDS = (ShareKind.SELF_MASK_SEED, ShareKind.MASK_KEY)
-
-
-def _r_unmask_response(r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
-    n = r.count("shares", 7, ctx.max_entries)
-    size, start, recs = _same_length_list(r, n, 7, MAX_SHARE_BYTES, "share")
-    ids = np.ascontiguousarray(recs["id"])
-    _check_ids(ids, "share peer id", ctx, ordered=True)
-    kinds = np.ascontiguousarray(recs["kind"]) if n else np.zeros(0, dtype=np.uint8)
-    if (kinds > 1).any():
-        raise MalformedMessageError(f"unknown share kind {int(kinds.max())}")
-    data = r.data
-    return UnmaskResponse(
-        **head,
-        shares=Records(
-            n,
-            lambda: tuple(
-                (v, _KINDS[k], b)
-                for v, k, b in zip(
-                    ids.tolist(),
-                    kinds.tolist(),
-                    _slices(data, start + 7, n, 7 + size, size),
-                    strict=True,
-                )
-            ),
-        ),
-    )
-
-
-_BODY_READERS = {
-    MessageType.ADVERTISE_KEYS: _r_advertise,
-    MessageType.SHARE_KEYS_REQUEST: _r_share_request,
-    MessageType.SHARE_KEYS: _r_share_keys,
-    MessageType.MASKED_INPUT_REQUEST: _r_masked_request,
-    MessageType.MASKED_INPUT: _r_masked_input,
-    MessageType.CONSISTENCY_REQUEST: _r_consistency_request,
-    MessageType.CONSISTENCY_CHECK: _r_consistency,
-    MessageType.UNMASK_REQUEST: _r_unmask_request,
-    MessageType.UNMASK_RESPONSE: _r_unmask_response,
-}
-
-
-def advertise_transcript(
-    config: SecAggConfig, client_id: int, cipher_pk: bytes, mask_pk: bytes
-) -> bytes:
-    """Bytes signed in round 0: label, session id, round, client id, both public keys."""
-    return (
-        b"securefl/secagg/v1/advertise\x00"
-        + config.session_id
-        + struct.pack("<II", config.round_index, client_id)
-        + cipher_pk
-        + mask_pk
-    )
-
-
-def consistency_transcript(
-    config: SecAggConfig,
-    client_id: int,
-    cipher_pk: bytes,
-    mask_pk: bytes,
-    survivors: Ids,
-    *,
-    packed: bytes | None = None,
-) -> bytes:
-    """Bytes signed in round 3: label, session id, round, signer id, the signer's *ephemeral*
-    public keys of this attempt, then U3.
-
-    The ephemeral keys make a signature unusable in any other run, even one that reuses the
-    session id (a server re-running a round with the same config cannot replay last attempt's
-    confirmations of a survivor set). ``packed`` may carry ``LE32(|U3|) || LE32(ids)``
-    already computed for ``survivors``.
+    With ``config`` the ids must belong to the cohort, counts are limited by n, and a masked
+    input must have exactly ``config.dimension`` values of ``config.bits`` bits.
     """
-    return (
-        b"securefl/secagg/v1/consistency\x00"
-        + config.session_id
-        + struct.pack("<II", config.round_index, client_id)
-        + cipher_pk
-        + mask_pk
-        + (_pack_ids(survivors) if packed is None else packed)
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise MalformedMessageError(f"a message must be bytes, not {type(data).__name__}")
+    size = data.nbytes if isinstance(data, memoryview) else len(data)
+    limit = MAX_MESSAGE_BYTES if config is None else max_message_bytes(config)
+    if size > limit:  # before copying anything
+        raise MalformedMessageError(f"message of {size} bytes exceeds {limit}")
+    try:
+        return _decode(bytes(data), _Ctx(config))
+    except MalformedMessageError:
+        raise
+    except (ValueError, TypeError, IndexError, KeyError, struct.error, OverflowError) as exc:
+        raise MalformedMessageError(f"unparseable message ({type(exc).__name__})") from exc
+
+
+def max_message_bytes(config: SecAggConfig) -> int:
+    """Largest valid message of a round: the masked input or an n-entry list (spec §10)."""
+    per_entry = 4 + 2 + MAX_CIPHERTEXT_BYTES + 2 * KEY_BYTES + SIGNATURE_BYTES
+    return HEADER_BYTES + 16 + max(config.dimension * config.word_bytes, config.n * per_entry)
+
+
+# ------------------------------------------------- one class per message: encoder, then decoder
+
+
+@dataclass(frozen=True)
+class PeerKeys:
+    """One client's signed key advertisement as relayed by the server."""
+
+    client_id: int
+    cipher_pk: bytes  # c_v^PK: X25519, share encryption
+    mask_pk: bytes  # s_v^PK: X25519, pairwise masks
+    signature: bytes  # Ed25519 under the client's identity key
+
+
+@dataclass(frozen=True)
+class AdvertiseKeys(Message):
+    """Round 0, client → server: ephemeral public keys signed with the identity key."""
+
+    cipher_pk: bytes
+    mask_pk: bytes
+    signature: bytes
+    TYPE: ClassVar[MessageType] = MessageType.ADVERTISE_KEYS
+    STAGE: ClassVar[Stage] = Stage.ADVERTISE_KEYS
+    FROM_CLIENT: ClassVar[bool] = True
+
+    def _body(self) -> bytes:
+        return self.cipher_pk + self.mask_pk + self.signature
+
+    @classmethod
+    def _read(cls, r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
+        return cls(
+            **head,
+            cipher_pk=r.take(KEY_BYTES, "cipher public key"),
+            mask_pk=r.take(KEY_BYTES, "mask public key"),
+            signature=r.take(SIGNATURE_BYTES, "signature"),
+        )
+
+
+@dataclass(frozen=True)
+class ShareKeysRequest(Message):
+    """Round 1, server → client: the advertisements of the recipient's live neighbours (U1)."""
+
+    threshold: int
+    peers: Sequence[PeerKeys]
+    TYPE: ClassVar[MessageType] = MessageType.SHARE_KEYS_REQUEST
+    STAGE: ClassVar[Stage] = Stage.SHARE_KEYS
+    FROM_CLIENT: ClassVar[bool] = False
+
+    def _body(self) -> bytes:
+        parts = [struct.pack("<II", self.threshold, len(self.peers))]
+        for p in self.peers:
+            parts.append(struct.pack("<I", p.client_id) + p.cipher_pk + p.mask_pk + p.signature)
+        return b"".join(parts)
+
+    @classmethod
+    def _read(cls, r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
+        threshold = r.u32("threshold")
+        if not 1 <= threshold <= ctx.max_entries:
+            raise MalformedMessageError(f"threshold {threshold} out of range")
+        stride = 4 + 2 * KEY_BYTES + SIGNATURE_BYTES
+        n = r.count("peer keys", stride, ctx.max_entries)
+        start = r.pos
+        ids = np.ascontiguousarray(_records(r, n, stride, {"id": ("<u4", 0)}, "peer keys")["id"])
+        _check_ids(ids, "peer id", ctx, ordered=True)
+        data = r.data
+
+        def build() -> tuple[PeerKeys, ...]:
+            k, sig = KEY_BYTES, SIGNATURE_BYTES
+            return tuple(
+                PeerKeys(
+                    v, data[o : o + k], data[o + k : o + 2 * k], data[o + 2 * k : o + 2 * k + sig]
+                )
+                for v, o in zip(
+                    ids.tolist(), range(start + 4, start + 4 + n * stride, stride), strict=True
+                )
+            )
+
+        return cls(**head, threshold=threshold, peers=Records(n, build))
+
+
+@dataclass(frozen=True)
+class _CiphertextList(Message):
+    """Body of :class:`ShareKeys` and :class:`MaskedInputRequest`: ``LE32(count)`` then
+    ``LE32(peer) || LE16(len) || e`` per entry, peers strictly increasing, one ``len`` for all."""
+
+    ciphertexts: Sequence[tuple[int, bytes]]
+
+    def _body(self) -> bytes:
+        parts = [struct.pack("<I", len(self.ciphertexts))]
+        parts.extend(struct.pack("<IH", v, len(ct)) + ct for v, ct in self.ciphertexts)
+        return b"".join(parts)
+
+    @classmethod
+    def _read(cls, r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
+        n = r.count("share", 6, ctx.max_entries)
+        size, start, recs = _same_length_list(r, n, 6, MAX_CIPHERTEXT_BYTES, "share ciphertext")
+        ids = np.ascontiguousarray(recs["id"])
+        _check_ids(ids, "share peer id", ctx, ordered=True)
+        return cls(**head, ciphertexts=Records(n, _pairs(ids, r.data, start + 6, 6 + size, size)))
+
+
+@dataclass(frozen=True)
+class ShareKeys(_CiphertextList):
+    """Round 1, client → server: AES-GCM share ciphertexts, one per neighbour (routed);
+    ``ciphertexts`` holds ``(recipient v, e_{u,v})``."""
+
+    TYPE: ClassVar[MessageType] = MessageType.SHARE_KEYS
+    STAGE: ClassVar[Stage] = Stage.SHARE_KEYS
+    FROM_CLIENT: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class MaskedInputRequest(_CiphertextList):
+    """Round 2, server → client: the ciphertexts addressed to it by neighbours in U2;
+    ``ciphertexts`` holds ``(sender v, e_{v,u})``."""
+
+    TYPE: ClassVar[MessageType] = MessageType.MASKED_INPUT_REQUEST
+    STAGE: ClassVar[Stage] = Stage.MASKED_INPUT
+    FROM_CLIENT: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, eq=False)
+class MaskedInput(Message):
+    """Round 2, client → server: y_u mod 2^b, 4 bytes per parameter for b ≤ 32 (else 8)."""
+
+    bits: int
+    values: npt.NDArray[Any]
+    TYPE: ClassVar[MessageType] = MessageType.MASKED_INPUT
+    STAGE: ClassVar[Stage] = Stage.MASKED_INPUT
+    FROM_CLIENT: ClassVar[bool] = True
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MaskedInput):
+            return NotImplemented
+        return (
+            (self.session_id, self.round_index, self.sender, self.recipient, self.bits)
+            == (other.session_id, other.round_index, other.sender, other.recipient, other.bits)
+            and self.values.shape == other.values.shape
+            and bool(np.array_equal(self.values, other.values))
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _body(self) -> bytes:
+        word = _word_dtype(self.bits)
+        head = struct.pack("<IBB10x", self.values.shape[0], self.bits, word.itemsize)
+        return head + np.ascontiguousarray(self.values, dtype=word).tobytes()
+
+    @classmethod
+    def _read(cls, r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
+        dimension = r.u32("dimension")
+        bits = r.u8("bits")
+        word = r.u8("word size")
+        if r.take(10, "reserved") != bytes(10):
+            raise MalformedMessageError("reserved masked-input bytes are not zero")
+        if not 1 <= bits <= 64:
+            raise MalformedMessageError(f"bits {bits} out of range 1..64")
+        dtype = _word_dtype(bits)
+        if word != dtype.itemsize:
+            raise MalformedMessageError(
+                f"word size {word} but {bits}-bit values use {dtype.itemsize}"
+            )
+        if not 1 <= dimension <= MAX_DIMENSION:
+            raise MalformedMessageError(f"dimension {dimension} out of range 1..{MAX_DIMENSION}")
+        cfg = ctx.config
+        if cfg is not None and (dimension != cfg.dimension or bits != cfg.bits):
+            raise MalformedMessageError(
+                f"masked input has d={dimension}, b={bits}; the round has d={cfg.dimension}, "
+                f"b={cfg.bits}"
+            )
+        if r.end - r.pos != dimension * word:
+            raise MalformedMessageError(
+                f"masked input body has {r.end - r.pos} bytes, expected {dimension * word}"
+            )
+        values = np.frombuffer(r.data, dtype=dtype, count=dimension, offset=r.pos)
+        r.pos = r.end
+        if bits < 8 * word and int(values.max()) >> bits:
+            raise MalformedMessageError(f"a masked value is not below 2^{bits}")
+        return cls(**head, bits=bits, values=values)
+
+
+@dataclass(frozen=True)
+class ConsistencyRequest(Message):
+    """Round 3, server → client: the survivor set U3 whose masked inputs the server holds."""
+
+    survivors: Ids
+    TYPE: ClassVar[MessageType] = MessageType.CONSISTENCY_REQUEST
+    STAGE: ClassVar[Stage] = Stage.CONSISTENCY_CHECK
+    FROM_CLIENT: ClassVar[bool] = False
+
+    def _body(self) -> bytes:
+        return pack_ids(self.survivors)
+
+    @classmethod
+    def _read(cls, r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
+        return cls(**head, survivors=_read_ids(r, "survivors", ctx))
+
+
+@dataclass(frozen=True)
+class ConsistencyCheck(Message):
+    """Round 3, client → server: Ed25519 signature over (session, round, U3)."""
+
+    signature: bytes
+    TYPE: ClassVar[MessageType] = MessageType.CONSISTENCY_CHECK
+    STAGE: ClassVar[Stage] = Stage.CONSISTENCY_CHECK
+    FROM_CLIENT: ClassVar[bool] = True
+
+    def _body(self) -> bytes:
+        return self.signature
+
+    @classmethod
+    def _read(cls, r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
+        return cls(**head, signature=r.take(SIGNATURE_BYTES, "signature"))
+
+
+@dataclass(frozen=True)
+class UnmaskRequest(Message):
+    """Round 4, server → client: neighbours' U3 signatures, then alive and dead neighbour lists."""
+
+    signatures: Sequence[tuple[int, bytes]]
+    alive: Ids
+    dead: Ids
+    TYPE: ClassVar[MessageType] = MessageType.UNMASK_REQUEST
+    STAGE: ClassVar[Stage] = Stage.UNMASK
+    FROM_CLIENT: ClassVar[bool] = False
+
+    def _body(self) -> bytes:
+        parts = [struct.pack("<I", len(self.signatures))]
+        parts.extend(struct.pack("<I", v) + sig for v, sig in self.signatures)
+        return b"".join(parts) + pack_ids(self.alive) + pack_ids(self.dead)
+
+    @classmethod
+    def _read(cls, r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
+        stride = 4 + SIGNATURE_BYTES
+        n = r.count("signatures", stride, ctx.max_entries)
+        start = r.pos
+        ids = np.ascontiguousarray(_records(r, n, stride, {"id": ("<u4", 0)}, "signatures")["id"])
+        _check_ids(ids, "signer id", ctx, ordered=True)
+        data = r.data
+        sigs = Records(n, _pairs(ids, data, start + 4, stride, SIGNATURE_BYTES))
+        alive = _read_ids(r, "alive list", ctx)
+        dead = _read_ids(r, "dead list", ctx)
+        return cls(**head, signatures=sigs, alive=alive, dead=dead)
+
+
+@dataclass(frozen=True)
+class UnmaskResponse(Message):
+    """Round 4, client → server: one Shamir share per listed neighbour."""
+
+    shares: Sequence[tuple[int, ShareKind, bytes]]  # (peer v, kind, share)
+    TYPE: ClassVar[MessageType] = MessageType.UNMASK_RESPONSE
+    STAGE: ClassVar[Stage] = Stage.UNMASK
+    FROM_CLIENT: ClassVar[bool] = True
+
+    def _body(self) -> bytes:
+        parts = [struct.pack("<I", len(self.shares))]
+        for v, kind, share in self.shares:
+            parts.append(struct.pack("<IBH", v, int(kind), len(share)) + share)
+        return b"".join(parts)
+
+    @classmethod
+    def _read(cls, r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
+        n = r.count("shares", 7, ctx.max_entries)
+        size, start, recs = _same_length_list(r, n, 7, MAX_SHARE_BYTES, "share")
+        ids = np.ascontiguousarray(recs["id"])
+        _check_ids(ids, "share peer id", ctx, ordered=True)
+        kinds = np.ascontiguousarray(recs["kind"]) if n else np.zeros(0, dtype=np.uint8)
+        if (kinds > 1).any():
+            raise MalformedMessageError(f"unknown share kind {int(kinds.max())}")
+        data = r.data
+        return cls(
+            **head,
+            shares=Records(
+                n,
+                lambda: tuple(
+                    (v, _KINDS[k], b)
+                    for v, k, b in zip(
+                        ids.tolist(),
+                        kinds.tolist(),
+                        _slices(data, start + 7, n, 7 + size, size),
+                        strict=True,
+                    )
+                ),
+            ),
+        )
+
+
+MESSAGE_CLASSES: dict[MessageType, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (
+        AdvertiseKeys,
+        ShareKeysRequest,
+        ShareKeys,
+        MaskedInputRequest,
+        MaskedInput,
+        ConsistencyRequest,
+        ConsistencyCheck,
+        UnmaskRequest,
+        UnmaskResponse,
     )
-
-
-def pack_ids(ids: Ids) -> bytes:
-    """``LE32(count) || LE32(id)…`` as used in bodies and transcripts."""
-    return _pack_ids(ids)
+}

@@ -35,8 +35,14 @@ from securefl.errors import (
     MalformedMessageError,
     SecureFLError,
 )
-from securefl.secagg.client import mask_sign, pairwise_mask_key, self_mask_key
+from securefl.secagg.client import mask_sign
 from securefl.secagg.config import SecAggConfig
+from securefl.secagg.derive import (
+    advertise_transcript,
+    consistency_transcript,
+    pairwise_mask_key,
+    self_mask_key,
+)
 from securefl.secagg.graph import neighbours
 from securefl.secagg.messages import (
     SERVER_ID,
@@ -53,8 +59,6 @@ from securefl.secagg.messages import (
     Stage,
     UnmaskRequest,
     UnmaskResponse,
-    advertise_transcript,
-    consistency_transcript,
     decode,
     pack_ids,
 )

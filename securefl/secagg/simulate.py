@@ -90,11 +90,11 @@ class DropoutPlan:
     unmask: frozenset[int] = frozenset()
 
     def at(self, stage: Stage) -> frozenset[int]:
-        return frozenset(getattr(self, stage.name.lower()))
+        return frozenset(getattr(self, stage.label))
 
     @classmethod
     def from_mapping(cls, by_stage: Mapping[Stage, Iterable[int]]) -> DropoutPlan:
-        return cls(**{s.name.lower(): frozenset(ids) for s, ids in by_stage.items()})
+        return cls(**{s.label: frozenset(ids) for s, ids in by_stage.items()})
 
 
 def simulation_config(
@@ -201,7 +201,7 @@ class SimulatedTransport:
         self.gone |= self.dropouts.at(stage)
         for u, data in requests.items():
             if stage is not Stage.ADVERTISE_KEYS and self.transcript is not None:
-                self.transcript.append((stage.name.lower(), SERVER_ID, u, data))
+                self.transcript.append((stage.label, SERVER_ID, u, data))
             if u in self.gone:
                 continue
             try:
@@ -215,7 +215,7 @@ class SimulatedTransport:
                 self.gone.add(u)
                 continue
             if self.transcript is not None:
-                self.transcript.append((Stage(reply[6]).name.lower(), u, SERVER_ID, reply))
+                self.transcript.append((Stage(reply[6]).label, u, SERVER_ID, reply))
             deliver(u, reply)
         return failed
 

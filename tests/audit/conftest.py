@@ -17,6 +17,29 @@ from securefl.audit.ledger import Ledger
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 TS = "2026-01-31T12:00:00.000000Z"
+#: Headless Chromium as the browser tests run it (no network, no profile reuse).
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
+
+
+def run_chromium(binary: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Chromium with :data:`CHROMIUM_FLAGS` and a throwaway profile under ``tmp``."""
+    return subprocess.run(
+        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ is kept under test-artifacts/ for humans to look at."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,29 +11,7 @@ import pytest
 from securefl.audit.ledger import Ledger
 from securefl.audit.report import build_report, write_html
 
-from .conftest import ARTIFACTS, TS
-
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-]
-
-
-def _chromium(binary: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [binary, *FLAGS, f"--user-data-dir={tmp / 'profile'}", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+from .conftest import ARTIFACTS, TS, run_chromium
 
 
 @pytest.mark.browser
@@ -50,7 +27,7 @@ def test_html_report_renders_in_chromium(
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "audit_report.png"
     shot.unlink(missing_ok=True)
-    done = _chromium(
+    done = run_chromium(
         chromium,
         tmp_path,
         f"--screenshot={shot}",
@@ -63,7 +40,7 @@ def test_html_report_renders_in_chromium(
     assert shot.is_file() and shot.stat().st_size > 20_000  # a real page, not a blank image
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Uncaught" not in done.stderr, done.stderr[-2000:]
-    dom = _chromium(chromium, tmp_path, "--dump-dom", "--virtual-time-budget=5000", url)
+    dom = run_chromium(chromium, tmp_path, "--dump-dom", "--virtual-time-budget=5000", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert 'data-render="ok"' in dom.stdout  # the load handler ran and saw no error
     assert 'data-charts="4/4"' in dom.stdout  # every SVG chart has a non-empty box

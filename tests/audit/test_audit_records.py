@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,23 @@ def entry_of(kind: str, payload: dict[str, Any], seq: int = 1) -> Entry:
 
 def test_every_record_type_has_a_sample() -> None:
     assert {type(s) for s in SAMPLES} == set(RECORD_TYPES)
+
+
+@pytest.mark.parametrize("record", SAMPLES, ids=lambda r: type(r).__name__)
+def test_every_field_without_a_default_is_required(record: Record) -> None:
+    """The table-driven reader: required exactly when the dataclass field has no default."""
+    required = [
+        f.name
+        for f in dataclasses.fields(record)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    assert required
+    for name in required:
+        payload = record.to_payload()
+        del payload[name]
+        with pytest.raises(RecordError) as info:
+            type(record).from_payload(payload)
+        assert info.value.field == name
 
 
 @pytest.mark.parametrize("record", SAMPLES, ids=lambda r: type(r).__name__)

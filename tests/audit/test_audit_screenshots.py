@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from securefl.audit.render_pdf import BROWSER_ENV
 from securefl.audit.report import write_html, write_pdf
 
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, run_chromium
 from .pdfpages import read_pdf, write_png
 from .samples import ARTEFACTS, EXAMPLES, SAMPLES, flat, sample_report
-from .test_audit_browser import FLAGS
 
 COMMITTED = EXAMPLES / "screenshots"
 _COMMITTED_PDF_PAGES = 2
@@ -42,16 +40,6 @@ _MUST_NOT = {
 }
 
 
-def _chromium(binary: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [binary, *FLAGS, f"--user-data-dir={tmp / 'profile'}", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-
-
 @pytest.mark.browser
 @pytest.mark.parametrize("name", SAMPLES)
 def test_sample_report_screenshots(
@@ -68,12 +56,13 @@ def test_sample_report_screenshots(
     out.mkdir(parents=True, exist_ok=True)
     shot = out / f"{name}_html.png"
     shot.unlink(missing_ok=True)
-    done = _chromium(
+    done = run_chromium(
         chromium, tmp_path, f"--screenshot={shot}", "--window-size=960,1300", html.as_uri()
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
-    dom = _chromium(chromium, tmp_path, "--dump-dom", "--virtual-time-budget=5000", html.as_uri())
+    url = html.as_uri()
+    dom = run_chromium(chromium, tmp_path, "--dump-dom", "--virtual-time-budget=5000", url)
     assert 'data-render="ok"' in dom.stdout
     charts = dom.stdout.split('data-charts="', 1)[1].split('"', 1)[0]
     drawn, total = charts.split("/")

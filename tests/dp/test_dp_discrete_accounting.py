@@ -4,6 +4,7 @@ brute-force sums over the integers where that is feasible."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -73,9 +74,19 @@ def exact_rdp(sigma: float, shift: int, q: float, alpha: float, n: int = 1) -> f
     """max of both directions of D_α between the add/remove pair (sum over the integers)."""
     lp0, lp1 = _pair(sigma, shift, q, n)
     ok = np.isfinite(lp0) & np.isfinite(lp1)
-    a = logsumexp(alpha * lp1[ok] + (1 - alpha) * lp0[ok]) / (alpha - 1)
-    b = logsumexp(alpha * lp0[ok] + (1 - alpha) * lp1[ok]) / (alpha - 1)
-    return float(max(a, b))
+    return max(
+        float(logsumexp(alpha * lp[ok] + (1 - alpha) * lq[ok]) / (alpha - 1))
+        for lp, lq in ((lp1, lp0), (lp0, lp1))
+    )
+
+
+def assert_rdp_above_exact(
+    bound: Arr, sigma: float, shift: int, q: float, orders: tuple[float, ...], n: int = 1
+) -> Arr:
+    """The accountant's RDP at ``orders`` is never below the brute-force D_α; returns the latter."""
+    exact = np.array([exact_rdp(sigma, shift, q, a, n) for a in orders])
+    assert np.all(bound >= exact * (1 - 1e-9) - 1e-12)
+    return exact
 
 
 def exact_delta(sigma: float, shift: int, q: float, eps: float, rounds: int, n: int = 1) -> float:
@@ -151,8 +162,7 @@ def test_smoothing_kernel_marginal_is_close_to_the_discrete_gaussian() -> None:
 def test_rdp_bound_is_above_exact_and_close(sigma: float, shift: int, q: float) -> None:
     acc = RdpAccountant(orders=INT_ORDERS)
     bound = acc.rdp(_sampled(q, DiscreteGaussianEvent(sigma, float(shift), 1)))
-    exact = np.array([exact_rdp(sigma, shift, q, a) for a in INT_ORDERS])
-    assert np.all(bound >= exact * (1 - 1e-9) - 1e-12)
+    exact = assert_rdp_above_exact(bound, sigma, shift, q, INT_ORDERS)
     if sigma >= 4:
         assert np.all(bound <= exact * 1.15)
 
@@ -181,9 +191,7 @@ def test_pld_smoothing_bound_is_above_exact_and_close(
 def test_ddgauss_bound_is_above_exact(sigma: float, n: int, q: float) -> None:
     """Sum of n discrete Gaussians (exact pmf by convolution) vs the KLS + smoothing bound."""
     event = _sampled(q, DistributedDiscreteGaussianEvent(sigma, n, 1.0, 1.0, 1))
-    bound = RdpAccountant(orders=INT_ORDERS).rdp(event)
-    exact = np.array([exact_rdp(sigma, 1, q, a, n) for a in INT_ORDERS])
-    assert np.all(bound >= exact * (1 - 1e-9) - 1e-12)
+    assert_rdp_above_exact(RdpAccountant(orders=INT_ORDERS).rdp(event), sigma, 1, q, INT_ORDERS, n)
     for name in ("pld", "prv"):
         ours = get_accountant(name).epsilon(event, 1e-5)
         assert ours >= exact_eps(sigma, 1, q, 1e-5, 1, n) - 1e-6
@@ -264,6 +272,25 @@ def test_ddgauss_pld_close_to_continuous_with_n_sigma() -> None:
 FAST = RdpAccountant(orders=INT_ORDERS)
 
 
+def assert_monotone(
+    eps: Callable[[float, float, int], float],
+    sigma: float,
+    q: float,
+    rounds: int,
+    bump: float,
+    *,
+    rel: float = 0.0,
+    tol: float = 0.0,
+) -> None:
+    """ε(σ, q, T) does not rise with more noise and does not fall with a larger sampling rate
+    or one more round, up to ``base·rel + tol``."""
+    base = eps(sigma, q, rounds)
+    slack = base * rel + tol
+    assert eps(sigma * bump, q, rounds) <= base + slack
+    assert eps(sigma, min(1.0, q * bump), rounds) >= base - slack
+    assert eps(sigma, q, rounds + 1) >= base - slack
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     sigma=st.floats(1.0, 50.0),
@@ -280,10 +307,7 @@ def test_rdp_monotone_in_noise_sampling_and_rounds(
         ev = SelfComposedEvent(_sampled(qq, DiscreteGaussianEvent(s, shift, d)), t)
         return FAST.epsilon(ev, DELTA)
 
-    base = eps(sigma, q, rounds)
-    assert eps(sigma * bump, q, rounds) <= base * (1 + 1e-9)
-    assert eps(sigma, min(1.0, q * bump), rounds) >= base * (1 - 1e-9)
-    assert eps(sigma, q, rounds + 1) >= base * (1 - 1e-9)
+    assert_monotone(eps, sigma, q, rounds, bump, rel=1e-9)
 
 
 @settings(max_examples=10, deadline=None)
@@ -303,11 +327,8 @@ def test_pld_monotone_in_noise_sampling_and_rounds(
         ev = SelfComposedEvent(_sampled(qq, DiscreteGaussianEvent(s, sigma / z, 4096)), t)
         return pld.epsilon(ev, DELTA)
 
-    base = eps(sigma, q, rounds)
-    tol = 2e-3  # pessimistic discretisation grid of the PLD (interval 1e-3)
-    assert eps(sigma * bump, q, rounds) <= base + tol
-    assert eps(sigma, min(1.0, q * bump), rounds) >= base - tol
-    assert eps(sigma, q, rounds + 1) >= base - tol
+    # tolerance: the pessimistic discretisation grid of the PLD (interval 1e-3)
+    assert_monotone(eps, sigma, q, rounds, bump, tol=2e-3)
 
 
 @settings(max_examples=25, deadline=None)
@@ -319,8 +340,8 @@ def test_pld_monotone_in_noise_sampling_and_rounds(
 )
 def test_rdp_never_below_exact(sigma: float, shift: int, q: float, alpha: float) -> None:
     acc = RdpAccountant(orders=(alpha,))
-    bound = float(acc.rdp(_sampled(q, DiscreteGaussianEvent(sigma, float(shift), 1)))[0])
-    assert bound >= exact_rdp(sigma, shift, q, alpha) * (1 - 1e-9) - 1e-12
+    bound = acc.rdp(_sampled(q, DiscreteGaussianEvent(sigma, float(shift), 1)))
+    assert_rdp_above_exact(bound, sigma, shift, q, (alpha,))
 
 
 @settings(max_examples=12, deadline=None)

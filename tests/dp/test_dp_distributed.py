@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from securefl.dp.distributed import (
 )
 from securefl.dp.errors import InvalidParameterError
 from securefl.dp.sampling import CryptoRandom
+from securefl.secagg.config import SecAggConfig
 from securefl.secagg.simulate import (
     DropoutPlan,
     SimulatedIdentities,
@@ -110,19 +112,27 @@ def _encoded_cohort(
     return cfg, ups, inputs
 
 
-def test_output_is_a_secure_aggregation_input() -> None:
-    """The client vector goes straight into securefl.secagg.simulate.run_round."""
-    n = 4
-    cfg, ups, inputs = _encoded_cohort(n, 100, min_contributors=3)
-    ident = SimulatedIdentities()
-    config = simulation_config(
+def _secagg_config(
+    cfg: DDGaussConfig, inputs: dict[int, Any], ident: SimulatedIdentities, **options: Any
+) -> SecAggConfig:
+    """A malicious-server SecAgg round (t = 3, bound to a model hash) over the encoded inputs."""
+    return simulation_config(
         list(inputs),
         threshold=3,
         bits=cfg.bits,
         dimension=cfg.padded_dimension,
         identities=ident,
         model_digest=b"\x07" * 32,  # the default malicious-server round binds a model hash
+        **options,
     )
+
+
+def test_output_is_a_secure_aggregation_input() -> None:
+    """The client vector goes straight into securefl.secagg.simulate.run_round."""
+    n = 4
+    cfg, ups, inputs = _encoded_cohort(n, 100, min_contributors=3)
+    ident = SimulatedIdentities()
+    config = _secagg_config(cfg, inputs, ident)
     result = run_round(inputs, config, identities=ident)
     expected = sum_mod(list(inputs.values()), cfg)
     assert np.array_equal(result.total.astype(np.uint64), expected.astype(np.uint64))
@@ -137,15 +147,7 @@ def test_dropouts_leave_the_survivors_noise_and_the_fixed_denominator() -> None:
     n = 5
     cfg, ups, inputs = _encoded_cohort(n, 60, min_contributors=4)
     ident = SimulatedIdentities()
-    config = simulation_config(
-        list(inputs),
-        threshold=3,
-        bits=cfg.bits,
-        dimension=cfg.padded_dimension,
-        min_cohort=4,
-        identities=ident,
-        model_digest=b"\x07" * 32,  # the default malicious-server round binds a model hash
-    )
+    config = _secagg_config(cfg, inputs, ident, min_cohort=4)
     drop = DropoutPlan(masked_input=frozenset({5}))
     result = run_round(inputs, config, dropouts=drop, identities=ident)
     assert result.survivors == frozenset({1, 2, 3, 4})

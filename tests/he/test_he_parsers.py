@@ -19,27 +19,14 @@ from securefl.errors import SecureFLError
 from securefl.he import HEClient, HEServer, KeyHolder, MalformedCiphertextError, wire
 from securefl.tensors import TensorLayout, TensorSpec
 
+from .conftest import honest_parties, parse_envelope
+
 
 @pytest.fixture(scope="module")
 def parties(holders: dict[str, KeyHolder]) -> tuple[KeyHolder, HEServer, bytes, bytes]:
     kh = holders["fast"]
-    client = HEClient(kh.public_context_bytes())
-    server = HEServer(kh.server_context_bytes(), max_dimension=2**16)
-    update = client.encrypt({"a": np.linspace(-1, 1, 10), "b": np.ones((2, 3))})
-    aggregate = server.aggregate([update, update])
-    return kh, server, update, aggregate
-
-
-def _envelope(kh: KeyHolder, data: bytes, kind: int) -> wire.Envelope:
-    return wire.unpack(
-        data,
-        kind=kind,
-        preset_name=kh.preset.name,
-        context_fingerprint=kh.fingerprint,
-        slot_count=kh.preset.slot_count,
-        max_chunk_bytes=10**7,
-        max_bytes=10**9,
-    )
+    _, server, update = honest_parties(kh, {"a": np.linspace(-1, 1, 10), "b": np.ones((2, 3))})
+    return kh, server, update, server.aggregate([update, update])
 
 
 def _with_layout(env: wire.Envelope, specs: list[tuple[str, tuple[int, ...]]]) -> bytes:
@@ -61,10 +48,10 @@ BAD_LAYOUTS = {
 @pytest.mark.parametrize("case", sorted(BAD_LAYOUTS))
 def test_bad_layout_refused_by_server_and_key_holder(parties: tuple, case: str) -> None:
     kh, server, update, aggregate = parties
-    bad_update = _with_layout(_envelope(kh, update, wire.KIND_UPDATE), BAD_LAYOUTS[case])
+    bad_update = _with_layout(parse_envelope(kh, update, wire.KIND_UPDATE), BAD_LAYOUTS[case])
     with pytest.raises(MalformedCiphertextError, match="layout"):
         server.session().add(bad_update)
-    bad_agg = _with_layout(_envelope(kh, aggregate, wire.KIND_AGGREGATE), BAD_LAYOUTS[case])
+    bad_agg = _with_layout(parse_envelope(kh, aggregate, wire.KIND_AGGREGATE), BAD_LAYOUTS[case])
     with pytest.raises(MalformedCiphertextError, match="layout"):
         kh.decrypt_result(bad_agg)
 
@@ -77,10 +64,10 @@ def test_bad_layout_refused_by_server_and_key_holder(parties: tuple, case: str) 
 def test_layout_json_overflow_and_nesting_typed(parties: tuple, text: str) -> None:
     """OverflowError / RecursionError escaped the server's parser before."""
     kh, server, update, aggregate = parties
-    env = _envelope(kh, update, wire.KIND_UPDATE)
+    env = parse_envelope(kh, update, wire.KIND_UPDATE)
     with pytest.raises(MalformedCiphertextError, match="layout"):
         server.session().add(dataclasses.replace(env, layout_json=text).pack())
-    agg_env = _envelope(kh, aggregate, wire.KIND_AGGREGATE)
+    agg_env = parse_envelope(kh, aggregate, wire.KIND_AGGREGATE)
     with pytest.raises(MalformedCiphertextError, match="layout"):
         kh.decrypt_result(dataclasses.replace(agg_env, layout_json=text).pack())
 
@@ -92,7 +79,7 @@ def test_layout_json_overflow_and_nesting_typed(parties: tuple, text: str) -> No
 def test_weight_sums_in_aggregate_typed(parties: tuple, field: str, value: float) -> None:
     """Infinite or absurd weight sums: a typed error, never OverflowError in release_grid."""
     kh, _, _, aggregate = parties
-    env = _envelope(kh, aggregate, wire.KIND_AGGREGATE)
+    env = parse_envelope(kh, aggregate, wire.KIND_AGGREGATE)
     flags = env.flags | (wire.FLAG_SERVER_WEIGHTS if field != "client_weight_sum" else 0)
     bad = dataclasses.replace(env, flags=flags, **{field: value}).pack()
     try:
@@ -167,7 +154,7 @@ layout_text = st.text(alphabet='[]{}",:0123456789-.eE abtrunlfs', max_size=80)
 @given(layout_text)
 def test_layout_text_in_envelope_only_typed_errors(parties: tuple, text: str) -> None:
     kh, server, update, _ = parties
-    env = _envelope(kh, update, wire.KIND_UPDATE)
+    env = parse_envelope(kh, update, wire.KIND_UPDATE)
     with contextlib.suppress(SecureFLError):
         server.session().add(dataclasses.replace(env, layout_json=text).pack())
 

@@ -29,6 +29,8 @@ from securefl.he import (
 )
 from securefl.he.simulate import run_round
 
+from .conftest import parse_envelope
+
 #: χ² test: the probability that a correct implementation fails it (two-sided).
 FALSE_FAILURE = 1e-6
 N_CLIENTS = 5
@@ -145,15 +147,7 @@ def test_configured_noise_cannot_be_skipped_or_replaced(holders: dict[str, KeyHo
 
 
 def _relabel(kh: KeyHolder, aggregate: bytes, **changes: Any) -> bytes:
-    env = wire.unpack(
-        aggregate,
-        kind=wire.KIND_AGGREGATE,
-        preset_name=kh.preset.name,
-        context_fingerprint=kh.fingerprint,
-        slot_count=kh.preset.slot_count,
-        max_chunk_bytes=10**7,
-        max_bytes=10**9,
-    )
+    env = parse_envelope(kh, aggregate, wire.KIND_AGGREGATE)
     return dataclasses.replace(env, **changes).pack()
 
 

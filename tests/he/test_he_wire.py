@@ -28,27 +28,15 @@ from securefl.he import (
 )
 from securefl.he.context import pack_context, unpack_context
 
+from .conftest import honest_parties, parse_envelope
+
 
 @pytest.fixture(scope="module")
 def setup(holders: dict[str, KeyHolder]) -> tuple[KeyHolder, HEClient, HEServer, bytes]:
     kh = holders["weighted"]
-    client = HEClient(kh.public_context_bytes(), workers=1)
-    server = HEServer(kh.server_context_bytes(), max_dimension=2**16)
-    update = client.encrypt({"a": np.linspace(-1, 1, 5000), "b": np.ones((2, 3))})
+    tensors = {"a": np.linspace(-1, 1, 5000), "b": np.ones((2, 3))}
+    client, server, update = honest_parties(kh, tensors, workers=1)
     return kh, client, server, update
-
-
-def _parse(kh: KeyHolder, data: bytes, kind: int) -> wire.Envelope:
-    """Parse an envelope the way the receiving role does (no size limits: test helper)."""
-    return wire.unpack(
-        data,
-        kind=kind,
-        preset_name=kh.preset.name,
-        context_fingerprint=kh.fingerprint,
-        slot_count=kh.preset.slot_count,
-        max_chunk_bytes=10**7,
-        max_bytes=10**9,
-    )
 
 
 def _header_len(update: bytes) -> int:
@@ -153,8 +141,8 @@ def test_wrong_level_chunk_caught_after_parsing(setup: tuple) -> None:
     """A valid one-prime aggregate chunk spliced into a two-prime update: SEAL accepts it (it
     is valid for the context), our post-parse level check does not."""
     kh, _, server, update = setup
-    env = _parse(kh, update, wire.KIND_UPDATE)
-    agg = _parse(kh, server.aggregate([update]), wire.KIND_AGGREGATE)
+    env = parse_envelope(kh, update, wire.KIND_UPDATE)
+    agg = parse_envelope(kh, server.aggregate([update]), wire.KIND_AGGREGATE)
     spliced = wire.Envelope(**{**env.__dict__, "chunks": (agg.chunks[0], *env.chunks[1:])})
     with pytest.raises(MalformedCiphertextError, match="client 0, chunk 0: 1 primes, expected 2"):
         server.aggregate([spliced.pack()])
@@ -168,7 +156,7 @@ def test_lower_level_chunk_caught_by_level_check(holders: dict[str, KeyHolder]) 
     update = client.encrypt({"a": np.zeros(4096)})
     vec = ts.ckks_vector(kh._ctx, [0.0] * 4096)
     vec.mul_(1.0)  # rescale: 2 primes → 1
-    env = _parse(kh, update, wire.KIND_UPDATE)
+    env = parse_envelope(kh, update, wire.KIND_UPDATE)
     spliced = wire.Envelope(**{**env.__dict__, "chunks": (vec.serialize(),)})
     server = HEServer(kh.server_context_bytes())
     with pytest.raises(MalformedCiphertextError, match="1 primes, expected 2"):
@@ -181,8 +169,8 @@ def test_session_rejects_bad_update_and_continues(setup: tuple) -> None:
     """Streaming aggregation: an update whose *last* chunk is bad (after earlier chunks parsed)
     is rejected whole; the running sum is intact and the round goes on without it."""
     kh, _, server, update = setup
-    env = _parse(kh, update, wire.KIND_UPDATE)
-    one_prime = _parse(kh, server.aggregate([update]), wire.KIND_AGGREGATE).chunks[-1]
+    env = parse_envelope(kh, update, wire.KIND_UPDATE)
+    one_prime = parse_envelope(kh, server.aggregate([update]), wire.KIND_AGGREGATE).chunks[-1]
     bad = wire.Envelope(**{**env.__dict__, "chunks": (*env.chunks[:-1], one_prime)}).pack()
     session = server.session()
     session.add(update)

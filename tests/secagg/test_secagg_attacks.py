@@ -32,7 +32,7 @@ from securefl.secagg import (
     decode,
     simulation_config,
 )
-from securefl.secagg.client import pairwise_mask_key, self_mask_key
+from securefl.secagg.derive import pairwise_mask_key, self_mask_key
 from securefl.secagg.messages import HEADER, HEADER_BYTES, max_message_bytes
 
 from .conftest import Harness, make_harness
@@ -144,7 +144,7 @@ def test_server_drops_hostile_key_advertisements(bad: str) -> None:
         "reused": adverts[1].cipher_pk,
         "same": a.mask_pk,
     }[bad]
-    from securefl.secagg.messages import advertise_transcript
+    from securefl.secagg.derive import advertise_transcript
 
     sig = keys.sign(sk, advertise_transcript(h.config, 5, c_pk, a.mask_pk))
     adverts[5] = dataclasses.replace(a, cipher_pk=c_pk, signature=sig)
@@ -162,7 +162,7 @@ def test_client_refuses_low_order_peer_key() -> None:
     assert isinstance(req, ShareKeysRequest)
     p = req.peers[0]
     # re-signing needs the peer's identity key: a server cannot do it, a corrupt peer can
-    from securefl.secagg.messages import advertise_transcript
+    from securefl.secagg.derive import advertise_transcript
 
     sig = keys.sign(
         h.identities[p.client_id], advertise_transcript(h.config, p.client_id, LOW_ORDER, p.mask_pk)

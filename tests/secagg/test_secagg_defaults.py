@@ -34,7 +34,8 @@ from securefl.secagg import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from securefl.secagg.client import mask_sign, pairwise_mask_key, self_mask_key
+from securefl.secagg.client import mask_sign
+from securefl.secagg.derive import pairwise_mask_key, self_mask_key
 from securefl.vocabulary import ThreatModel
 
 N, VICTIM, GROUP_A, GROUP_B = 7, 7, (1, 2, 3), (4, 5, 6)
@@ -104,14 +105,9 @@ def split_view_attack(
     return inputs[VICTIM], victim_masked
 
 
-def test_defaults_refuse_the_split_view_attack_of_the_issue() -> None:
-    """Old code: SecAggConfig defaulted to semi-honest (t = 2 accepted) and clients to no
-    policy, so the attack below recovered the victim's input. Now both refuse."""
-    ids = _identities()
-    with pytest.raises(InsecureThresholdError):  # default threat model: malicious
-        SecAggConfig.create(_public(ids), threshold=2, bits=16, dimension=4, model_digest=MODEL)
-    # a server that hands out a semi-honest config is refused by the clients' default policy
-    weak = SecAggConfig.create(
+def _semi_honest_config(ids: dict[int, keys.Ed25519PrivateKey]) -> SecAggConfig:
+    """t = 2 over the cohort: accepted only under the explicit semi-honest opt-in."""
+    return SecAggConfig.create(
         _public(ids),
         threshold=2,
         bits=16,
@@ -119,6 +115,16 @@ def test_defaults_refuse_the_split_view_attack_of_the_issue() -> None:
         model_digest=MODEL,
         threat_model=ThreatModel.SEMI_HONEST,
     )
+
+
+def test_defaults_refuse_the_split_view_attack_of_the_issue() -> None:
+    """Old code: SecAggConfig defaulted to semi-honest (t = 2 accepted) and clients to no
+    policy, so the attack below recovered the victim's input. Now both refuse."""
+    ids = _identities()
+    with pytest.raises(InsecureThresholdError):  # default threat model: malicious
+        SecAggConfig.create(_public(ids), threshold=2, bits=16, dimension=4, model_digest=MODEL)
+    # a server that hands out a semi-honest config is refused by the clients' default policy
+    weak = _semi_honest_config(ids)
     with pytest.raises(UnsafeRequestError, match="threshold"):
         ClientProtocol(weak, 1, ids[1])
     with pytest.raises(UnsafeRequestError):
@@ -129,14 +135,7 @@ def test_the_attack_is_real_under_the_explicit_semi_honest_opt_in() -> None:
     """The same attack succeeds when both sides opt in to semi-honest — so the test above is
     not vacuous, and the opt-in is exactly as weak as the spec says (§1)."""
     ids = _identities()
-    weak = SecAggConfig.create(
-        _public(ids),
-        threshold=2,
-        bits=16,
-        dimension=4,
-        model_digest=MODEL,
-        threat_model="semi-honest",
-    )
+    weak = _semi_honest_config(ids)
     opt_in = ClientPolicy(threat_model=ThreatModel.SEMI_HONEST, min_cohort=3)
     truth, recovered = split_view_attack(weak, ids, policy=opt_in)
     np.testing.assert_array_equal(recovered, truth)

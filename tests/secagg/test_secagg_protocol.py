@@ -4,6 +4,8 @@ that leaves every client ≥ t live neighbours, and too few survivors abort clea
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from hypothesis import strategies as st
 from securefl.errors import AbortError
 from securefl.secagg import (
     DropoutPlan,
+    SecAggConfig,
     SimulatedIdentities,
     Stage,
     neighbours,
@@ -146,26 +149,35 @@ def test_upload_is_four_bytes_per_parameter() -> None:
         assert word <= per_param < word + 0.1
 
 
-def test_secure_sum_named_decodes_floats() -> None:
-    from securefl.encoding import error_bound, plan_ring
-    from securefl.secagg import secure_sum_named
+def _named_config(
+    updates: Mapping[int, Mapping[str, Any]], plan: Any, **options: Any
+) -> tuple[SecAggConfig, SimulatedIdentities]:
+    """A t = 3 round over ``updates``' tensor layout and ring ``plan``, with its identities."""
     from securefl.tensors import TensorLayout
 
-    rng = np.random.default_rng(3)
-    updates = {u: {"w": rng.normal(size=(4, 3)), "b": rng.normal(size=3)} for u in range(1, 9)}
-    layout = TensorLayout.from_tensors(updates[1])
-    plan = plan_ring(8, 10.0, 16)
+    layout = TensorLayout.from_tensors(next(iter(updates.values())))
     ident = SimulatedIdentities()
     cfg = simulation_config(
         updates,
         threshold=3,
-        degree=4,
         bits=plan.bits,
         dimension=layout.size,
         layout_digest=layout.digest(),
         identities=ident,
         model_digest=MODEL,
+        **options,
     )
+    return cfg, ident
+
+
+def test_secure_sum_named_decodes_floats() -> None:
+    from securefl.encoding import error_bound, plan_ring
+    from securefl.secagg import secure_sum_named
+
+    rng = np.random.default_rng(3)
+    updates = {u: {"w": rng.normal(size=(4, 3)), "b": rng.normal(size=3)} for u in range(1, 9)}
+    plan = plan_ring(8, 10.0, 16)
+    cfg, ident = _named_config(updates, plan, degree=4)
     drop = DropoutPlan(unmask=frozenset({2}))
     out = secure_sum_named(updates, cfg, plan, dropouts=drop, identities=ident)
     assert out.round.survivors == frozenset(range(1, 9))
@@ -220,30 +232,19 @@ def test_secure_sum_named_torch_tensors() -> None:
     torch = pytest.importorskip("torch")
     from securefl.encoding import plan_ring
     from securefl.secagg import secure_sum_named
-    from securefl.tensors import TensorLayout
 
     updates = {
         u: {"lora_A": torch.full((2, 3), 0.25 * u), "lora_B": torch.arange(4.0) * u}
         for u in range(1, 6)
     }
-    layout = TensorLayout.from_tensors(updates[1])
     plan = plan_ring(5, 4.0, 12)
-    ident = SimulatedIdentities()
-    cfg = simulation_config(
-        updates,
-        threshold=3,
-        bits=plan.bits,
-        dimension=layout.size,
-        layout_digest=layout.digest(),
-        identities=ident,
-        model_digest=MODEL,
-    )
+    cfg, ident = _named_config(updates, plan)
     out = secure_sum_named(updates, cfg, plan, identities=ident)
     assert np.allclose(out.sums["lora_A"], np.full((2, 3), 0.25 * 15), atol=5 * 2**-12)
     # lora_B: 3·u clipped to 4.0 for u ≥ 2 in the last coordinates → counted, not silent
     assert sum(out.clipped.values()) > 0
     with pytest.raises(Exception, match="layout"):
         other = simulation_config(
-            updates, threshold=3, bits=plan.bits, dimension=layout.size, model_digest=MODEL
+            updates, threshold=3, bits=plan.bits, dimension=cfg.dimension, model_digest=MODEL
         )
         secure_sum_named(updates, other, plan)
