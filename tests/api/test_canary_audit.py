@@ -12,7 +12,6 @@ can show), which the test asserts rather than assumes.
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +23,9 @@ from securefl.errors import ConfigurationError
 from securefl.fl.canary_audit import DESIGN_SUFFIX, CanaryAudit
 from securefl.fl.errors import ResumeError
 
+from .ledger_rows import payloads as _payloads
+
 D = 10_000
-
-
-def _payloads(run_dir: Path, kind: str) -> list[dict[str, object]]:
-    con = sqlite3.connect(run_dir / "ledger.sqlite")
-    try:
-        rows = con.execute("SELECT payload FROM entries WHERE kind = ?", (kind,)).fetchall()
-    finally:
-        con.close()
-    return [json.loads(r[0]) for r in rows]
 
 
 def _run(tmp_path: Path, privacy: object, *, canaries: int, rounds: int = 20) -> Path:

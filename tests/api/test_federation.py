@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -27,18 +26,11 @@ from securefl.audit.keys import assert_no_signing_key_under
 from securefl.audit.ledger import verify_ledger
 from securefl.errors import ConfigurationError
 
+from .ledger_rows import payloads as _payloads
+
 
 def _state(d: int = 6) -> dict[str, np.ndarray]:
     return {"w": np.zeros((2, d // 2)), "b": np.zeros(1)}
-
-
-def _payloads(run_dir: Path, kind: str) -> list[dict[str, object]]:
-    con = sqlite3.connect(run_dir / "ledger.sqlite")
-    try:
-        rows = con.execute("SELECT payload FROM entries WHERE kind = ?", (kind,)).fetchall()
-    finally:
-        con.close()
-    return [json.loads(r[0]) for r in rows]
 
 
 def test_top_level_namespace_exports_the_api() -> None:
