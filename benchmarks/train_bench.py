@@ -92,7 +92,7 @@ def measure(name: str, n_loop: int, n_batched: int, reps: int, chunk: int) -> di
         batched_s.append((time.perf_counter() - t0) / n_batched)
     # agreement (dropout off, same data order) on a few clients
     _no_dropout(model)
-    k = min(n_loop, 4)
+    k = min(n_loop, 2)
     ref = np.stack(
         [
             client_step(model, flat, clients[c], spec, client_id=c, round_index=0, seed=0).delta
@@ -121,12 +121,12 @@ def main() -> None:
     args = parser.parse_args()
     reps = args.reps or (1 if args.quick else 3)
     load = os.getloadavg()[0]
-    tiny = measure("tiny", 16, 128, reps, args.chunk)
-    minilm = (
-        measure("minilm", 4, 64, reps, args.chunk)
-        if args.quick
-        else measure("minilm", 8, 128, reps, args.chunk)
-    )
+    if args.quick:
+        tiny = measure("tiny", 8, 64, reps, args.chunk)
+        minilm = measure("minilm", 2, 16, reps, args.chunk)
+    else:
+        tiny = measure("tiny", 16, 256, reps, args.chunk)
+        minilm = measure("minilm", 4, 64, reps, args.chunk)
     out = {
         "clients_per_s_loop": minilm["clients_per_s_loop"],
         "clients_per_s_batched": minilm["clients_per_s_batched"],
