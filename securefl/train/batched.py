@@ -221,6 +221,10 @@ class BatchedClientTrainer:
     memory this holds: 4 × chunk_size × layout.size floats); ``token_budget`` bounds the padded
     tokens of one forward pass. Results stream out one chunk at a time
     (:meth:`train_chunks`), so an aggregator never holds the whole cohort's updates.
+
+    The model is shared, not copied: while a chunk trains, its LoRA layers are switched off
+    and forward hooks add the per-client terms (removed afterwards, even on error), so one
+    model serves one training call at a time (not re-entrant, not thread-safe).
     """
 
     def __init__(
@@ -370,7 +374,10 @@ class BatchedClientTrainer:
             for slot in self._slots
         ]
         try:
-            with torch.random.fork_rng(devices=[]), net.disable_adapter():
+            # dropout draws from a seeded stream that is restored afterwards (CPU and, on a
+            # GPU, that device's generator): the caller's torch RNG state is left as it was
+            rng_devices = [torch.device(device)] if device.startswith("cuda") else []
+            with torch.random.fork_rng(devices=rng_devices), net.disable_adapter():
                 torch.manual_seed(derive_seed(seed, round_index, *ids))
                 net.train()
                 for t in range(n_steps[0]):

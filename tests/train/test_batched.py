@@ -184,12 +184,14 @@ def test_shared_model_is_left_as_it_was(pool: TextDataset) -> None:
         out0 = model.model(**batch).logits
     spec = TrainSpec(epochs=1, batch_size=4, lr=1e-2)
     trainer = BatchedClientTrainer(model, spec)
+    rng_state = torch.get_rng_state()
     list(
         trainer.train_chunks(
             _global(model), _clients(pool, [5, 3]), client_ids=[0, 1], round_index=0, seed=0
         )
     )
     np.testing.assert_array_equal(model.get_flat(), before)
+    assert torch.equal(torch.get_rng_state(), rng_state)  # dropout stream forked, not leaked
     assert not model.model.training
     assert all(p.requires_grad for p in model.trainable_parameters)
     with torch.no_grad():
