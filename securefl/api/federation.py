@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -322,10 +322,19 @@ class Federation:
                 parameter="clients",
             )
         evaluate = getattr(trainer, "evaluate", None)
+        # A trainer that trains a whole cohort in one pass (securefl.train.BatchedTrainer)
+        # streams (client, update) pairs; DP-SGD needs each client's own make_private session.
+        cohort_fn = getattr(trainer, "iter_cohort", None)
+        if isinstance(self.privacy, LocalDPSGD):
+            cohort_fn = None
         for rnd in self.rounds(initial_state, evaluate=evaluate):
-            for client in rnd.cohort:
-                ctx = TrainContext(rnd.index, client, self.cfg.seed, rnd)
-                update = trainer.train(rnd.state, clients[client], ctx)
+            ctxs = [TrainContext(rnd.index, c, self.cfg.seed, rnd) for c in rnd.cohort]
+            pairs: Iterable[tuple[int, Mapping[str, Any]]]
+            if cohort_fn is not None and ctxs:
+                pairs = cohort_fn(rnd.state, [clients[c.client] for c in ctxs], ctxs)
+            else:
+                pairs = ((c.client, trainer.train(rnd.state, clients[c.client], c)) for c in ctxs)
+            for client, update in pairs:
                 size = len(clients[client]) if hasattr(clients[client], "__len__") else 1
                 rnd.submit(client, update, num_examples=size)
             rnd.finish()
