@@ -123,9 +123,9 @@ SILO = Recipe(
     clients=5,
     rounds=20,
     rate=1.0,
-    local_epochs=3,
+    local_epochs=1,
     local_lr=4.0,
-    batch_size=128,
+    batch_size=256,
     clip=1.0,
     server=FedAvgM(lr=1.0, momentum=0.9),
 )
