@@ -197,6 +197,9 @@ class Federation:
     example counts (needed for ``LocalDPSGD`` accounting and δ ≤ 1/population checks, and for
     example-weighted FedAvg without client-level DP). ``policy`` is a budget policy file
     (``audits/policies/*.toml``); without one the privacy target is the budget.
+    ``server_optimizer`` (``fedavg`` | ``fedavgm`` | ``fedadam`` | ``fedyogi``, learning rate
+    ``server_lr``) steps from the released, already noised mean: post-processing, no privacy
+    cost (Reddi et al. 2021); its memory is checkpointed with the model.
     ``audit_canaries = m`` runs the one-run canary audit of the trained model
     (:mod:`securefl.fl.canary_audit`): canary clients join the cohorts (``Round.cohort`` lists
     only your clients) and the ledger records the ε lower bound at the end.
@@ -214,6 +217,8 @@ class Federation:
         policy: str | Path | None = None,
         client_sizes: Sequence[int] | None = None,
         server_lr: float | None = None,
+        server_optimizer: str = "fedavg",
+        server_momentum: float = 0.9,
         simulated_dropout_rate: float = 0.0,
         eval_every: int = 1,
         seed: int = 0,
@@ -253,6 +258,8 @@ class Federation:
             "dropout_rate": simulated_dropout_rate,
             "eval_every": eval_every,
             "server_lr": server_lr,
+            "server_optimizer": server_optimizer,
+            "server_momentum": server_momentum,
             "policy": None if policy is None else str(policy),
             "allow_large_delta": allow_large_delta,
             "audit_canaries": audit_canaries,

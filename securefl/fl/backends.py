@@ -161,14 +161,14 @@ class Backend:
             return self.cfg.sampling_rate * self.cfg.n_clients
         return float(self.cfg.clients_per_round)
 
-    def server_update(
-        self, global_flat: FloatVector, outcome: AggregateOutcome | None, cfg: RunConfig
-    ) -> tuple[FloatVector, float]:
-        """New global state and the seconds spent drawing central noise."""
+    def release_mean(
+        self, outcome: AggregateOutcome | None, cfg: RunConfig
+    ) -> tuple[FloatVector | None, float]:
+        """The released mean update (central noise added here where the server adds it; None
+        when nothing was released) and the seconds spent drawing that noise."""
         if outcome is None:
-            return global_flat.copy(), 0.0
+            return None, 0.0
         total = outcome.total
-        noise_s = 0.0
         if cfg.dp == "central":
             from securefl.dp.fedavg import add_grid_noise, release, to_grid
 
@@ -176,16 +176,22 @@ class Backend:
             t0 = time.perf_counter()
             fed = self.fedavg_config(self.noise_multiplier)
             if outcome.noisy_grid is not None:  # added by the CKKS key holder before release
-                mean = release(outcome.noisy_grid, fed)
-                return global_flat + cfg.effective_server_lr * mean, 0.0
+                return release(outcome.noisy_grid, fed), 0.0
             mean = release(add_grid_noise(to_grid(total, cfg.frac_bits), fed), fed)
-            noise_s = time.perf_counter() - t0
-            return global_flat + cfg.effective_server_lr * mean, noise_s
+            return mean, time.perf_counter() - t0
         if cfg.client_level_dp:
-            mean = total / self.denominator()
-        elif outcome.weight_total > 0:
-            mean = total / outcome.weight_total
-        else:
+            return total / self.denominator(), 0.0
+        if outcome.weight_total > 0:
+            return total / outcome.weight_total, 0.0
+        return None, 0.0
+
+    def server_update(
+        self, global_flat: FloatVector, outcome: AggregateOutcome | None, cfg: RunConfig
+    ) -> tuple[FloatVector, float]:
+        """Plain FedAvg step ``global + server_lr · mean`` and the noise seconds (the
+        orchestrator uses :meth:`release_mean` with the configured server optimiser)."""
+        mean, noise_s = self.release_mean(outcome, cfg)
+        if mean is None:
             return global_flat.copy(), noise_s
         return global_flat + cfg.effective_server_lr * mean, noise_s
 

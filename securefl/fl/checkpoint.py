@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from securefl.fl.errors import ResumeError
+from securefl.fl.server_optim import ServerState
 from securefl.tensors import FloatVector
 
 CHECKPOINT_NAME = "checkpoint.json"
@@ -41,6 +42,7 @@ class Checkpoint:
     last_round_entry: dict[str, Any] | None  # ledger payload of round rounds_done-1
     rng: dict[str, Any]
     metrics: list[dict[str, Any]]
+    server_state: ServerState | None = None  # the server optimiser's memory (absent: restart)
 
     def to_json(self) -> str:
         raw = np.ascontiguousarray(self.global_flat, dtype="<f8").tobytes()
@@ -58,6 +60,9 @@ class Checkpoint:
                 "last_round_entry": self.last_round_entry,
                 "rng": self.rng,
                 "metrics": self.metrics,
+                **(
+                    {} if self.server_state is None else {"server_state": _state(self.server_state)}
+                ),
             },
             sort_keys=True,
         )
@@ -97,10 +102,42 @@ class Checkpoint:
                 last_round_entry=last,
                 rng=_typed(d, "rng", dict),
                 metrics=_objects(d, "metrics"),
+                server_state=_read_state(d.get("server_state"), len(flat)),
             )
         except (KeyError, TypeError, ValueError, RecursionError) as exc:
             # RecursionError: JSON nested deeper than the parser's limit
             raise ResumeError(f"damaged checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def _vec(x: FloatVector | None) -> str | None:
+    return (
+        None if x is None else base64.b64encode(np.ascontiguousarray(x, "<f8").tobytes()).decode()
+    )
+
+
+def _state(state: ServerState) -> dict[str, Any]:
+    return {"step": state.step, "m_b64": _vec(state.m), "v_b64": _vec(state.v)}
+
+
+def _read_state(raw: Any, dimension: int) -> ServerState | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ResumeError("server_state must be an object")
+    step = _typed(raw, "step", int)
+    vectors: list[FloatVector | None] = []
+    for key in ("m_b64", "v_b64"):
+        text = raw.get(key)
+        if text is None:
+            vectors.append(None)
+            continue
+        v = np.frombuffer(base64.b64decode(_typed(raw, key, str), validate=True), "<f8")
+        if v.shape != (dimension,) or not np.all(np.isfinite(v)):
+            raise ResumeError(f"server_state {key} must be {dimension} finite numbers")
+        vectors.append(v.astype(np.float64))
+    if step < 0:
+        raise ResumeError("server_state step is negative")
+    return ServerState(step, vectors[0], vectors[1])
 
 
 def _typed(d: dict[str, Any], key: str, kind: type) -> Any:

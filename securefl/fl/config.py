@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args
 
 from securefl.errors import ConfigurationError
 from securefl.fl.errors import UnsupportedCombinationError
+from securefl.fl.server_optim import ServerOptimizer, make_server_optimizer
 
 Aggregation = Literal["plain", "secagg", "secagg+", "he"]
 DpMode = Literal["auto", "none", "central", "distributed", "local"]
@@ -78,6 +79,10 @@ class RunConfig:
     batch_size: int = 8
     local_lr: float = 1e-2
     server_lr: float | None = None  # None: 2.0 under client-level DP (clipped, small), else 1.0
+    # Server optimiser applied to the released (noised) mean update: post-processing, no
+    # privacy cost (securefl.fl.server_optim; Reddi et al. 2021). Its lr is server_lr.
+    server_optimizer: str = "fedavg"  # fedavg | fedavgm | fedadam | fedyogi
+    server_momentum: float = 0.9  # FedAvgM momentum / FedAdam-FedYogi beta1
     # --- aggregation -----------------------------------------------------------------------
     aggregation: Aggregation = "secagg+"
     frac_bits: int = 16
@@ -127,7 +132,11 @@ class RunConfig:
     def digest(self) -> str:
         """SHA-256 of the fields that define the run's results (not where it writes)."""
         where = {"out", "rounds", "name", "key_dir"}
-        body = {k: v for k, v in self.to_dict().items() if k not in where}
+        body = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in where and not (k in _ADDED_LATER and v == _ADDED_LATER[k])
+        }
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -153,7 +162,29 @@ class RunConfig:
         return self.target_epsilon if self.dp != "none" else None
 
 
+def server_optimizer_of(cfg: RunConfig) -> ServerOptimizer:
+    """The validated server optimiser of ``cfg``: lr = ``server_lr`` when set, else
+    ``effective_server_lr`` for FedAvg(M) and the paper's 1e-2 for FedAdam/FedYogi."""
+    hyper: dict[str, float] = {}
+    if cfg.server_optimizer in ("fedadam", "fedyogi"):
+        hyper["beta1"] = cfg.server_momentum
+        if cfg.server_lr is not None:
+            hyper["lr"] = cfg.server_lr
+    else:
+        hyper["lr"] = cfg.effective_server_lr
+        if cfg.server_optimizer == "fedavgm":
+            hyper["momentum"] = cfg.server_momentum
+    return make_server_optimizer(cfg.server_optimizer, **hyper)
+
+
 _FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+# Fields added after run directories existed: at their defaults they leave the digest as it
+# was, so a run started by an earlier version still resumes.
+_ADDED_LATER: dict[str, Any] = {
+    "audit_canaries": 0,
+    "server_optimizer": "fedavg",
+    "server_momentum": 0.9,
+}
 
 
 def default_dp_mode(aggregation: str) -> str:
@@ -212,6 +243,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigurationError("must be a table", parameter="extra")
     if cfg.server_lr is not None:
         _positive(cfg, "server_lr")
+    server_optimizer_of(cfg)  # unknown name or bad hyper-parameter: ConfigurationError
     for name in (
         "lora_alpha",
         "local_lr",
@@ -347,6 +379,7 @@ def from_mapping(values: Mapping[str, Any]) -> RunConfig:
         "lora_alpha",
         "local_lr",
         "server_lr",
+        "server_momentum",
         "clip",
         "target_epsilon",
         "delta",

@@ -51,10 +51,11 @@ from securefl.fl.aggregation import AggregateOutcome, WireObserver
 from securefl.fl.backends import Backend, make_backend
 from securefl.fl.canary_audit import CanaryAudit
 from securefl.fl.client import ClientUpdate
-from securefl.fl.config import RunConfig
+from securefl.fl.config import RunConfig, server_optimizer_of
 from securefl.fl.errors import ResumeError
 from securefl.fl.privacy import PrivacyAccount
 from securefl.fl.sampling import load_or_create_secret, sample_clients, simulate_dropouts
+from securefl.fl.server_optim import ServerState, init_state, server_step
 from securefl.tensors import FloatVector, TensorLayout
 
 Callback = Callable[[str, dict[str, Any]], None]
@@ -273,6 +274,12 @@ class Orchestrator:
             self.account = PrivacyAccount(cfg, [])
             self.start = 0
             self.metrics = []
+        # The server optimiser steps from the released (noised) mean: post-processing. Its
+        # memory (momentum, second moments) is checkpointed so a resumed run continues it.
+        self.server_optimizer = server_optimizer_of(cfg)
+        self.server_state: ServerState = init_state(self.server_optimizer, model.layout.size)
+        if existing is not None and existing.server_state is not None:
+            self.server_state = existing.server_state
         self.next_index = self.start
         self._stopped = False
         self._key = load_or_create_secret(key_dir, f"{self.run_id}.sampling.key")
@@ -463,7 +470,12 @@ class Orchestrator:
             outcome = None
             abort_reason = str(exc)
         t1 = time.perf_counter()
-        new_flat, noise_s = self.backend.server_update(plan.global_flat, outcome, cfg)
+        mean, noise_s = self.backend.release_mean(outcome, cfg)
+        new_flat = plan.global_flat.copy()
+        if mean is not None:  # an aborted round releases nothing and moves nothing
+            new_flat, self.server_state = server_step(
+                self.server_optimizer, plan.global_flat, mean, self.server_state
+            )
         t_server = time.perf_counter() - t1
         record: dict[str, Any] = {"round": r}
         t2 = time.perf_counter()
@@ -553,6 +565,7 @@ class Orchestrator:
                 last_round_entry=entry,
                 rng={"scheme": "numpy.default_rng([seed, round, purpose])", "seed": cfg.seed},
                 metrics=[ledger_mod.jsonable(m) for m in self.metrics],
+                server_state=self.server_state,
             ),
         )
         self.ledger.append_record(completed, round_id=r)

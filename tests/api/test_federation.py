@@ -186,3 +186,43 @@ def test_local_dpsgd_needs_make_private(tmp_path: Path) -> None:
     # The ledger says how the DP-SGD noise is drawn: a CSPRNG no config value determines.
     source = _payloads(tmp_path, "run_started")[0]["dp"]["noise_source"]  # type: ignore[index]
     assert source["seeded"] is False
+
+
+def _fedavgm(run_dir: Path, rounds: int) -> Federation:
+    return Federation(
+        population=4,
+        rounds=rounds,
+        run_dir=run_dir,
+        aggregation=Plain(),
+        privacy=NoDP(),
+        sampling=FixedSize(4),
+        server_lr=0.5,
+        server_optimizer="fedavgm",
+        server_momentum=0.9,
+    )
+
+
+def _drive(fed: Federation, state: dict[str, np.ndarray], stop_after: int | None = None) -> None:
+    for rnd in fed.rounds(state):
+        for c in rnd.cohort:
+            rnd.submit(c, {"w": np.full((2, 3), 1.0 + c), "b": np.array([0.5])})
+        rnd.finish()
+        if stop_after is not None and rnd.index + 1 == stop_after:
+            break  # the process "dies" after this round's checkpoint
+
+
+def test_server_momentum_steps_and_survives_a_resume(tmp_path: Path) -> None:
+    """FedAvgM (Reddi et al. 2021): m ← 0.9 m + Δ, x ← x + lr m. A resumed run continues the
+    momentum from the checkpoint, so it ends where the uninterrupted run ends."""
+    whole = _fedavgm(tmp_path / "whole", 3)
+    _drive(whole, _state())
+    assert whole.result is not None
+    # layout order b, w. Mean update of w is 2.5 each round: m = 2.5, 4.75, 6.775, so
+    # w = 0.5 · 14.025; b moves by 0.5: m = 0.5, 0.95, 1.355, b = 0.5 · 2.805.
+    np.testing.assert_allclose(whole.result.global_flat[0], 0.5 * (0.5 + 0.95 + 1.355))
+    np.testing.assert_allclose(whole.result.global_flat[1:], 0.5 * (2.5 + 4.75 + 6.775))
+    _drive(_fedavgm(tmp_path / "crash", 3), _state(), stop_after=2)
+    resumed = _fedavgm(tmp_path / "crash", 3)
+    _drive(resumed, _state())
+    assert resumed.result is not None and resumed.result.resumed_from == 2
+    np.testing.assert_array_equal(resumed.result.global_flat, whole.result.global_flat)

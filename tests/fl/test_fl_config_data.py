@@ -136,3 +136,19 @@ def test_dirichlet_partition_is_a_partition_and_skewed() -> None:
     ]
     assert sum(d > 0.6 for d in dominant) >= 6
     assert parts == dirichlet_partition(train.labels, 10, 0.1, seed=1)
+
+
+def test_fields_added_later_leave_old_digests_unchanged() -> None:
+    """A run directory started before audit_canaries / server_optimizer existed still resumes:
+    at their defaults those fields are not part of the config digest."""
+    import hashlib
+    import json
+
+    cfg = RunConfig()
+    later = {"audit_canaries", "server_optimizer", "server_momentum"}
+    where = {"out", "rounds", "name", "key_dir"}
+    body = {k: v for k, v in cfg.to_dict().items() if k not in where | later}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    assert cfg.digest() == hashlib.sha256(text.encode()).hexdigest()
+    assert cfg.replace(server_optimizer="fedadam").digest() != cfg.digest()
+    assert cfg.replace(audit_canaries=100).digest() != cfg.digest()
