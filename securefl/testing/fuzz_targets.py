@@ -24,7 +24,7 @@ import sqlite3
 import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from securefl.testing.fuzz import (
     mutate_obj,
     mutate_toml,
 )
+
+if TYPE_CHECKING:
+    from securefl.he.wire import Envelope
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "audits" / "policies"
@@ -135,15 +138,11 @@ def _he_prechecks(info: Any, kind: int, level: int) -> Callable[[bytes], object]
     return decode
 
 
-def _mutate_envelope(rng: random.Random, seed: bytes, pool: Sequence[bytes]) -> bytes:
-    """Half byte-level, half field-level: re-pack the envelope with one field changed (so the
-    lengths stay consistent and the mutation reaches the checks behind them)."""
+def _unpack_seed(seed: bytes) -> Envelope:
+    """An HE envelope seed unpacked with the header values it carries (limits generous)."""
     from securefl.he import wire
-    from securefl.tensors import TensorLayout
 
-    if rng.random() < 0.5:
-        return mutate_bytes(rng, seed, pool)
-    env = wire.unpack(
+    return wire.unpack(
         seed,
         kind=seed[5],
         preset_name=seed[7 : 7 + seed[6]].decode(),
@@ -152,6 +151,16 @@ def _mutate_envelope(rng: random.Random, seed: bytes, pool: Sequence[bytes]) -> 
         max_chunk_bytes=1 << 30,
         max_bytes=1 << 31,
     )
+
+
+def _mutate_envelope(rng: random.Random, seed: bytes, pool: Sequence[bytes]) -> bytes:
+    """Half byte-level, half field-level: re-pack the envelope with one field changed (so the
+    lengths stay consistent and the mutation reaches the checks behind them)."""
+    from securefl.tensors import TensorLayout
+
+    if rng.random() < 0.5:
+        return mutate_bytes(rng, seed, pool)
+    env = _unpack_seed(seed)
     changes: dict[str, Any] = {}
     which = rng.randrange(7)
     if which == 0:
@@ -628,17 +637,7 @@ def _deep_json(depth: int = 50000) -> str:
 
 def _repack(seed: bytes, **changes: Any) -> bytes:
     """An HE envelope seed re-packed with some header fields changed."""
-    from securefl.he import wire
-
-    env = wire.unpack(
-        seed,
-        kind=seed[5],
-        preset_name=seed[7 : 7 + seed[6]].decode(),
-        context_fingerprint=seed[7 + seed[6] : 39 + seed[6]],
-        slot_count=4096,
-        max_chunk_bytes=1 << 30,
-        max_bytes=1 << 31,
-    )
+    env = _unpack_seed(seed)
     return dataclasses.replace(env, **changes).pack()
 
 
