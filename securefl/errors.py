@@ -21,6 +21,18 @@ class ConfigurationError(SecureFLError, ValueError):
         self.parameter = parameter
 
 
+def require_positive(name: str, value: object) -> None:
+    """Refuse anything but a finite real number > 0 (bools, NaN, ±inf included)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or value != value  # NaN
+        or value in (float("inf"), float("-inf"))
+        or value <= 0
+    ):
+        raise ConfigurationError(f"must be a finite number > 0, got {value!r}", parameter=name)
+
+
 class ProtocolError(SecureFLError):
     """A protocol step cannot proceed (base of local and remote protocol errors)."""
 

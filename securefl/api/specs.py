@@ -9,24 +9,17 @@ threat model, δ well below 1/population (checked), no silent clipping.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
-from securefl.errors import ConfigurationError
+from securefl.errors import ConfigurationError, require_positive
 from securefl.vocabulary import ThreatModel
 
 
 def _positive(name: str, value: float | None, *, optional: bool = False) -> None:
     if value is None and optional:
         return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigurationError(f"must be a finite number > 0, got {value!r}", parameter=name)
+    require_positive(name, value)
 
 
 # --- aggregation ------------------------------------------------------------------------------

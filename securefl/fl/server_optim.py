@@ -25,18 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from securefl.errors import ConfigurationError
+from securefl.errors import ConfigurationError, require_positive
 from securefl.tensors import FloatVector
 
 
 def _check_lr(name: str, value: float) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigurationError(f"must be a finite number > 0, got {value!r}", parameter=name)
+    require_positive(name, value)
 
 
 def _check_decay(name: str, value: float) -> None:
