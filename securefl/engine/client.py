@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from securefl.crypto import keys
 from securefl.crypto.drbg import CtrDrbg
 from securefl.encoding import encode
 from securefl.engine.identity import NodeIdentity
@@ -31,10 +32,12 @@ from securefl.engine.wire import (
     decode_config,
     decode_plan,
     field,
+    fixed_bytes,
     model_digest,
 )
 from securefl.errors import ConfigurationError, MalformedMessageError, UnsafeRequestError
 from securefl.secagg import ClientPolicy, ClientProtocol, SecAggConfig, Stage
+from securefl.secagg.derive import NODE_CHALLENGE_BYTES, node_binding_transcript
 from securefl.tensors import TensorLayout
 
 SEED_BYTES = 32
@@ -125,6 +128,7 @@ class SecAggNode:
     # ------------------------------------------------------------------ stage 0
     def _start(self, request: Mapping[str, Any], store: MutableMapping[str, Any]) -> dict[str, Any]:
         store.clear()  # a new round erases whatever was left of an older one
+        challenge = fixed_bytes(request, "challenge", NODE_CHALLENGE_BYTES)
         config = decode_config(field(request, "config", bytes))
         plan_text = field(request, "plan", str)
         plan = decode_plan(plan_text)
@@ -160,7 +164,10 @@ class SecAggNode:
                 "transcript": b"",
             }
         )
-        return {"client": me, "payload": reply}
+        # Ties this advertisement to the node the request came to: a copy relayed by another
+        # node carries a signature over the wrong challenge (engine-flower.md §3).
+        binding = keys.sign(self.identity.key, node_binding_transcript(config, challenge, reply))
+        return {"client": me, "payload": reply, "binding": binding}
 
     # ------------------------------------------------------------------ stages 1..4
     def _continue(

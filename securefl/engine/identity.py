@@ -5,7 +5,8 @@ securefl client id (1..2^32−2) to the public key, and is distributed out of ba
 and, ideally, to every node (Bonawitz et al. 2017 §4: a malicious server that could pick the
 keys could simulate all other clients). Flower node ids are random 64-bit numbers assigned by
 the SuperLink; they are *not* securefl ids — the mapping is learned per round from the signed
-AdvertiseKeys message (see ``protocols/engine-flower.md`` §3).
+AdvertiseKeys message and the node's binding signature over its own challenge (see
+``protocols/engine-flower.md`` §3).
 """
 
 from __future__ import annotations

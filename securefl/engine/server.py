@@ -9,8 +9,10 @@ server. A node whose reply is missing, late or an error is simply absent from th
 it the round aborts.
 
 Engine node ids are mapped to securefl client ids by the signed AdvertiseKeys reply: a node
-that claims id u must sign under u's registered identity key, and later stages are routed by
-that mapping only (a reply's own claim is never trusted again).
+that claims id u must return an advertisement signed under u's registered identity key *and*
+u's signature over that node's own fresh challenge and the advertisement (the binding; a node
+relaying another client's valid advertisement cannot produce it), and later stages are routed
+by that mapping only (a reply's own claim is never trusted again).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from securefl.crypto import keys
 from securefl.encoding import RingPlan, decode_sum, plan_ring
 from securefl.engine.identity import check_client_id
 from securefl.engine.task import EngineTask, Scalar
@@ -31,6 +34,7 @@ from securefl.engine.wire import (
     HELLO,
     encode_config,
     encode_plan,
+    fixed_bytes,
     model_digest,
 )
 from securefl.engine.wire import field as get_field
@@ -43,6 +47,7 @@ from securefl.secagg import (
     Stage,
     required_threshold,
 )
+from securefl.secagg.derive import NODE_CHALLENGE_BYTES, node_binding_transcript
 from securefl.secagg.driver import Deliver, drive_round
 
 Record = Mapping[str, Any]
@@ -163,11 +168,14 @@ class NodeStages:
     """The engine's side of :class:`securefl.secagg.driver.Transport`: SecAgg messages to and
     from engine nodes, one request/reply exchange per stage.
 
-    AdvertiseKeys goes to every node with the round configuration (and the global model); a
-    reply claims a client id, and the claim is bound to the node only when the server accepts
-    the AdvertiseKeys it signed under that client's registered key (first accepted claim wins;
-    nodes are tried in id order). Later stages are routed by that binding only; a reply's own
-    claim is never trusted again. ``rejected`` records, per node, why a reply was ignored.
+    AdvertiseKeys goes to every node with the round configuration (and the global model) and a
+    fresh per-node challenge; a reply claims a client id u, and the claim is bound to the node
+    only when the AdvertiseKeys verifies under u's registered key, its ``binding`` verifies
+    under the same key for *this node's* challenge, and the server accepts it (first accepted
+    claim wins; nodes are tried in id order). A relayed copy of u's reply fails the binding
+    check before it can claim u, so the real u still binds whichever reply is read first.
+    Later stages are routed by that binding only; a reply's own claim is never trusted again.
+    ``rejected`` records, per node, why a reply was ignored.
     """
 
     def __init__(
@@ -223,37 +231,49 @@ class NodeStages:
 
     def _advertise(self, deliver: Deliver) -> None:
         nodes = self.transport.node_ids()
-        first = dict.fromkeys(nodes, self.first_request)
-        self.bytes_down += len(nodes) * sum(
-            len(self.first_request[k]) for k in ("config", "plan", "global")
+        # One fresh challenge per node and round (OS CSPRNG): what u's binding must sign.
+        challenges = {n: secrets.token_bytes(NODE_CHALLENGE_BYTES) for n in nodes}
+        first = {n: {**self.first_request, "challenge": challenges[n]} for n in nodes}
+        self.bytes_down += len(nodes) * (
+            sum(len(self.first_request[k]) for k in ("config", "plan", "global"))
+            + NODE_CHALLENGE_BYTES
         )
         replies = self.transport.exchange(first, timeout=self.timeout, round_index=self.round_index)
         for node, rep in sorted(replies.items()):
+            if node not in challenges:
+                continue  # nobody asked this node
             try:
                 u = check_client_id(get_field(rep, "client", int))
                 payload = get_field(rep, "payload", bytes)
+                binding = fixed_bytes(rep, "binding", keys.SIGNATURE_BYTES)
             except SecureFLError as exc:
                 self.rejected[node] = f"advertise: {exc}"
                 continue
-            self.bytes_up += len(payload)
+            self.bytes_up += len(payload) + len(binding)
             if u in self.node_of or not self.config.has_client(u):
                 self.rejected[node] = (
                     f"advertise: client id {u} already claimed or not in the cohort"
                 )
                 continue
+            # Both checked before the server sees the advertisement: an unbound node's claim
+            # is not yet u's authenticated channel, so a bad or relayed advertisement must not
+            # evict the real u (who can still bind when its own reply is read).
             if not _signed_advertisement(self.config, u, payload):
-                # Checked before the server sees it: an unbound node's claim is not yet u's
-                # authenticated channel, so a bad advertisement must not evict the real u.
                 self.rejected[node] = f"advertise: not signed under client {u}'s identity key"
                 continue
-            if deliver(u, payload):  # the signature binds u to this node
+            if not _bound_to_node(self.config, u, challenges[node], payload, binding):
+                self.rejected[node] = (
+                    f"advertise: binding is not client {u}'s signature over this node's "
+                    "challenge (relayed or replayed advertisement)"
+                )
+                continue
+            if deliver(u, payload):  # both signatures bind u to this node
                 self.node_of[u], self.client_of[node] = node, u
 
 
 def _signed_advertisement(config: SecAggConfig, u: int, payload: bytes) -> bool:
     """True if ``payload`` is an AdvertiseKeys from ``u`` signed under u's registered key —
-    the proof that turns a node's claim into u's authenticated channel (secagg.md §7)."""
-    from securefl.crypto import keys
+    the proof that u made it (secagg.md §7), not yet that it came over this node."""
     from securefl.secagg.derive import advertise_transcript
     from securefl.secagg.messages import AdvertiseKeys, decode
 
@@ -265,6 +285,21 @@ def _signed_advertisement(config: SecAggConfig, u: int, payload: bytes) -> bool:
             config.identity_public(u),
             m.signature,
             advertise_transcript(config, u, m.cipher_pk, m.mask_pk),
+        )
+    except SecureFLError:
+        return False
+    return True
+
+
+def _bound_to_node(
+    config: SecAggConfig, u: int, challenge: bytes, payload: bytes, binding: bytes
+) -> bool:
+    """True if ``binding`` is u's signature over this node's ``challenge`` and ``payload``
+    (``node_binding_transcript``) — with the advertisement's own signature, the proof that
+    turns the node's claim into u's authenticated channel (engine-flower.md §3)."""
+    try:
+        keys.verify(
+            config.identity_public(u), binding, node_binding_transcript(config, challenge, payload)
         )
     except SecureFLError:
         return False

@@ -4,7 +4,9 @@ A request (server → node) and a reply (node → server) are flat mappings of s
 exactly what a Flower ``ConfigRecord`` holds — so the same dictionaries travel over any engine.
 The SecAgg(+) messages themselves stay the versioned binary format of ``protocols/secagg.md``
 §5 (``payload``); the engine adds only what the client needs to *start* a round: the public
-round configuration, the ring plan and the global state (spec ``protocols/engine-flower.md``).
+round configuration, the ring plan and the global state, and the per-node challenge and binding
+signature that tie a client's advertisement to the engine node it came from (spec
+``protocols/engine-flower.md``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from securefl.errors import ConfigurationError, MalformedMessageError
 from securefl.secagg import SecAggConfig
 from securefl.vocabulary import ThreatModel
 
-ENGINE_WIRE_VERSION = 1
+#: 2: stage 0 carries a per-node ``challenge`` and its reply a ``binding`` signature
+#: (``protocols/engine-flower.md`` §3); a version-1 node refuses version-2 requests.
+ENGINE_WIRE_VERSION = 2
 #: Flower message type of every SecAgg(+) stage (``ClientApp.train("secagg")``).
 MESSAGE_TYPE = "train.secagg"
 #: Name of the record inside a Flower ``RecordDict`` and of the node's ``context.state`` entry.
@@ -134,4 +138,13 @@ def field(record: Mapping[str, Any], name: str, kind: type) -> Any:
         value = None
     if not isinstance(value, kind):
         raise MalformedMessageError(f"field {name!r} is missing or not {kind.__name__}")
+    return value
+
+
+def fixed_bytes(record: Mapping[str, Any], name: str, size: int) -> bytes:
+    """A bytes field of exactly ``size`` bytes (challenge, binding signature); anything else
+    → MalformedMessageError naming the field."""
+    value: bytes = field(record, name, bytes)
+    if len(value) != size:
+        raise MalformedMessageError(f"field {name!r} must be {size} bytes, not {len(value)}")
     return value

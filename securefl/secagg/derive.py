@@ -33,12 +33,20 @@ advertise_transcript        ``securefl/secagg/v1/       stage 0, session, round,
                             advertise\\0``              c_u^PK, s_u^PK (Ed25519-signed)
 consistency_transcript      ``securefl/secagg/v1/       stage 3, session, round, signer u, its
                             consistency\\0``            ephemeral c_u^PK, s_u^PK, U3 (signed)
+node_binding_transcript     ``securefl/engine/v2/       engine stage 0 (not a SecAgg message):
+                            node-binding\\0``           session, round, the engine node's 32 B
+                                                        server challenge, SHA-256 of u's
+                                                        AdvertiseKeys bytes (signed by u)
 kat_seed                    SHA-256 of ``securefl/      label, party id: known-answer vectors
                             secagg/kat/v1/<l>/<u>``     and tests only, never a real round
 ==========================  ==========================  ====================================
 
 The byte layouts are normative in ``protocols/secagg.md`` §3, §4, §7 and
 ``protocols/secagg-primitives.md`` §2; ``protocols/vectors/`` pins every one of them.
+``node_binding_transcript`` belongs to the engine (``protocols/engine-flower.md`` §3) and is
+not part of the SecAgg wire format; it lives here because it is signed with the same Ed25519
+identity key as the advertisement, and all labels signed under that key must be read side by
+side to see that they are distinct and none is a prefix of another.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from securefl.crypto import kdf, prg
+from securefl.errors import LocalProtocolError
 from securefl.secagg.messages import Ids, pack_ids
 
 if TYPE_CHECKING:
@@ -56,6 +65,9 @@ if TYPE_CHECKING:
 SHARE_AD_LABEL = b"securefl/secagg/v1/share\x00"
 ADVERTISE_LABEL = b"securefl/secagg/v1/advertise\x00"
 CONSISTENCY_LABEL = b"securefl/secagg/v1/consistency\x00"
+NODE_BINDING_LABEL = b"securefl/engine/v2/node-binding\x00"
+#: Length of the server's per-node challenge in the engine's stage-0 request.
+NODE_CHALLENGE_BYTES = 32
 
 
 def graph_seed(config: SecAggConfig) -> bytes:
@@ -158,6 +170,28 @@ def consistency_transcript(
         + cipher_pk
         + mask_pk
         + (pack_ids(survivors) if packed is None else packed)
+    )
+
+
+def node_binding_transcript(config: SecAggConfig, challenge: bytes, advertisement: bytes) -> bytes:
+    """Bytes a client signs to say "this advertisement is my answer to *this* engine node's
+    request": label, session id, round, the node's challenge, SHA-256 of the advertisement.
+
+    The advertisement's own signature binds session, round and client id but not the channel
+    it travels on, so a node could relay another client's valid advertisement and be bound to
+    that client first. The server sends every node a fresh challenge and binds client u to
+    node n only if u signed n's challenge over that very advertisement (a relayed one carries
+    a signature over another node's challenge). Not a SecAgg transcript: the engine's
+    (``protocols/engine-flower.md`` §3); every field has a fixed length.
+    """
+    if len(challenge) != NODE_CHALLENGE_BYTES:
+        raise LocalProtocolError(f"node challenge must be {NODE_CHALLENGE_BYTES} bytes")
+    return (
+        NODE_BINDING_LABEL
+        + config.session_id
+        + struct.pack("<I", config.round_index)
+        + challenge
+        + hashlib.sha256(advertisement).digest()
     )
 
 

@@ -31,10 +31,19 @@ def test_every_round_label_and_prefix_is_in_the_table() -> None:
     for prefix in (derive.SHARE_AD_LABEL, derive.ADVERTISE_LABEL, derive.CONSISTENCY_LABEL):
         stage = prefix.decode().removeprefix("securefl/secagg/v1/").rstrip("\x00")
         assert f"{stage}\\0``" in table
+    assert derive.NODE_BINDING_LABEL.startswith(b"securefl/engine/v2/node-binding")
+    assert "``securefl/engine/v2/" in table and "node-binding\\0``" in table
 
 
 def test_stage_prefixes_are_distinct_and_not_prefixes_of_each_other() -> None:
-    prefixes = [derive.SHARE_AD_LABEL, derive.ADVERTISE_LABEL, derive.CONSISTENCY_LABEL]
+    """Every transcript signed with a client's identity key (advertise, consistency, the
+    engine's node binding) starts with its own label, so no signature serves two purposes."""
+    prefixes = [
+        derive.SHARE_AD_LABEL,
+        derive.ADVERTISE_LABEL,
+        derive.CONSISTENCY_LABEL,
+        derive.NODE_BINDING_LABEL,
+    ]
     for a in prefixes:
         for b in prefixes:
             assert a == b or not b.startswith(a)
