@@ -34,7 +34,8 @@ class SiteTrainer:
         dp = ctx.make_private(model, opt, loader)  # per-example clipping + CSPRNG noise
         for _ in range(2):  # epochs: as declared in LocalDPSGD(epochs=2)
             for x, y in dp.data_loader:
-                if len(y) == 0:  # Poisson sampling can draw an empty batch
+                if len(y) == 0:  # an empty Poisson batch is still a (noise-only) step
+                    dp.noise_only_step()
                     continue
                 dp.optimizer.zero_grad()
                 torch.nn.functional.cross_entropy(dp.module(x), y).backward()

@@ -155,7 +155,7 @@ class Round:
             num_examples, cfg.local_epochs, cfg.batch_size, orch.noise_multiplier
         )
         performed = session.event()
-        if not _within(performed, declared):
+        if performed != declared:  # every declared step, an empty batch's too
             raise ConfigurationError(
                 f"client {client} performed DP-SGD {performed.to_dict()} but the accounted "
                 f"event is {declared.to_dict()}: train {cfg.local_epochs} epoch(s) over the "
@@ -172,22 +172,6 @@ class Round:
             self._plan, self._updates, train_s=time.perf_counter() - self._t0
         )
         return self._fed.layout.unflatten(orch.global_flat)
-
-
-def _within(performed: Any, declared: Any) -> bool:
-    """True if the DP-SGD steps performed are the declared mechanism run at most as often as
-    declared (fewer steps of the same mechanism compose to less privacy loss: a skipped empty
-    Poisson batch is allowed; anything else must match exactly)."""
-    from securefl.dp.events import SelfComposedEvent
-
-    if performed == declared:
-        return True
-    return (
-        isinstance(performed, SelfComposedEvent)
-        and isinstance(declared, SelfComposedEvent)
-        and performed.event == declared.event
-        and performed.count <= declared.count
-    )
 
 
 class Federation:

@@ -243,6 +243,19 @@ class LocalDpSession:
             return NoOpEvent()
         return parts[0] if len(parts) == 1 else ComposedEvent(tuple(parts))
 
+    def noise_only_step(self) -> None:
+        """The step for an empty Poisson batch: zero clipped gradients, then the noisy step.
+
+        A loop must not skip it: skipping releases whether the batch was empty, which depends
+        on who is in the data, and takes fewer steps than the accounted event."""
+        import torch
+
+        opt = self.optimizer
+        opt.zero_grad(set_to_none=True)
+        for p in opt.params:
+            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+        opt.step()
+
     def epsilon(self, delta: float, accountant: str = "pld") -> float:
         """ε of this client's example-level guarantee so far."""
         from securefl.dp.accounting import get_accountant

@@ -105,7 +105,7 @@ class DpSgdTrainer:
             for _ in range(spec.epochs):
                 for ids, mask, y in session.data_loader:
                     if ids.shape[0] == 0:
-                        _noise_only_step(session)
+                        session.noise_only_step()
                         continue
                     out = session.module(
                         input_ids=ids.to(model.device), attention_mask=mask.to(model.device)
@@ -125,17 +125,3 @@ class DpSgdTrainer:
                 parameter="dp",
             )
         return (float(np.mean(losses)) if losses else math.nan), len(losses)
-
-
-def _noise_only_step(session: Any) -> None:
-    """Poisson sampling drew an empty batch: the step still happens, with noise only (the sum
-    of no clipped gradients is zero). Skipping it would release whether the batch was empty,
-    which depends on who is in the data, and would take fewer steps than the accounted event.
-    """
-    import torch
-
-    opt = session.optimizer
-    opt.zero_grad(set_to_none=True)
-    for p in opt.params:
-        p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
-    opt.step()

@@ -226,3 +226,45 @@ def test_server_momentum_steps_and_survives_a_resume(tmp_path: Path) -> None:
     _drive(resumed, _state())
     assert resumed.result is not None and resumed.result.resumed_from == 2
     np.testing.assert_array_equal(resumed.result.global_flat, whole.result.global_flat)
+
+
+@pytest.mark.parametrize("epochs_run", [1, 2])
+def test_dpsgd_must_take_every_declared_step(tmp_path: Path, epochs_run: int) -> None:
+    """A loop that takes fewer DP-SGD steps than accounted (e.g. by skipping an empty Poisson
+    batch, which leaks whether it was empty) is refused; the full loop is accepted."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(16, 4), torch.randint(0, 2, (16,)))
+    fed = Federation(
+        population=2,
+        rounds=1,
+        run_dir=tmp_path,
+        aggregation=Plain(),
+        privacy=LocalDPSGD(max_grad_norm=1.0, noise_multiplier=1.0, epochs=2, batch_size=4),
+        sampling=FixedSize(2),
+        client_sizes=[16, 16],
+    )
+    model = torch.nn.Linear(4, 2)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for rnd in fed.rounds(state):
+        client = rnd.cohort[0]
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        dp = rnd.make_private(client, model, opt, DataLoader(data, batch_size=4))
+        for _ in range(epochs_run):
+            for x, y in dp.data_loader:
+                if len(y) == 0:
+                    dp.noise_only_step()
+                    continue
+                dp.optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(dp.module(x), y).backward()
+                dp.optimizer.step()
+        dp.module._close()
+        update = {k: v.detach() - state[k] for k, v in model.state_dict().items()}
+        if epochs_run < 2:
+            with pytest.raises(ConfigurationError, match="performed DP-SGD"):
+                rnd.submit(client, update, num_examples=16)
+        else:
+            rnd.submit(client, update, num_examples=16)
+        break
