@@ -174,37 +174,16 @@ def test_replay_regenerates_identical_replies() -> None:
 def test_node_refuses_out_of_order_stages_and_a_tampered_model() -> None:
     node = make_nodes()[100]
     store: dict[str, Any] = {}
-    state = TASK.initial_state(RUN)
-    plan = plan_ring(len(IDS), 1.0, 16)
-    text = encode_plan(plan)
-    layout = TASK.layout(RUN)
-    config = make_config(
-        REGISTRY,
-        settings=RoundSettings(threshold=3),
-        plan=plan,
-        dimension=layout.size,
-        layout_digest=layout.digest(),
-        digest=model_digest(state, text, 0, DEFAULT_TASK),
-        round_index=0,
-    )
-    request = {
-        "v": ENGINE_WIRE_VERSION,
-        "stage": 0,
-        "session": config.session_id,
-        "config": encode_config(config),
-        "plan": text,
-        "global": state,
-        "challenge": b"\x07" * 32,
-    }
+    request = _first_request()
     reply = node.handle(request, store)
     assert reply["client"] == IDS[0] and "values" in store and "seed" in store
     with pytest.raises(UnsafeRequestError, match="out of order"):
         node.handle(
-            {"v": ENGINE_WIRE_VERSION, "stage": 2, "session": config.session_id, "payload": b"x"},
+            {"v": ENGINE_WIRE_VERSION, "stage": 2, "session": request["session"], "payload": b"x"},
             store,
         )
     assert store == {}  # a refusal erases the round
-    tampered = dict(request, **{"global": state[:-1] + b"\x01"})
+    tampered = dict(request, **{"global": request["global"][:-1] + b"\x01"})
     with pytest.raises(UnsafeRequestError, match="model digest"):
         node.handle(tampered, {})
 
