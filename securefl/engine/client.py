@@ -20,6 +20,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from securefl.crypto import keys
 from securefl.crypto.drbg import CtrDrbg
@@ -91,7 +92,7 @@ class SecAggNode:
     def __init__(
         self,
         identity: NodeIdentity,
-        task: EngineTask,
+        task: EngineTask | None,
         *,
         task_name: str,
         node_config: Mapping[str, Scalar],
@@ -131,7 +132,6 @@ class SecAggNode:
         challenge = fixed_bytes(request, "challenge", NODE_CHALLENGE_BYTES)
         config = decode_config(field(request, "config", bytes))
         plan_text = field(request, "plan", str)
-        plan = decode_plan(plan_text)
         global_state = field(request, "global", bytes)
         me = self.identity.client_id
         if not config.has_client(me):
@@ -142,16 +142,10 @@ class SecAggNode:
                     raise UnsafeRequestError(
                         f"identity key of client {u} is not the registered one"
                     )
-        if plan.bits != config.bits or plan.n_clients < config.n:
-            raise UnsafeRequestError("ring plan does not match the round configuration")
         digest = model_digest(global_state, plan_text, config.round_index, self.task_name)
         if digest != config.model_digest:
             raise UnsafeRequestError("model digest does not bind the global state and ring plan")
-        named = self.task.update(global_state, self.node_config, self.run_config)
-        layout = TensorLayout.from_tensors(named)
-        if layout.digest() != config.layout_digest or layout.size != config.dimension:
-            raise ConfigurationError("local update layout differs from the round's layout")
-        values = encode(layout.flatten(named), plan).values
+        values = self.round_input(config, plan_text, global_state)
         seed = secrets.token_bytes(SEED_BYTES)
         protocol = self._protocol(config, seed)
         reply = protocol.advertise_keys().encode()
@@ -168,6 +162,23 @@ class SecAggNode:
         # node carries a signature over the wrong challenge (engine-flower.md §3).
         binding = keys.sign(self.identity.key, node_binding_transcript(config, challenge, reply))
         return {"client": me, "payload": reply, "binding": binding}
+
+    def round_input(
+        self, config: SecAggConfig, plan_text: str, global_state: bytes
+    ) -> npt.NDArray[np.unsignedinteger[Any]]:
+        """This node's ring vector for the round: the task's update in fixed point under the
+        server's ring plan (a subclass computes it another way, :mod:`securefl.engine.job`).
+        Called only after the request was checked to bind the configuration and model."""
+        if self.task is None:
+            raise ConfigurationError("this node has no task to compute an update", parameter="task")
+        plan = decode_plan(plan_text)
+        if plan.bits != config.bits or plan.n_clients < config.n:
+            raise UnsafeRequestError("ring plan does not match the round configuration")
+        named = self.task.update(global_state, self.node_config, self.run_config)
+        layout = TensorLayout.from_tensors(named)
+        if layout.digest() != config.layout_digest or layout.size != config.dimension:
+            raise ConfigurationError("local update layout differs from the round's layout")
+        return encode(layout.flatten(named), plan).values
 
     # ------------------------------------------------------------------ stages 1..4
     def _continue(

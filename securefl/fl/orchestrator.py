@@ -435,7 +435,7 @@ class Orchestrator:
             raise ConfigurationError(
                 f"clients {unknown} are not in the cohort", parameter="updates"
             )
-        cfg, layout = self.cfg, self.model.layout
+        layout = self.model.layout
         digest = layout.digest()
         losses = [u.train_loss for u in updates.values()]
         if self.canaries is not None and plan.canaries:
@@ -469,6 +469,51 @@ class Orchestrator:
         except AbortError as exc:
             outcome = None
             abort_reason = str(exc)
+        return self._close_round(
+            plan, outcome, abort_reason, losses=losses, missing=missing, train_s=train_s
+        )
+
+    def complete_remote_round(
+        self,
+        plan: RoundPlan,
+        outcome: AggregateOutcome | None,
+        *,
+        abort_reason: str = "",
+        train_s: float = 0.0,
+    ) -> dict[str, Any]:
+        """Close a round whose aggregation ran elsewhere (an engine's SecAgg(+) over real
+        nodes, :mod:`securefl.engine.job`): ``outcome`` is the decoded sum over survivors, or
+        None with ``abort_reason``. Release, server step, checkpoint and ledger are the same
+        as :meth:`complete_round`'s; cohort members outside ``outcome.survivors`` are
+        recorded as dropped by the outcome itself."""
+        if plan.index != self.next_index:
+            raise ConfigurationError(
+                f"round {plan.index} is not the open round {self.next_index}", parameter="plan"
+            )
+        if outcome is not None:
+            if outcome.total.shape != (self.model.layout.size,):
+                raise ConfigurationError("aggregate has the wrong shape", parameter="outcome")
+            stray = sorted(set(outcome.survivors) - set(plan.members))
+            if stray:
+                raise ConfigurationError(
+                    f"survivors {stray} were not sampled this round", parameter="outcome"
+                )
+        return self._close_round(
+            plan, outcome, abort_reason, losses=[], missing={}, train_s=train_s
+        )
+
+    def _close_round(
+        self,
+        plan: RoundPlan,
+        outcome: AggregateOutcome | None,
+        abort_reason: str,
+        *,
+        losses: list[float],
+        missing: Mapping[int, str],
+        train_s: float,
+    ) -> dict[str, Any]:
+        cfg, layout = self.cfg, self.model.layout
+        r = plan.index
         t1 = time.perf_counter()
         mean, noise_s = self.backend.release_mean(outcome, cfg)
         new_flat = plan.global_flat.copy()

@@ -39,6 +39,45 @@ def load_data(cfg: RunConfig) -> tuple[list[TextDataset], TextDataset]:
     return [train.subset(p) for p in parts], test
 
 
+def builtin_model(cfg: RunConfig, num_labels: int) -> AdapterModel:
+    """The built-in task's model (LoRA adapters on ``cfg.model``), at its seeded initial state."""
+    return AdapterModel(
+        cfg.model,
+        num_labels=num_labels,
+        lora_r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_targets=cfg.lora_targets,
+        max_length=cfg.max_length,
+        seed=cfg.seed,
+        device=cfg.device,
+    )
+
+
+def model_info(cfg: RunConfig, model: AdapterModel) -> ModelInfo:
+    """What the orchestrator records of the model (layout, initial state, provenance)."""
+    return ModelInfo(
+        layout=model.layout,
+        initial=model.get_flat(),
+        provenance=model.provenance.to_dict(),
+        adapter={
+            "lora_r": cfg.lora_r,
+            "lora_alpha": cfg.lora_alpha,
+            "targets": list(cfg.lora_targets),
+        },
+        device=model.device,
+    )
+
+
+def train_spec(cfg: RunConfig) -> TrainSpec:
+    """Local training settings; the delta is clipped on the client under client-level DP."""
+    return TrainSpec(
+        cfg.local_epochs,
+        cfg.batch_size,
+        cfg.local_lr,
+        clip=cfg.clip if cfg.client_level_dp else None,
+    )
+
+
 def run_simulation(
     cfg: RunConfig,
     *,
@@ -53,39 +92,15 @@ def run_simulation(
     clients, test = load_data(cfg)
     if callback is not None:
         callback("loading_model", {"model": cfg.model})
-    model = AdapterModel(
-        cfg.model,
-        num_labels=len(test.label_names),
-        lora_r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_targets=cfg.lora_targets,
-        max_length=cfg.max_length,
-        seed=cfg.seed,
-        device=cfg.device,
-    )
+    model = builtin_model(cfg, len(test.label_names))
 
     def score(flat: FloatVector) -> dict[str, float]:
         model.set_flat(flat)
         accuracy, loss = evaluate(model, test)
         return {"accuracy": accuracy, "loss": loss}
 
-    info = ModelInfo(
-        layout=model.layout,
-        initial=model.get_flat(),
-        provenance=model.provenance.to_dict(),
-        adapter={
-            "lora_r": cfg.lora_r,
-            "lora_alpha": cfg.lora_alpha,
-            "targets": list(cfg.lora_targets),
-        },
-        device=model.device,
-    )
-    spec = TrainSpec(
-        cfg.local_epochs,
-        cfg.batch_size,
-        cfg.local_lr,
-        clip=cfg.clip if cfg.client_level_dp else None,
-    )
+    info = model_info(cfg, model)
+    spec = train_spec(cfg)
     with Orchestrator(
         cfg,
         info,
@@ -115,4 +130,11 @@ def run_simulation(
         return orch.finish()
 
 
-__all__ = ["RunResult", "load_data", "run_simulation"]
+__all__ = [
+    "RunResult",
+    "builtin_model",
+    "load_data",
+    "model_info",
+    "run_simulation",
+    "train_spec",
+]

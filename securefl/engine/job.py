@@ -1,0 +1,489 @@
+"""The whole securefl job over an FL engine: the orchestrator at the server, training at the nodes.
+
+The server runs the same :class:`~securefl.fl.orchestrator.Orchestrator` as ``securefl
+simulate`` — budget policy, secret-coin sampling, the signed ledger, checkpoints, resume, the
+report — but a round's aggregation is a real SecAgg(+) round over engine nodes (the
+:class:`~securefl.engine.server.Transport`: Flower's grid, or in-process handlers in tests).
+Only the sampled clients' nodes are asked. Each node holds its own data, trains locally,
+clips, encodes (with its share of the distributed discrete Gaussian noise under
+``dp = "distributed"``) and masks; the server decodes the sum over survivors and closes the
+round with :meth:`~securefl.fl.orchestrator.Orchestrator.complete_remote_round`.
+
+What a node is told is the :class:`JobTerms` (bound into the SecAgg session through the model
+digest, so every member of a round was told the same). A node does not trust the server's
+bookkeeping: it rebuilds the run's backend from the announced configuration, recomputes the
+round's DP event and the encoding, and refuses terms whose event, threshold or noise floor
+differ from what that configuration implies (and, with a :class:`NodeGuard`, terms its own
+policy forbids). Spec: ``protocols/engine-flower.md`` §7.
+
+Client ids: the engine's SecAgg ids start at 1; loop client ``c`` is SecAgg id ``c + 1``, so
+a registry of N clients must name exactly 1..N and the run's ``n_clients`` must be N.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from securefl.audit.ledger import canonical_json
+from securefl.audit.records import NodeRefusal
+from securefl.engine.client import SecAggNode
+from securefl.engine.identity import NodeIdentity, check_client_id
+from securefl.engine.server import NodeStages, Transport
+from securefl.engine.wire import ENGINE_WIRE_VERSION, HELLO, encode_config, model_digest
+from securefl.engine.wire import field as get_field
+from securefl.errors import (
+    AbortError,
+    ConfigurationError,
+    MalformedMessageError,
+    SecureFLError,
+    UnsafeRequestError,
+)
+from securefl.fl.aggregation import AggregateOutcome
+from securefl.fl.backends import Backend, make_backend
+from securefl.fl.client import ClientUpdate
+from securefl.fl.config import RunConfig, from_mapping
+from securefl.fl.errors import UnsupportedCombinationError
+from securefl.fl.orchestrator import (
+    Callback,
+    Evaluate,
+    ModelInfo,
+    Orchestrator,
+    RoundPlan,
+    RunResult,
+    sha256_of,
+)
+from securefl.fl.secure import RingInputs, SecAggAggregator
+from securefl.secagg import ClientPolicy, SecAggConfig, ServerProtocol, Stage
+from securefl.secagg.driver import drive_round
+from securefl.tensors import FloatVector
+
+#: Task name bound into every job round's model digest (engine wire).
+JOB_TASK = "securefl.job/v1"
+JOB_VERSION = 1
+MAX_JOB_BYTES = 1 << 20
+#: Configuration fields that stay at the server: where it writes, its keys, its policy file.
+SERVER_ONLY = ("out", "key_dir", "policy")
+#: Aggregations and DP modes the engine job runs (the others are refused, not approximated).
+ENGINE_AGGREGATIONS = ("secagg", "secagg+")
+ENGINE_DP = ("none", "central", "distributed")
+
+
+# ------------------------------------------------------------------------------ the terms
+@dataclass(frozen=True)
+class JobTerms:
+    """What the server announces to every member of one round (the ring plan's slot)."""
+
+    run_id: str
+    round_index: int
+    config: RunConfig
+    noise_multiplier: float | None
+    dimension: int
+    layout_digest: bytes
+    event: dict[str, Any]
+
+    def to_text(self) -> str:
+        body = {
+            "v": JOB_VERSION,
+            "run_id": self.run_id,
+            "round": self.round_index,
+            "config": public_config(self.config),
+            "noise_multiplier": self.noise_multiplier,
+            "dimension": self.dimension,
+            "layout_digest": self.layout_digest.hex(),
+            "event": self.event,
+        }
+        return canonical_json(body)
+
+    @classmethod
+    def from_text(cls, text: str) -> JobTerms:
+        """Parse and validate; anything malformed → :class:`MalformedMessageError`."""
+        if len(text) > MAX_JOB_BYTES:
+            raise MalformedMessageError("job terms exceed the size limit")
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise MalformedMessageError(f"job terms are not JSON ({type(exc).__name__})") from None
+        if not isinstance(doc, dict) or doc.get("v") != JOB_VERSION:
+            raise MalformedMessageError("job terms: unsupported version")
+        run_id = get_field(doc, "run_id", str)
+        r = get_field(doc, "round", int)
+        d = get_field(doc, "dimension", int)
+        if not (0 < len(run_id) <= 200 and 0 <= r < 1 << 31 and 0 < d < 1 << 34):
+            raise MalformedMessageError("job terms: run_id, round or dimension out of range")
+        z = doc.get("noise_multiplier")
+        if z is not None and not (
+            isinstance(z, int | float) and not isinstance(z, bool) and math.isfinite(z) and z > 0
+        ):
+            raise MalformedMessageError("job terms: noise_multiplier must be positive and finite")
+        try:
+            digest = bytes.fromhex(get_field(doc, "layout_digest", str))
+            config = from_mapping(get_field(doc, "config", dict))
+        except (ValueError, ConfigurationError) as exc:
+            raise MalformedMessageError(f"job terms: {exc}") from None
+        if len(digest) != 32 or not isinstance(doc.get("event"), dict):
+            raise MalformedMessageError("job terms: bad layout digest or event")
+        return cls(run_id, r, config, None if z is None else float(z), d, digest, doc["event"])
+
+
+def public_config(cfg: RunConfig) -> dict[str, Any]:
+    """The run configuration as nodes see it (no server paths)."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in SERVER_ONLY}
+
+
+def check_engine_config(cfg: RunConfig) -> None:
+    """Refuse what the engine job does not run (typed, with the field that is the reason)."""
+    if cfg.aggregation not in ENGINE_AGGREGATIONS:
+        raise UnsupportedCombinationError(
+            f"aggregation {cfg.aggregation!r} does not run on the engine yet (only "
+            f"{', '.join(ENGINE_AGGREGATIONS)})",
+            parameter="aggregation",
+        )
+    if cfg.dp not in ENGINE_DP:
+        raise UnsupportedCombinationError(
+            f"dp {cfg.dp!r} does not run on the engine yet (only {', '.join(ENGINE_DP)})",
+            parameter="dp",
+        )
+    if cfg.audit_canaries:
+        raise UnsupportedCombinationError(
+            "the canary audit needs the simulated population; run it with securefl simulate",
+            parameter="audit_canaries",
+        )
+
+
+def job_backend(cfg: RunConfig, noise_multiplier: float | None, dimension: int) -> Backend:
+    """The run's backend as both sides build it: same noise, same event, same encoding."""
+    return make_backend(cfg.replace(noise_multiplier=noise_multiplier), dimension=dimension)
+
+
+def secagg_of(backend: Backend) -> SecAggAggregator:
+    agg = backend.aggregator
+    if not isinstance(agg, SecAggAggregator):
+        raise UnsupportedCombinationError("the engine job needs SecAgg(+)", parameter="aggregation")
+    return agg
+
+
+def ring_encoder(agg: SecAggAggregator) -> Callable[..., RingInputs]:
+    """The run's ring encoding (DDGauss under distributed DP, else fixed point)."""
+    encoder: Callable[..., RingInputs] = (
+        agg.ring_encoder if agg.ring_encoder is not None else agg.fixed_point
+    )
+    return encoder
+
+
+def secagg_threat_model(cfg: RunConfig) -> str:
+    """The clients' SecAgg threat model for the run's solver model (as fl.secure uses it)."""
+    return "malicious" if cfg.secagg_model == "semi-malicious" else "semi-honest"
+
+
+def round_context(layout_digest: bytes, global_flat: FloatVector) -> bytes:
+    """layout digest ‖ SHA-256(global model): what the ring encoding binds (fl.secure)."""
+    return layout_digest + bytes.fromhex(sha256_of(global_flat))
+
+
+# ------------------------------------------------------------------------------ node side
+class LocalTraining(Protocol):
+    """A node's client step: (run config, global flat state, loop client id, round) → update
+    (clipped to ``cfg.clip`` under client-level DP, as :func:`securefl.fl.client.client_step`)."""
+
+    def __call__(
+        self, cfg: RunConfig, global_flat: FloatVector, client: int, round_index: int
+    ) -> ClientUpdate: ...
+
+
+class Admission(Protocol):
+    """A node's own policy gate (``securefl.engine.node_policy.NodeGuard``)."""
+
+    def admit(self, terms: Any) -> None: ...
+
+
+TermsOf = Callable[[JobTerms, SecAggConfig], Any]
+
+
+class JobNode(SecAggNode):
+    """A data holder's node: answers the job's SecAgg(+) requests with its own trained update.
+
+    Before it computes anything it checks the announced terms against the configuration they
+    name (event, threshold, noise floor) and, with ``guard``, against its own policy
+    (``terms_of`` turns the checked job into what the guard reads)."""
+
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        training: LocalTraining,
+        *,
+        registry: Mapping[int, bytes] | None = None,
+        policy: ClientPolicy | None = None,
+        guard: Admission | None = None,
+        terms_of: TermsOf | None = None,
+    ) -> None:
+        super().__init__(
+            identity,
+            None,
+            task_name=JOB_TASK,
+            node_config={},
+            run_config={},
+            policy=policy,
+            registry=registry,
+        )
+        self.training = training
+        self.guard = guard
+        self.terms_of = terms_of
+        self._backends: dict[tuple[str, float | None, int], Backend] = {}
+
+    def _backend(self, job: JobTerms) -> Backend:
+        key = (job.config.digest(), job.noise_multiplier, job.dimension)
+        if key not in self._backends:
+            self._backends[key] = job_backend(job.config, job.noise_multiplier, job.dimension)
+        return self._backends[key]
+
+    def round_input(
+        self, config: SecAggConfig, plan_text: str, global_state: bytes
+    ) -> npt.NDArray[np.unsignedinteger[Any]]:
+        job = JobTerms.from_text(plan_text)
+        check_engine_config(job.config)
+        if job.round_index != config.round_index:
+            raise UnsafeRequestError("job terms name another round than the session")
+        if job.layout_digest != config.layout_digest:
+            raise UnsafeRequestError("job terms name another layout than the session")
+        if len(global_state) != 8 * job.dimension:
+            raise MalformedMessageError("global model has the wrong size")
+        backend = self._backend(job)
+        event = backend.round_event().to_dict()
+        if json.loads(canonical_json(event)) != json.loads(canonical_json(job.event)):
+            raise UnsafeRequestError(
+                "the announced DP event is not the event of the announced configuration"
+            )
+        agg = secagg_of(backend)
+        degree, threshold, _info = agg.parameters(config.n)
+        if config.threshold < threshold:
+            raise UnsafeRequestError(
+                f"threshold {config.threshold} is below the {threshold} the run's threat model "
+                f"needs for {config.n} clients"
+            )
+        if config.degree != degree:
+            raise UnsafeRequestError("the neighbour graph degree is not the run's")
+        global_flat = np.frombuffer(global_state, dtype="<f8").astype(np.float64)
+        context = round_context(config.layout_digest, global_flat)
+        encoder = ring_encoder(agg)
+        probe = encoder({}, {}, config.n, context, config.round_index)
+        if config.bits != probe.bits or config.dimension != probe.dimension:
+            raise UnsafeRequestError("ring width or dimension is not the run's encoding")
+        if config.min_cohort < min(probe.min_cohort, config.n):
+            raise UnsafeRequestError(
+                f"minimum cohort {config.min_cohort} is below the {probe.min_cohort} "
+                "contributors whose noise the DP event counts on"
+            )
+        if self.guard is not None:
+            terms = self.terms_of(job, config) if self.terms_of is not None else job
+            self.guard.admit(terms)  # records the contribution or the refusal
+        client = self.identity.client_id - 1
+        update = self.training(job.config, global_flat, client, job.round_index)
+        update.validate(job.layout_digest, job.dimension)
+        ring = encoder({client: update.delta}, {client: 1.0}, config.n, context, job.round_index)
+        values: npt.NDArray[np.unsignedinteger[Any]] = ring.values[client]
+        return values
+
+
+# ------------------------------------------------------------------------------ server side
+class CohortTransport:
+    """Restricts a transport to the nodes that claimed this round's cohort (HELLO hints; the
+    binding step still authenticates each claim, engine-flower.md §3)."""
+
+    def __init__(self, inner: Transport, nodes: list[int]) -> None:
+        self.inner = inner
+        self.nodes = sorted(nodes)
+
+    def node_ids(self) -> list[int]:
+        live = set(self.inner.node_ids())
+        return [n for n in self.nodes if n in live]
+
+    def exchange(
+        self, requests: Mapping[int, Mapping[str, Any]], *, timeout: float, round_index: int
+    ) -> dict[int, Mapping[str, Any]]:
+        return self.inner.exchange(
+            {n: r for n, r in requests.items() if n in self.nodes},
+            timeout=timeout,
+            round_index=round_index,
+        )
+
+
+def discover_nodes(transport: Transport, *, timeout: float) -> dict[int, int]:
+    """SecAgg client id → engine node id, from the nodes' HELLO claims (hints only)."""
+    replies = transport.exchange(
+        {n: {"v": ENGINE_WIRE_VERSION, "stage": HELLO} for n in transport.node_ids()},
+        timeout=timeout,
+        round_index=0,
+    )
+    out: dict[int, int] = {}
+    for node, rep in sorted(replies.items()):
+        try:
+            u = check_client_id(get_field(rep, "client", int))
+        except SecureFLError:
+            continue
+        out.setdefault(u, node)
+    return out
+
+
+@dataclass(frozen=True)
+class RemoteRound:
+    """What one engine round gave the server: the decoded outcome or why it aborted."""
+
+    outcome: AggregateOutcome | None
+    abort_reason: str
+    rejected: dict[int, str]
+    node_errors: dict[int, str]
+
+
+def run_remote_round(
+    orch: Orchestrator,
+    plan: RoundPlan,
+    transport: Transport,
+    *,
+    registry: Mapping[int, bytes],
+    node_of: Mapping[int, int],
+    stage_timeout: float,
+) -> RemoteRound:
+    """One SecAgg(+) round of the cohort over ``transport``; never raises AbortError."""
+    backend = orch.backend
+    agg = secagg_of(backend)
+    members = sorted(plan.members)
+    n = len(members)
+    layout = orch.model.layout
+    errors_before = dict(getattr(transport, "errors", {}))
+    try:
+        degree, threshold, _info = agg.parameters(n)
+        context = round_context(layout.digest(), plan.global_flat)
+        encoder = ring_encoder(agg)
+        ring = encoder({}, {}, n, context, plan.index)
+        terms = JobTerms(
+            run_id=orch.run_id,
+            round_index=plan.index,
+            config=orch.cfg,
+            noise_multiplier=orch.noise_multiplier,
+            dimension=layout.size,
+            layout_digest=layout.digest(),
+            event=plan.event.to_dict(),
+        )
+        text = terms.to_text()
+        global_state = np.ascontiguousarray(plan.global_flat, dtype="<f8").tobytes()
+        ids = {c + 1: registry[c + 1] for c in members}
+        config = SecAggConfig.create(
+            ids,
+            threshold=threshold,
+            bits=ring.bits,
+            dimension=ring.dimension,
+            degree=degree,
+            min_cohort=min(ring.min_cohort, n),
+            round_index=plan.index,
+            layout_digest=layout.digest(),
+            model_digest=model_digest(global_state, text, plan.index, JOB_TASK),
+            nonce=secrets.token_bytes(16),
+            threat_model=secagg_threat_model(orch.cfg),
+            corrupt_fraction=orch.cfg.corrupt_fraction,
+        )
+        server = ServerProtocol(config)
+        stages = NodeStages(
+            CohortTransport(transport, [node_of[u] for u in ids if u in node_of]),
+            config,
+            first_request={
+                "v": ENGINE_WIRE_VERSION,
+                "stage": int(Stage.ADVERTISE_KEYS),
+                "session": config.session_id,
+                "config": encode_config(config),
+                "plan": text,
+                "global": global_state,
+            },
+            timeout=stage_timeout,
+            round_index=plan.index,
+        )
+        t0 = time.perf_counter()
+        result = drive_round(server, stages)
+        t_round = time.perf_counter() - t0
+    except AbortError as exc:
+        errors = _new_errors(transport, errors_before)
+        return RemoteRound(None, str(exc), {}, errors)
+    t1 = time.perf_counter()
+    total, weight_total = ring.decode(result.total)
+    timings = dict(result.timings)
+    unmask = timings.get("unmask", 0.0)
+    outcome = AggregateOutcome(
+        total=total,
+        weight_total=weight_total,
+        survivors=frozenset(u - 1 for u in result.survivors),
+        dropped={k: sorted(u - 1 for u in v) for k, v in result.dropped.items() if v},
+        bytes_up=stages.bytes_up,
+        bytes_down=stages.bytes_down,
+        timings={
+            "encode": 0.0,  # on the nodes
+            "aggregate": t_round - unmask,
+            "unmask": unmask + time.perf_counter() - t1,
+            "secagg": timings,
+        },
+        protocol={**agg.info(), **_info, "bits": ring.bits, "engine": True, **ring.info},
+    )
+    return RemoteRound(outcome, "", dict(stages.rejected), _new_errors(transport, errors_before))
+
+
+def _new_errors(transport: Transport, before: Mapping[int, str]) -> dict[int, str]:
+    now = dict(getattr(transport, "errors", {}))
+    return {n: why for n, why in now.items() if before.get(n) != why}
+
+
+def run_job(
+    transport: Transport,
+    cfg: RunConfig,
+    model: ModelInfo,
+    *,
+    registry: Mapping[int, bytes],
+    evaluate: Evaluate | None = None,
+    stage_timeout: float = 60.0,
+    resume: bool = True,
+    callback: Callback | None = None,
+) -> RunResult:
+    """Run (or resume) ``cfg`` with every round's aggregation on the engine's nodes.
+
+    Simulated dropouts are off (``dropout_rate`` is forced to 0: the engine's dropouts are
+    real). A node's refusal is recorded in the server's ledger as ``node_refusal``."""
+    check_engine_config(cfg)
+    cfg = cfg.replace(dropout_rate=0.0)
+    if sorted(registry) != list(range(1, cfg.n_clients + 1)):
+        raise ConfigurationError(
+            f"the registry must name clients 1..{cfg.n_clients} (n_clients), "
+            f"not {len(registry)} ids",
+            parameter="registry",
+        )
+    node_of = discover_nodes(transport, timeout=stage_timeout)
+    with Orchestrator(cfg, model, evaluate=evaluate, resume=resume, callback=callback) as orch:
+        while (plan := orch.next_round()) is not None:
+            if any(c + 1 not in node_of for c in plan.members):
+                node_of = {**node_of, **discover_nodes(transport, timeout=stage_timeout)}
+            t0 = time.perf_counter()
+            res = run_remote_round(
+                orch,
+                plan,
+                transport,
+                registry=registry,
+                node_of=node_of,
+                stage_timeout=stage_timeout,
+            )
+            for node, why in sorted(res.node_errors.items()):
+                orch.ledger.append_record(
+                    NodeRefusal(node=node, reason=why, stage=None, error=None),
+                    round_id=plan.index,
+                )
+            orch.complete_remote_round(
+                plan,
+                res.outcome,
+                abort_reason=res.abort_reason,
+                train_s=time.perf_counter() - t0,
+            )
+        return orch.finish()
