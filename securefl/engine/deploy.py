@@ -25,8 +25,22 @@ def _toml_value(value: Scalar) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
-def write_app_project(directory: str | Path, run_config: Mapping[str, Scalar]) -> Path:
-    """Write ``pyproject.toml`` of a Flower app whose components are securefl's apps."""
+#: The SecAgg-only apps and the whole-job apps (:mod:`securefl.engine.flower_job`).
+SECAGG_APPS = ("securefl.engine.flower:server_app", "securefl.engine.flower:client_app")
+JOB_APPS = (
+    "securefl.engine.flower_job:job_server_app",
+    "securefl.engine.flower_job:job_client_app",
+)
+
+
+def write_app_project(
+    directory: str | Path,
+    run_config: Mapping[str, Scalar],
+    *,
+    apps: tuple[str, str] = SECAGG_APPS,
+) -> Path:
+    """Write ``pyproject.toml`` of a Flower app whose components are securefl's ``apps``
+    (server app, client app)."""
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     config = "\n".join(f"{k} = {_toml_value(v)}" for k, v in sorted(run_config.items()))
@@ -46,8 +60,8 @@ dependencies = ["securefl"]
 publisher = "securefl"
 
 [tool.flwr.app.components]
-serverapp = "securefl.engine.flower:server_app"
-clientapp = "securefl.engine.flower:client_app"
+serverapp = "{apps[0]}"
+clientapp = "{apps[1]}"
 
 [tool.flwr.app.config]
 {config}

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -252,11 +252,16 @@ def node_from_context(context: Context) -> SecAggNode:
 
 
 def _client_secagg(msg: Message, context: Context) -> Message:
+    return answer(msg, context, node_from_context)
+
+
+def answer(msg: Message, context: Context, make_node: Callable[[Context], SecAggNode]) -> Message:
+    """One request to ``make_node(context)``'s node; its round state in ``context.state``."""
     store: dict[str, Any] = {}
     if STATE_RECORD in context.state.config_records:
         store = dict(context.state.config_records[STATE_RECORD])
     try:
-        node = node_from_context(context)
+        node = make_node(context)
         request = msg.content.config_records.get(RECORD)
         if request is None:
             raise ConfigurationError("message has no securefl record", parameter="content")

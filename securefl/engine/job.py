@@ -206,6 +206,8 @@ class Admission(Protocol):
 
 
 TermsOf = Callable[[JobTerms, SecAggConfig], Any]
+#: (round, stage label) as each SecAgg stage of a round closes at the server.
+Progress = Callable[[int, str], None]
 
 
 class JobNode(SecAggNode):
@@ -351,6 +353,8 @@ def run_remote_round(
     registry: Mapping[int, bytes],
     node_of: Mapping[int, int],
     stage_timeout: float,
+    train_timeout: float | None = None,
+    progress: Progress | None = None,
 ) -> RemoteRound:
     """One SecAgg(+) round of the cohort over ``transport``; never raises AbortError."""
     backend = orch.backend
@@ -404,9 +408,16 @@ def run_remote_round(
             },
             timeout=stage_timeout,
             round_index=plan.index,
+            advertise_timeout=train_timeout,
         )
         t0 = time.perf_counter()
-        result = drive_round(server, stages)
+        result = drive_round(
+            server,
+            stages,
+            on_stage=None
+            if progress is None
+            else lambda stage, _outbox: progress(plan.index, stage.label),
+        )
         t_round = time.perf_counter() - t0
     except AbortError as exc:
         errors = _new_errors(transport, errors_before)
@@ -446,10 +457,15 @@ def run_job(
     registry: Mapping[int, bytes],
     evaluate: Evaluate | None = None,
     stage_timeout: float = 60.0,
+    train_timeout: float | None = None,
     resume: bool = True,
     callback: Callback | None = None,
+    progress: Progress | None = None,
 ) -> RunResult:
     """Run (or resume) ``cfg`` with every round's aggregation on the engine's nodes.
+
+    ``train_timeout`` bounds the first stage (the nodes train before they answer it; default
+    ``stage_timeout``); a node that answers later drops out of the round like any other.
 
     Simulated dropouts are off (``dropout_rate`` is forced to 0: the engine's dropouts are
     real). A node's refusal is recorded in the server's ledger as ``node_refusal``."""
@@ -474,6 +490,8 @@ def run_job(
                 registry=registry,
                 node_of=node_of,
                 stage_timeout=stage_timeout,
+                train_timeout=train_timeout,
+                progress=progress,
             )
             for node, why in sorted(res.node_errors.items()):
                 orch.ledger.append_record(

@@ -186,11 +186,14 @@ class NodeStages:
         first_request: Record,
         timeout: float,
         round_index: int,
+        advertise_timeout: float | None = None,
     ) -> None:
         self.transport = transport
         self.config = config
         self.first_request = first_request
         self.timeout = timeout
+        # The first stage may include the node's local training (securefl.engine.job).
+        self.advertise_timeout = timeout if advertise_timeout is None else advertise_timeout
         self.round_index = round_index
         self.node_of: dict[int, int] = {}
         self.client_of: dict[int, int] = {}
@@ -238,7 +241,9 @@ class NodeStages:
             sum(len(self.first_request[k]) for k in ("config", "plan", "global"))
             + NODE_CHALLENGE_BYTES
         )
-        replies = self.transport.exchange(first, timeout=self.timeout, round_index=self.round_index)
+        replies = self.transport.exchange(
+            first, timeout=self.advertise_timeout, round_index=self.round_index
+        )
         for node, rep in sorted(replies.items()):
             if node not in challenges:
                 continue  # nobody asked this node

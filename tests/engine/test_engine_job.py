@@ -22,6 +22,7 @@ from securefl.fl import checkpoint as ckpt_mod
 from securefl.fl.config import RunConfig
 from securefl.fl.run import run_simulation
 from securefl.secagg import ClientPolicy
+from securefl.vocabulary import ThreatModel
 
 N = 6
 BASE: dict[str, Any] = {
@@ -52,7 +53,7 @@ def _cluster(
     train = training or BuiltinTraining()
     nodes = {
         100 + u: JobNode(
-            ident, train, registry=registry, policy=ClientPolicy(threat_model="malicious")
+            ident, train, registry=registry, policy=ClientPolicy(threat_model=ThreatModel.MALICIOUS)
         )
         for u, ident in ids.items()
     }
