@@ -194,6 +194,12 @@ class NodePolicy:
             raise NodePolicyError("must be an integer >= 2", parameter="min_threshold")
         max_clip = d.get("max_clip")
         accountant = d.get("accountant")
+        try:
+            threat_model = ThreatModel.parse(
+                d.get("threat_model", ThreatModel.MALICIOUS.value), parameter="threat_model"
+            )
+        except ConfigurationError as exc:
+            raise NodePolicyError(str(exc).split(": ", 1)[-1], parameter="threat_model") from exc
         if accountant is not None and accountant not in ACCOUNTANTS:
             raise NodePolicyError(
                 f"must be one of {', '.join(ACCOUNTANTS)}", parameter="accountant"
@@ -206,9 +212,7 @@ class NodePolicy:
             delta_max=_num(d, "delta_max", 1e-5, hi=0.5),
             min_threshold=threshold,
             min_threshold_fraction=_num(d, "min_threshold_fraction", 0.5, hi=1),
-            threat_model=ThreatModel.parse(
-                d.get("threat_model", ThreatModel.MALICIOUS.value), parameter="threat_model"
-            ),
+            threat_model=threat_model,
             allowed_aggregations=_names(
                 d, "allowed_aggregations", cls.allowed_aggregations, AGGREGATIONS
             ),

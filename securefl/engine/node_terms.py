@@ -146,7 +146,7 @@ class RoundTerms:
             raise _fail("run_id", "must not contain control characters")
         rounds = _int("rounds", self.rounds, 1, MAX_ROUNDS)
         set_(self, "rounds", rounds)
-        set_(self, "round_index", _int("round_index", self.round_index, 0, MAX_ROUNDS - 1))
+        set_(self, "round_index", _int("round_index", self.round_index, 0, rounds - 1))
         agg = _choice("aggregation", self.aggregation, AGGREGATIONS)
         _choice("dp", self.dp, DP_MODES)
         set_(self, "dp_event", _event(self.dp_event))
