@@ -193,16 +193,89 @@ def _load_policy(policy: Path) -> Any:
         _usage(f"invalid policy: {exc}")
 
 
-def check(
+def _is_node_policy(policy: Path) -> bool:
+    """A node policy file says ``kind = "node"`` (protocols/engine-flower.md)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(policy.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
+        return False  # the budget-policy loader reports the error
+    return data.get("kind") == "node"
+
+
+def node_check(
     ledger: LedgerArg,
-    policy: Annotated[Path, typer.Option("--policy", "-p", help="budget policy TOML")],
+    policy: Annotated[Path, typer.Option("--policy", "-p", help="node policy TOML")],
     public_key: PublicKeyOpt = None,
     trust_stored_key: TrustOpt = False,
     expect_head: AnchorOpt = None,
     anchors: AnchorsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Verify the ledger, then evaluate it against a budget policy (ε recomputed)."""
+    """Verify a node's own ledger, then replay every contribution against a node policy
+    (each run's ε and the total recomputed from the recorded DP events)."""
+    from securefl.engine.node_policy import NodePolicy, check_node_ledger
+
+    key = _key_args(public_key, trust_stored_key)
+    _need_file(policy, "policy")
+    try:
+        pol = NodePolicy.load(policy)
+    except SecureFLError as exc:
+        _usage(f"invalid node policy: {exc}")
+    result = _verify(ledger, key, expect_head, anchors)
+    out: dict[str, Any] = {"ok": False, "verification": result.to_dict(), "node_policy": None}
+    if result.ok:
+        try:
+            res = check_node_ledger(ledger, pol)
+        except SecureFLError as exc:
+            _usage(str(exc))
+        out = {"ok": res.ok, "verification": result.to_dict(), "node_policy": res.to_dict()}
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+    elif not result.ok:
+        typer.echo("INVALID ledger: node policy not evaluated")
+        for e in result.errors:
+            typer.echo(f"error: {e}")
+    else:
+        p = out["node_policy"]
+        typer.echo(
+            f"node policy {pol.name}: {'OK' if p['ok'] else 'VIOLATED'}"
+            f" ({p['contributions']} contribution(s), {p['refusals']} refusal(s))"
+        )
+        for r in p["runs"]:
+            eps = "∞" if r["epsilon"] is None else f"{r['epsilon']:.4g}"
+            typer.echo(
+                f"run {r['run_id']}: ε = {eps} at δ = {pol.delta_max:g} ({r['accountant']},"
+                f" {r['charged_rounds']} rounds charged) — budget {pol.max_epsilon_per_run:g}"
+            )
+        total = "∞" if p["epsilon_total"] is None else f"{p['epsilon_total']:.4g}"
+        typer.echo(f"total ε = {total} (basic composition) — budget {pol.max_epsilon_total:g}")
+        for v in p["violations"]:
+            typer.echo(f"violation: {v}")
+        for w in p["warnings"]:
+            typer.echo(f"warning: {w}")
+    raise typer.Exit(EXIT_OK if out["ok"] else EXIT_FAIL)
+
+
+def check(
+    ledger: LedgerArg,
+    policy: Annotated[
+        Path, typer.Option("--policy", "-p", help="budget policy TOML (or a node policy)")
+    ],
+    public_key: PublicKeyOpt = None,
+    trust_stored_key: TrustOpt = False,
+    expect_head: AnchorOpt = None,
+    anchors: AnchorsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Verify the ledger, then evaluate it against a budget policy (ε recomputed).
+
+    A node policy file (``kind = "node"``) checks a node's own ledger (as ``node-check``).
+    """
+    _need_file(policy, "policy")
+    if _is_node_policy(policy):
+        node_check(ledger, policy, public_key, trust_stored_key, expect_head, anchors, as_json)
     key = _key_args(public_key, trust_stored_key)
     pol = _load_policy(policy)
     result = _verify(ledger, key, expect_head, anchors)
@@ -322,6 +395,7 @@ for _name, _fn in (
     ("verify", verify),
     ("anchor", anchor),
     ("check", check),
+    ("node-check", node_check),
     ("report", report),
     ("account", account),
 ):

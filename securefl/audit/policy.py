@@ -41,8 +41,7 @@ from securefl.audit.spend import (
     ACCOUNTANTS,
     ChargedRound,
     charged_rounds,
-    compose,
-    epsilon,
+    epsilon_of_events,
     mechanisms_of,
 )
 from securefl.errors import ConfigurationError
@@ -271,16 +270,7 @@ class BudgetPolicy:
     # -- rules -----------------------------------------------------------------------------
     def _epsilon_of(self, events: list[dict[str, Any]]) -> tuple[float, str | None]:
         """ε of the composition under the policy's accountant (∞ + reason if unaccountable)."""
-        if not events:
-            return 0.0, None
-        try:
-            ev = compose(events)
-            eps = epsilon(self.accountant, ev, self.delta, self.adjacency)
-        except ConfigurationError as exc:
-            return math.inf, f"recorded DP events cannot be accounted: {exc}"
-        if eps is None:
-            return math.inf, f"accountant {self.accountant!r} does not support the recorded events"
-        return eps, None
+        return epsilon_of_events(events, self.accountant, self.delta, self.adjacency)
 
     def _round_rules(self, info: RoundFacts, event: Mapping[str, Any] | None) -> list[str]:
         """Cohort, protocol, threshold, unit, adjacency and mechanism rules for one round.

@@ -46,6 +46,11 @@ _R = TypeVar("_R", bound="Record")
 VERSION_KEY = "record_version"
 EMPIRICAL_AUDIT = "empirical_audit"
 NODE_REFUSAL = "node_refusal"
+# Kinds of a *node* ledger (the data holder's own, protocols/engine-flower.md "Node-side policy
+# and ledger"); a server ledger never holds them.
+NODE_POLICY = "node_policy"
+NODE_CONTRIBUTION = "node_contribution"
+NODE_ROUND_REFUSED = "node_round_refused"
 PRIVACY_UNITS = ("example", "client")
 METRIC_NAMES = ("accuracy", "loss", "bytes_up", "bytes_down")
 
@@ -620,6 +625,65 @@ class NodeRefusal(Record):
     error: str | None = None
 
 
+# --------------------------------------------------------------------------- node ledger
+@dataclass(frozen=True, kw_only=True)
+class NodePolicyRecorded(Record):
+    """The node policy in force from this entry on: its content and SHA-256 (written by the
+    node before the first decision taken under a policy it had not recorded yet)."""
+
+    KIND: ClassVar[str] = NODE_POLICY
+    policy: dict[str, Any]
+    policy_sha256: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeContribution(Record):
+    """A node admitted a round and is about to compute its update (written *before* it
+    computes, so a crash after admission still counts the spend).
+
+    ``terms`` is the announced round (``RoundTerms.to_dict()``); ``dp_event`` and
+    ``planned_rounds`` repeat the two terms the node's own accounting reads, as typed fields.
+    ``charged_rounds`` is what the node charged the run, max(planned rounds, contributions);
+    ``epsilon_run`` / ``epsilon_total`` are the node's figures at admission (``None``: no finite
+    bound) — an auditor recomputes them from the events, they are not trusted.
+    """
+
+    KIND: ClassVar[str] = NODE_CONTRIBUTION
+    PER_ROUND: ClassVar[bool] = True
+    terms: dict[str, Any]
+    terms_sha256: str
+    dp_event: dict[str, Any]
+    planned_rounds: int
+    charged_rounds: int
+    accountant: str
+    delta: float
+    adjacency: str
+    policy_sha256: str
+    epsilon_run: float | None = None
+    epsilon_total: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeRoundRefused(Record):
+    """A node refused a round under its own policy (nothing computed, nothing charged).
+    ``reasons`` are ``"rule: message"`` strings; ``terms`` is ``None`` when the announced terms
+    did not even parse."""
+
+    KIND: ClassVar[str] = NODE_ROUND_REFUSED
+    reasons: list[str]
+    policy_sha256: str
+    terms: dict[str, Any] | None = None
+    epsilon_run: float | None = None
+    epsilon_total: float | None = None
+
+    @classmethod
+    def _from_v1(cls, r: _Reader) -> Self:
+        reasons = r.list_("reasons")
+        if not reasons or not all(isinstance(x, str) for x in reasons):
+            raise r.fail("reasons", "must be a non-empty list of strings")
+        return cls._read(r, reasons=reasons)
+
+
 # --------------------------------------------------------------------------- model, audits
 @dataclass(frozen=True, kw_only=True)
 class ModelProvenance(Record):
@@ -677,6 +741,9 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     ModelProvenance,
     EmpiricalAudit,
     NodeRefusal,
+    NodePolicyRecorded,
+    NodeContribution,
+    NodeRoundRefused,
 )
 BY_KIND: Mapping[str, type[Record]] = {t.KIND: t for t in RECORD_TYPES}
 KNOWN_KINDS = frozenset(BY_KIND)
@@ -723,7 +790,10 @@ __all__ = [
     "RECORD_VERSION",
     "EmpiricalAudit",
     "ModelProvenance",
+    "NodeContribution",
+    "NodePolicyRecorded",
     "NodeRefusal",
+    "NodeRoundRefused",
     "PolicyRecorded",
     "Record",
     "RecordError",

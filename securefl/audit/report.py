@@ -38,14 +38,24 @@ from securefl.audit.ledger import (
     verify_ledger,
 )
 from securefl.audit.policy import BudgetPolicy
-from securefl.audit.records import Record, RecordError, RunStarted, parse_as
+from securefl.audit.records import (
+    NODE_CONTRIBUTION,
+    NODE_ROUND_REFUSED,
+    NodeContribution,
+    Record,
+    RecordError,
+    RunStarted,
+    parse_as,
+)
 from securefl.audit.spend import (
     ACCOUNTANTS,
     ChargedRound,
     charged_rounds,
     curve_points,
     epsilon_curve,
+    epsilon_of_events,
     mechanisms_of,
+    node_run_charges,
     sampling_of,
 )
 from securefl.audit.threat_model import aggregation_threat_model, dp_threat_model, trust_model
@@ -506,6 +516,43 @@ def _dp_status(charged: Sequence[ChargedRound], mechs: set[str]) -> str:
     return "dp"
 
 
+def _node_summary(entries: Sequence[Entry]) -> str | None:
+    """One sentence for a node's own ledger (protocols/engine-flower.md, "Node-side policy
+    and ledger"): its contributions, refusals and each run's ε recomputed at the δ and with
+    the accountant the node recorded — the server-round sections do not apply to it."""
+    contributions = [e for e in entries if e.kind == NODE_CONTRIBUTION]
+    refused = sum(e.kind == NODE_ROUND_REFUSED for e in entries)
+    if not contributions and not refused:
+        return None
+    try:
+        charges = node_run_charges(contributions)
+        deltas = {e.run_id: parse_as(e, NodeContribution).delta for e in contributions}
+    except ConfigurationError as exc:
+        return f"node ledger: its contributions cannot be accounted ({exc})"
+    parts: list[str] = []
+    total = 0.0
+    for c in charges:
+        eps, _why = epsilon_of_events(
+            [c.charged_event], c.accountant, deltas[c.run_id], c.adjacency
+        )
+        total += eps
+        shown = "∞" if not math.isfinite(eps) else f"{eps:.4g}"
+        parts.append(
+            f"run {c.run_id}: ε = {shown} at δ = {deltas[c.run_id]:g} ({c.accountant.upper()},"
+            f" {c.count} rounds charged)"
+        )
+    shown_total = "∞" if not math.isfinite(total) else f"{total:.4g}"
+    runs = "; ".join(parts) if parts else "none"
+    return (
+        f"node ledger: this data holder contributed {len(contributions)} round(s) to"
+        f" {len(charges)} run(s) and refused {refused}; ε per run, recomputed by the node's"
+        f" rule (the announced per-round event × the planned rounds): {runs}; total"
+        f" ε = {shown_total} (basic composition across runs). The per-round sections of this"
+        " report describe server ledgers and are empty here; check with securefl audit"
+        " node-check."
+    )
+
+
 def _statement(g: Mapping[str, Any], verified: bool) -> str:
     """The report's one-sentence claim; none at all when the ledger failed verification."""
     if not verified:
@@ -822,6 +869,11 @@ def build_report(
         "composition": "adaptive composition of every charged round in the ledger",
     }
     guarantee["statement"] = _statement(guarantee, verification.ok)
+    node = _node_summary(entries)
+    if node is not None:
+        caveats.insert(1 if not verification.ok else 0, node)
+        if verification.ok and dp_status == "no_releases":
+            guarantee["statement"] = node
     merged_aggs = _merge_aggregations(aggs)
     verification_dict = verification.to_dict()
     verification_dict["errors"] = [cli_words(str(m)) for m in verification_dict["errors"]]

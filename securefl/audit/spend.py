@@ -9,6 +9,9 @@ conservatively ("in flight"). ``round_refused`` entries charge nothing.
 Events are recomputed through :mod:`securefl.dp.accounting` from the recorded
 ``event.to_dict()`` data. Identical per-round events are grouped into one
 ``SelfComposedEvent`` so 10k rounds cost the same as one.
+
+A *node* ledger (a data holder's own, ``node_contribution`` entries) is charged per run, not
+per round: :func:`node_run_charges` (protocols/engine-flower.md, "Node-side policy and ledger").
 """
 
 from __future__ import annotations
@@ -26,7 +29,15 @@ from securefl.audit.ledger import (
     Entry,
     canonical_json,
 )
-from securefl.audit.records import RoundAborted, RoundCompleted, RoundProjected, parse_as
+from securefl.audit.records import (
+    NODE_CONTRIBUTION,
+    NodeContribution,
+    RoundAborted,
+    RoundCompleted,
+    RoundProjected,
+    parse_as,
+)
+from securefl.errors import ConfigurationError
 
 ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv", "pld")
 _NEIGHBORING: dict[str, Any] = {"add-remove": "add_remove", "replace-one": "replace_one"}
@@ -149,6 +160,102 @@ def epsilon(
     except UnsupportedEventError:
         return None
     return value if not math.isnan(value) else None
+
+
+def epsilon_of_events(
+    events: Sequence[Mapping[str, Any]], accountant: str, delta: float, adjacency: str
+) -> tuple[float, str | None]:
+    """ε at ``delta`` of the adaptive composition of recorded ``events``: ``(ε, None)``, or
+    ``(∞, why)`` when the events cannot be accounted (malformed, or the accountant does not
+    support them). The one path by which a policy — server or node — turns events into ε."""
+    if not events:
+        return 0.0, None
+    try:
+        eps = epsilon(accountant, compose(events), delta, adjacency)
+    except ConfigurationError as exc:
+        return math.inf, f"recorded DP events cannot be accounted: {exc}"
+    if eps is None:
+        return math.inf, f"accountant {accountant!r} does not support the recorded events"
+    return eps, None
+
+
+def adjacency_of(event: Mapping[str, Any]) -> str:
+    """The adjacency a per-round event is accounted under: ``replace-one`` if it samples a
+    fixed-size cohort without replacement anywhere (that wrapper is accounted under
+    replace-one only), else ``add-remove`` (Poisson sampling's relation; an event mixing both
+    is then unsupported by the accountants and so refused, never under-counted)."""
+    stack: list[Any] = [event]
+    depth = 0
+    while stack and depth < 10_000:
+        depth += 1
+        node = stack.pop()
+        if not isinstance(node, Mapping):
+            continue
+        if node.get("type") == "sampled_without_replacement":
+            return "replace-one"
+        stack.append(node.get("event"))
+        subs = node.get("events")
+        if isinstance(subs, list):
+            stack.extend(subs)
+    return "add-remove"
+
+
+@dataclass(frozen=True)
+class NodeRunCharge:
+    """What one run costs a node: its per-round event composed ``count`` times, where
+    ``count`` = max(planned rounds, contributions) — the whole planned run, since the node
+    does not see the rounds it was not sampled into, and more if it was asked more often."""
+
+    run_id: str
+    event: dict[str, Any]
+    planned_rounds: int
+    contributions: int
+    accountant: str
+    seqs: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return max(self.planned_rounds, self.contributions)
+
+    @property
+    def charged_event(self) -> dict[str, Any]:
+        """``{"type": "self_composed", "event": …, "count": count}`` as recorded data."""
+        return {"type": "self_composed", "event": self.event, "count": self.count}
+
+    @property
+    def adjacency(self) -> str:
+        return adjacency_of(self.event)
+
+
+def node_run_charges(
+    entries: Iterable[Entry], *, extra: Mapping[str, int] | None = None
+) -> list[NodeRunCharge]:
+    """Per run of a node ledger, in order of first contribution: the event and planned rounds
+    of its *first* contribution (the node pins a run's terms) and how many contributions it
+    made. ``extra`` adds contributions not yet recorded (``{run_id: n}``)."""
+    first: dict[str, NodeContribution] = {}
+    counts: dict[str, int] = {}
+    seqs: dict[str, list[int]] = {}
+    for e in entries:
+        if e.kind != NODE_CONTRIBUTION:
+            continue
+        rec = parse_as(e, NodeContribution)
+        first.setdefault(e.run_id, rec)
+        counts[e.run_id] = counts.get(e.run_id, 0) + 1
+        seqs.setdefault(e.run_id, []).append(e.seq)
+    for run_id, n in (extra or {}).items():
+        counts[run_id] = counts.get(run_id, 0) + n
+    return [
+        NodeRunCharge(
+            run_id=run_id,
+            event=rec.dp_event,
+            planned_rounds=rec.planned_rounds,
+            contributions=counts[run_id],
+            accountant=rec.accountant,
+            seqs=tuple(seqs[run_id]),
+        )
+        for run_id, rec in first.items()
+    ]
 
 
 def epsilon_all(event: Any, delta: float, adjacency: str = "add-remove") -> dict[str, float | None]:

@@ -18,6 +18,14 @@ from securefl.engine.identity import (
     save_registry,
 )
 from securefl.engine.local import InProcessTransport
+from securefl.engine.node_policy import (
+    NodeGuard,
+    NodePolicy,
+    NodePolicyRefusal,
+    check_node_ledger,
+    open_node_ledger,
+)
+from securefl.engine.node_terms import MalformedTermsError, RoundTerms
 from securefl.engine.server import (
     EngineRoundResult,
     RoundSettings,
@@ -32,17 +40,24 @@ __all__ = [
     "EngineRoundResult",
     "EngineTask",
     "InProcessTransport",
+    "MalformedTermsError",
+    "NodeGuard",
     "NodeIdentity",
+    "NodePolicy",
+    "NodePolicyRefusal",
     "RoundRandomness",
     "RoundSettings",
+    "RoundTerms",
     "SecAggNode",
     "SyntheticTask",
     "Transport",
+    "check_node_ledger",
     "discover_identities",
     "generate_identity",
     "load_identity",
     "load_registry",
     "load_task",
+    "open_node_ledger",
     "run_secure_round",
     "save_registry",
 ]

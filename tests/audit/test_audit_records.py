@@ -16,7 +16,10 @@ from securefl.audit.records import (
     RECORD_TYPES,
     EmpiricalAudit,
     ModelProvenance,
+    NodeContribution,
+    NodePolicyRecorded,
     NodeRefusal,
+    NodeRoundRefused,
     PolicyRecorded,
     Record,
     RecordError,
@@ -77,6 +80,20 @@ SAMPLES: list[Record] = [
     ModelProvenance(base_model="m", weights_sha256={"w.bin": "00"}, licence="mit"),
     EmpiricalAudit(epsilon_lower_bound=0.3, confidence=0.95, canaries=100, guesses=20),
     NodeRefusal(node=3, reason="threshold below policy", stage="share_keys"),
+    NodePolicyRecorded(policy={"kind": "node"}, policy_sha256="ab" * 32),
+    NodeContribution(
+        terms={"run_id": "run-1", "rounds": 3},
+        terms_sha256="cd" * 32,
+        dp_event={"type": "gaussian", "noise_multiplier": 1.0},
+        planned_rounds=3,
+        charged_rounds=3,
+        accountant="rdp",
+        delta=1e-5,
+        adjacency="add-remove",
+        policy_sha256="ab" * 32,
+        epsilon_run=2.5,
+    ),
+    NodeRoundRefused(reasons=["aggregation: 'plain' is not allowed"], policy_sha256="ab" * 32),
 ]
 
 
