@@ -202,7 +202,7 @@ class LocalTraining(Protocol):
 class Admission(Protocol):
     """A node's own policy gate (``securefl.engine.node_policy.NodeGuard``)."""
 
-    def admit(self, terms: Any) -> None: ...
+    def admit(self, terms: Any) -> object: ...
 
 
 TermsOf = Callable[[JobTerms, SecAggConfig], Any]

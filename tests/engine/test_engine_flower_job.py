@@ -55,8 +55,10 @@ clip = 1.0
 aggregation = "secagg+"
 dp = "distributed"
 target_epsilon = 8.0
+policy = "{policy}"
 """
-NODE_POLICY = "max_epsilon_per_run = {eps}\nmax_epsilon_total = 100.0\n"
+POLICY = Path(__file__).resolve().parents[2] / "audits" / "policies" / "client_level_secagg.toml"
+NODE_POLICY = 'kind = "node"\nmax_epsilon_per_run = {eps}\nmax_epsilon_total = 100.0\n'
 
 
 def _serverapp_pids(home: Path) -> list[int]:
@@ -91,7 +93,8 @@ def job_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     registry = {u: generate_identity(d / f"node{u}.key", u).public for u in range(1, 7)}
     save_registry(d / "registry.json", registry)
-    (d / "run.toml").write_text(RUN_TOML)
+    (d / "run.toml").write_text(RUN_TOML.format(policy=POLICY))
+    (d / "ledgers").mkdir()
     for i in range(N_NODES):
         (d / f"policy{i}.toml").write_text(NODE_POLICY.format(eps=1.0 if i == STRICT else 20.0))
     result, progress = d / "result.json", d / "progress.jsonl"
@@ -170,7 +173,7 @@ def job_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
                 "identity-key": str(d / f"node{i + 1}.key"),
                 "registry": str(d / "registry.json"),
                 "node-policy": str(d / f"policy{i}.toml"),
-                "node-ledger": str(d / f"node{i}.sqlite"),
+                "node-ledger": str(d / "ledgers" / f"node{i}.sqlite"),
                 "node-key-dir": str(d / f"node{i}-keys"),
             }
             args = [
@@ -247,21 +250,25 @@ def test_strict_node_refuses_and_both_ledgers_say_so(job_run: dict[str, Any]) ->
     with Ledger(d / "server-run" / "ledger.sqlite") as led:
         refusals = [e.payload for e in led.entries() if e.kind == "node_refusal"]
     assert refusals and all("NodePolicyRefusal" in r["reason"] for r in refusals)
-    with Ledger(d / f"node{STRICT}.sqlite") as led:
+    with Ledger(d / "ledgers" / f"node{STRICT}.sqlite") as led:
         assert led.verify().ok
         kinds = [e.kind for e in led.entries()]
     assert "node_round_refused" in kinds
 
 
-def test_node_ledgers_verify_and_check(job_run: dict[str, Any]) -> None:
+def _audit(*args: str) -> None:
+    done = subprocess.run([str(BIN / "securefl"), "audit", *args], capture_output=True, timeout=180)
+    assert done.returncode == 0, (args, done.stdout[-1500:], done.stderr[-1500:])
+
+
+def test_server_and_node_ledgers_verify_and_check(job_run: dict[str, Any]) -> None:
     d: Path = job_run["dir"]
+    server_key = job_run["summary"]["ledger_public_key"]
+    server_ledger = str(d / "server-run" / "ledger.sqlite")
+    _audit("verify", server_ledger, "--public-key", server_key)
+    _audit("check", server_ledger, "--policy", str(POLICY), "--public-key", server_key)
     for i in range(N_NODES):
-        if i == KILLED:
-            continue
-        for cmd in (["verify"], ["check", "--policy", str(d / f"policy{i}.toml")]):
-            done = subprocess.run(
-                [str(BIN / "securefl"), "audit", *cmd, str(d / f"node{i}.sqlite")],
-                capture_output=True,
-                timeout=120,
-            )
-            assert done.returncode == 0, (i, cmd, done.stdout[-1500:], done.stderr[-1500:])
+        ledger = str(d / "ledgers" / f"node{i}.sqlite")
+        key = str(d / f"node{i}-keys" / "node-ledger.pem.pub")
+        _audit("verify", ledger, "--public-key", key)
+        _audit("check", ledger, "--policy", str(d / f"policy{i}.toml"), "--public-key", key)

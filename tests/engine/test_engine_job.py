@@ -200,3 +200,49 @@ def test_job_terms_round_trip_and_reject_garbage(tmp_path: Path) -> None:
             JobTerms.from_text(bad)
     with pytest.raises((MalformedMessageError, UnsafeRequestError)):
         JobTerms.from_text(t.to_text().replace('"n_clients":6', '"n_clients":"6"'))
+
+
+def test_node_policies_admit_or_refuse_and_each_node_keeps_its_ledger(tmp_path: Path) -> None:
+    """Five nodes whose own policy admits the run record their contribution; the sixth allows
+    ε ≤ 1 per run and refuses before training: in its own signed ledger and in the server's."""
+    from securefl.engine.node_job import node_guard
+    from securefl.engine.node_policy import NodePolicy, check_node_ledger
+
+    ids = _identities(tmp_path)
+    registry = {u: ident.public for u, ident in ids.items()}
+    nodes, guards = {}, {}
+    (tmp_path / "ledgers").mkdir()
+    for u, ident in ids.items():
+        policy = tmp_path / f"policy{u}.toml"
+        eps = 1.0 if u == N else 20.0
+        policy.write_text(f'kind = "node"\nmax_epsilon_per_run = {eps}\n')
+        guard, terms_of = node_guard(
+            policy, tmp_path / "ledgers" / f"{u}.sqlite", tmp_path / f"k{u}"
+        )
+        guards[u] = guard
+        nodes[100 + u] = JobNode(
+            ident, BuiltinTraining(), registry=registry, guard=guard, terms_of=terms_of
+        )
+    transport = InProcessTransport(nodes)
+    cfg = _cfg(tmp_path, "pol", dp="distributed", rounds=2, clients_per_round=6)
+    info, _ = server_model(cfg, with_evaluation=False)
+    res = run_job(transport, cfg, info, registry=registry, stage_timeout=5)
+    assert [m["participants"] for m in res.metrics] == [[0, 1, 2, 3, 4]] * 2
+    assert set(transport.errors) == {100 + N}
+    assert "NodePolicyRefusal" in transport.errors[100 + N]
+    with Ledger(tmp_path / "pol" / "ledger.sqlite") as led:
+        refused = [e for e in led.entries() if e.kind == "node_refusal"]
+    assert [e.round_id for e in refused] == [0, 1]
+    for u, guard in guards.items():
+        guard.ledger.close()
+        with Ledger(tmp_path / "ledgers" / f"{u}.sqlite") as led:
+            assert led.verify().ok
+            kinds = [e.kind for e in led.entries()]
+        if u == N:
+            assert kinds.count("node_round_refused") == 2 and "node_contribution" not in kinds
+        else:
+            assert kinds.count("node_contribution") == 2
+            result = check_node_ledger(
+                tmp_path / "ledgers" / f"{u}.sqlite", NodePolicy.load(tmp_path / f"policy{u}.toml")
+            )
+            assert result.ok, result
