@@ -2,7 +2,9 @@
 
 Every stage is one Flower ``Message`` of type ``train.secagg`` per node whose content is a
 ``RecordDict`` holding one ``ConfigRecord`` named ``securefl`` (scalar fields; the SecAgg(+)
-wire bytes in ``payload``); a reply carries the node's answer the same way, or a Flower
+wire bytes in ``payload``) and, for bytes fields of 64 KiB or more (masked inputs, the global
+model, key shares), one ``ArrayRecord`` ``securefl.blobs`` of uint8 arrays (:func:`to_content`);
+a reply carries the node's answer the same way, or a Flower
 ``Error`` when the node refuses. Node state between stages lives in ``context.state`` (see
 :mod:`securefl.engine.client`). Mapping and semantics: ``protocols/engine-flower.md``.
 
@@ -26,7 +28,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
@@ -39,8 +41,20 @@ from securefl.engine.server import (
     run_secure_round,
 )
 from securefl.engine.task import DEFAULT_TASK, Scalar, load_task
-from securefl.engine.wire import MESSAGE_TYPE, RECORD, STATE_RECORD
-from securefl.errors import AbortError, ConfigurationError, SecureFLError
+from securefl.engine.wire import (
+    BLOB_STYPE,
+    BLOBS_RECORD,
+    INLINE_MAX,
+    MESSAGE_TYPE,
+    RECORD,
+    STATE_RECORD,
+)
+from securefl.errors import (
+    AbortError,
+    ConfigurationError,
+    MalformedMessageError,
+    SecureFLError,
+)
 from securefl.secagg import ClientPolicy
 
 #: Flower ``Error.code`` of a node that refused or failed a stage (it drops out).
@@ -86,6 +100,46 @@ def policy_from_node_config(config: Mapping[str, Scalar]) -> ClientPolicy:
     )
 
 
+# ---------------------------------------------------------------------- message content
+def to_content(record: Mapping[str, Any]) -> RecordDict:
+    """A request/reply as Flower content: scalars and short bytes in the ``securefl``
+    ConfigRecord, every bytes field of ``INLINE_MAX`` or more as one uint8 ``Array`` of the
+    ``securefl.blobs`` ArrayRecord (Flower's array payload; the bytes object is not copied)."""
+    small: dict[str, Any] = {}
+    blobs: dict[str, Array] = {}
+    for key, value in record.items():
+        if isinstance(value, bytes) and len(value) >= INLINE_MAX:
+            blobs[key] = Array(dtype="uint8", shape=(len(value),), stype=BLOB_STYPE, data=value)
+        else:
+            small[key] = value
+    content = RecordDict({RECORD: ConfigRecord(small)})
+    if blobs:
+        content[BLOBS_RECORD] = ArrayRecord(array_dict=blobs)
+    return content
+
+
+def from_content(content: RecordDict) -> dict[str, Any] | None:
+    """The record :func:`to_content` wrote (None without a ``securefl`` record); a blob that
+    is not a well-formed uint8 bytes array, or that names a field twice, is malformed."""
+    config = content.config_records.get(RECORD)
+    if config is None:
+        return None
+    record = dict(config)
+    blobs = content.array_records.get(BLOBS_RECORD)
+    for key, array in (blobs or {}).items():
+        data = array.data
+        if (
+            key in record
+            or array.stype != BLOB_STYPE
+            or array.dtype != "uint8"
+            or not isinstance(data, bytes)
+            or tuple(array.shape) != (len(data),)
+        ):
+            raise MalformedMessageError(f"field {key!r} is not a well-formed bytes array")
+        record[key] = data
+    return record
+
+
 # ---------------------------------------------------------------------- transport
 class FlowerTransport:
     """:class:`~securefl.engine.server.Transport` over a Flower ``Grid`` (SuperLink)."""
@@ -102,7 +156,7 @@ class FlowerTransport:
     ) -> dict[int, Mapping[str, Any]]:
         messages = [
             Message(
-                RecordDict({RECORD: ConfigRecord(dict(request))}),
+                to_content(request),
                 dst_node_id=node,
                 message_type=MESSAGE_TYPE,
                 group_id=str(round_index),
@@ -123,9 +177,13 @@ class FlowerTransport:
                 if reply.has_error():
                     self.errors[node] = f"{reply.error.code}: {reply.error.reason}"
                     continue
-                record = reply.content.config_records.get(RECORD)
+                try:
+                    record = from_content(reply.content)
+                except MalformedMessageError as exc:
+                    self.errors[node] = f"malformed reply: {exc}"
+                    continue
                 if record is not None:
-                    out[node] = dict(record)
+                    out[node] = record
             if not pending or time.monotonic() >= deadline:
                 break
             time.sleep(POLL_S)
@@ -262,10 +320,10 @@ def answer(msg: Message, context: Context, make_node: Callable[[Context], SecAgg
         store = dict(context.state.config_records[STATE_RECORD])
     try:
         node = make_node(context)
-        request = msg.content.config_records.get(RECORD)
+        request = from_content(msg.content)
         if request is None:
             raise ConfigurationError("message has no securefl record", parameter="content")
-        reply = node.handle(dict(request), store)
+        reply = node.handle(request, store)
     except Exception as exc:  # refuse: the server sees an error reply and drops us
         store.clear()  # no round secret outlives a refusal or a crash of the client step
         _save_state(context, store)
@@ -275,7 +333,7 @@ def answer(msg: Message, context: Context, make_node: Callable[[Context], SecAgg
         )
         return Message(Error(REFUSED, why), reply_to=msg)
     _save_state(context, store)
-    return Message(RecordDict({RECORD: ConfigRecord(reply)}), reply_to=msg)
+    return Message(to_content(reply), reply_to=msg)
 
 
 server_app.main()(_server_main)

@@ -30,6 +30,12 @@ MESSAGE_TYPE = "train.secagg"
 #: Name of the record inside a Flower ``RecordDict`` and of the node's ``context.state`` entry.
 RECORD = "securefl"
 STATE_RECORD = "securefl.secagg"
+#: ArrayRecord of a message's large bytes fields (masked input, global model, shares): one
+#: uint8 ``Array`` per field, stype ``BLOB_STYPE``, holding the field's bytes as they are.
+BLOBS_RECORD = "securefl.blobs"
+BLOB_STYPE = "securefl.bytes"
+#: Bytes fields at least this long travel in the ArrayRecord instead of the ConfigRecord.
+INLINE_MAX = 1 << 16
 #: Pseudo-stage in which the server learns identities when no registry is configured (TOFU).
 HELLO = -1
 MAX_CONFIG_BYTES = 1 << 26
