@@ -1,8 +1,11 @@
-"""The whole job on the REAL Flower deployment runtime on loopback: one SuperLink, six SuperNodes.
+"""The whole job on the REAL Flower deployment runtime on loopback: one SuperLink, eight
+SuperNodes.
 
-SecAgg+ with distributed DP over three rounds of the tiny model, every node with its own
-policy and signed ledger; node 6's policy allows far less ε than the run spends, so it refuses
-every round. In round 1 one SuperNode's process group is SIGKILLed right after the advertise
+SecAgg+ with distributed DP over three rounds of the tiny model (n = 8: degree k = 6,
+threshold t = 4, so two dropouts leave every survivor t live neighbours; with n = 6, k = 4,
+t = 3 two dropouts abort the round cleanly, as the in-process tests show), every node with its
+own policy and signed ledger; node 8's policy allows far less ε than the run spends, so it
+refuses every round. In round 1 one SuperNode's process group is SIGKILLed right after the advertise
 stage (mid-round): the round completes over the survivors. After round 1 is recorded the
 ServerApp process is SIGKILLed and the run submitted again: it resumes from its checkpoint and
 finishes with the ε and the events of an uninterrupted simulation of the same config. Every
@@ -37,15 +40,15 @@ from tests.engine.test_engine_flower import BIN, _free_port, _kill, _wait_port
 
 pytestmark = pytest.mark.slow
 
-N_NODES = 6
+N_NODES = 8
 KILLED = 2  # SuperNode index killed mid-round 1 (client 3)
-STRICT = 5  # SuperNode index whose own policy refuses the run (client 6)
+STRICT = 7  # SuperNode index whose own policy refuses the run (client 8)
 TIMEOUT_S = 900.0  # a loaded 2-core CI machine runs a process per Flower message
 RUN_TOML = """[run]
 name = "flower-job"
 model = "tiny"
 synthetic_examples = 120
-n_clients = 6
+n_clients = 8
 rounds = 3
 sampling = "poisson"
 sampling_rate = 1.0
@@ -91,7 +94,7 @@ def job_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     home = d / "home"
     env = dict(os.environ, FLWR_HOME=str(home), FLWR_SUPEREXEC_TASK_POLL_INTERVAL="0.1")
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    registry = {u: generate_identity(d / f"node{u}.key", u).public for u in range(1, 7)}
+    registry = {u: generate_identity(d / f"node{u}.key", u).public for u in range(1, N_NODES + 1)}
     save_registry(d / "registry.json", registry)
     (d / "run.toml").write_text(RUN_TOML.format(policy=POLICY))
     (d / "ledgers").mkdir()
@@ -223,8 +226,8 @@ def test_job_finishes_after_node_and_server_kills(job_run: dict[str, Any]) -> No
     assert summary["rounds_completed"] == 3
     metrics = [json.loads(x) for x in (job_run["dir"] / "server-run" / "metrics.jsonl").open()]
     by_round = {m["round"]: m for m in metrics}
-    assert by_round[0]["participants"] == [0, 1, 2, 3, 4]  # client 6 (index 5) refused
-    assert KILLED not in by_round[1]["participants"] and len(by_round[1]["participants"]) == 4
+    assert by_round[0]["participants"] == list(range(STRICT))  # the strict node refused
+    assert by_round[1]["participants"] == [c for c in range(STRICT) if c != KILLED]
     assert KILLED not in by_round[2]["participants"]
 
 
