@@ -31,7 +31,6 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from securefl.engine.builtin import BuiltinTraining, server_model
 from securefl.engine.flower import (
     FlowerTransport,
     _get,
@@ -41,7 +40,7 @@ from securefl.engine.flower import (
     wait_for_nodes,
 )
 from securefl.engine.identity import load_identity, load_registry
-from securefl.engine.job import JobNode, run_job
+from securefl.engine.job import JobNode, JobTerms, run_job
 from securefl.engine.task import Scalar
 from securefl.errors import ConfigurationError
 from securefl.fl import config as fl_config
@@ -87,6 +86,8 @@ def run_job_on_grid(grid: Grid, run_config: Mapping[str, Scalar]) -> dict[str, A
         _get(run_config, "min-nodes", 2, int),
         _get(run_config, "node-wait-timeout", 60.0, float),
     )
+    from securefl.engine.builtin import server_model
+
     info, evaluate = server_model(cfg, with_evaluation=_get(run_config, "evaluate", True, bool))
     transport = FlowerTransport(grid)
     result = run_job(
@@ -114,31 +115,63 @@ def _server_main(grid: Grid, context: Context) -> None:
 
 # ---------------------------------------------------------------------- client
 def job_node_from_context(context: Context) -> JobNode:
-    """The node's identity, registry, data and (optional) own policy from its node config."""
+    """The node's identity, registry, data and (optional) own policy from its node config.
+
+    Flower starts a process per message and only the first stage trains and consults the
+    policy: training, policy and ledger are opened on first use, not for every stage."""
     cfg = context.node_config
     key_path = _get(cfg, "identity-key", "", str)
     if not key_path:
         raise ConfigurationError("the node config needs identity-key", parameter="identity-key")
     registry_path = _get(cfg, "registry", "", str)
-    guard, terms_of = _guard(cfg)
+    policy_path = _get(cfg, "node-policy", "", str)
+    guard = None
+    if policy_path:
+        ledger = _get(cfg, "node-ledger", "", str) or str(Path(policy_path).with_suffix(".sqlite"))
+        guard = _NodeGate(policy_path, ledger, _get(cfg, "node-key-dir", "", str) or None)
     return JobNode(
         load_identity(key_path),
-        BuiltinTraining(_get(cfg, "data", "", str) or None),
+        _BuiltinOnDemand(_get(cfg, "data", "", str) or None),
         registry=load_registry(registry_path) if registry_path else None,
         policy=policy_from_node_config(cfg),
         guard=guard,
-        terms_of=terms_of,
+        terms_of=_round_terms if guard is not None else None,
     )
 
 
-def _guard(cfg: Mapping[str, Scalar]) -> tuple[Any, Any]:
-    policy_path = _get(cfg, "node-policy", "", str)
-    if not policy_path:
-        return None, None
-    from securefl.engine.node_job import node_guard
+class _BuiltinOnDemand:
+    """The built-in node training, imported (model stack included) only when a round trains."""
 
-    ledger = _get(cfg, "node-ledger", "", str) or str(Path(policy_path).with_suffix(".sqlite"))
-    return node_guard(policy_path, ledger, _get(cfg, "node-key-dir", "", str) or None)
+    def __init__(self, data: str | None) -> None:
+        self.data = data
+
+    def __call__(self, cfg: Any, global_flat: Any, client: int, round_index: int) -> Any:
+        from securefl.engine.builtin import BuiltinTraining
+
+        return BuiltinTraining(self.data)(cfg, global_flat, client, round_index)
+
+
+class _NodeGate:
+    """The node's policy gate, opened for one admission and closed again (the ledger is
+    never held open by a process that may be killed mid-stage)."""
+
+    def __init__(self, policy: str, ledger: str, key_dir: str | None) -> None:
+        self.policy, self.ledger, self.key_dir = policy, ledger, key_dir
+
+    def admit(self, terms: Any) -> object:
+        from securefl.engine.node_job import node_guard
+
+        guard, _ = node_guard(self.policy, self.ledger, self.key_dir)
+        try:
+            return guard.admit(terms)
+        finally:
+            guard.ledger.close()
+
+
+def _round_terms(job: JobTerms, config: Any) -> Any:
+    from securefl.engine.node_job import round_terms
+
+    return round_terms(job, config)
 
 
 def _client_job(msg: Message, context: Context) -> Message:

@@ -246,3 +246,21 @@ def test_node_policies_admit_or_refuse_and_each_node_keeps_its_ledger(tmp_path: 
                 tmp_path / "ledgers" / f"{u}.sqlite", NodePolicy.load(tmp_path / f"policy{u}.toml")
             )
             assert result.ok, result
+
+
+def test_two_dropouts_in_a_sparse_graph_abort_cleanly(tmp_path: Path) -> None:
+    """n = 6 under SecAgg+ (k = 4, t = 3): a node refusing at the first stage and another gone
+    before masking leave some client two live neighbours, so the round aborts; nothing is
+    released, the model does not move, and the projected round stays charged."""
+    transport, registry = _cluster(tmp_path, fail_at={106: 0}, drop_at={103: 2})
+    cfg = _cfg(tmp_path, "abort", dp="distributed", rounds=1, sampling="poisson")
+    cfg = cfg.replace(sampling_rate=1.0)
+    info, _ = server_model(cfg, with_evaluation=False)
+    res = run_job(transport, cfg, info, registry=registry, stage_timeout=5)
+    m = res.metrics[0]
+    assert m["participants"] == [] and m["dropped"] == {"aborted": [0, 1, 2, 3, 4, 5]}
+    assert np.array_equal(res.global_flat, info.initial)
+    assert res.epsilon > 0
+    with Ledger(tmp_path / "abort" / "ledger.sqlite") as led:
+        done = [e.payload for e in led.entries() if e.kind == "round_completed"]
+    assert "surviving neighbours" in done[0]["aggregation"]["aborted"]
