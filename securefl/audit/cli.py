@@ -322,6 +322,14 @@ def report(
     ),
     title: Annotated[str | None, typer.Option("--title")] = None,
     name: Annotated[str, typer.Option("--name", help="output file stem")] = "privacy_report",
+    utility: Annotated[
+        Path | None,
+        typer.Option(
+            "--utility",
+            help="benchmark privacy-utility JSON (benchmarks/results/utility_bench.json) "
+            "shown as a reference curve",
+        ),
+    ] = None,
 ) -> None:
     """Write JSON/Markdown/HTML reports; exit 1 if the ledger is invalid or policy violated."""
     from securefl.audit.report import build_report, write_html, write_json, write_markdown
@@ -340,7 +348,12 @@ def report(
     except OSError as exc:
         _usage(f"cannot create {out}: {exc.strerror}")
     try:
-        rep = build_report(ledger, pol, public_key=key, expected_head=expect_head, title=title)
+        from securefl.audit.utility import utility_reference
+
+        ref = utility_reference(utility) if utility is not None else None
+        rep = build_report(
+            ledger, pol, public_key=key, expected_head=expect_head, title=title, utility=ref
+        )
     except SecureFLError as exc:
         _usage(str(exc))
     for f in wanted:

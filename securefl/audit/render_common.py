@@ -319,6 +319,43 @@ def audit_sentence(a: Mapping[str, Any]) -> str:
     return text
 
 
+def utility_blocks(u: Mapping[str, Any], g: Mapping[str, Any]) -> list[Block]:
+    """The privacy–utility reference: what accuracy each ε costs (benchmark, not this run)."""
+    rows = []
+    for regime, r in u["regimes"].items():
+        base = r.get("nonprivate")
+        for p in r["points"]:
+            ratio = f"{p['median'] / base['median']:.3f}" if base and base["median"] else "—"
+            rows.append(
+                [
+                    regime,
+                    f"{p['epsilon']:g}",
+                    f"{p['median']:.3f} ({p['min']:.3f}–{p['max']:.3f})",
+                    ratio,
+                ]
+            )
+        if base:
+            rows.append([regime, "no DP", f"{base['median']:.3f}", "1"])
+    if u.get("acc_linear_probe") is not None:
+        rows.append(["centralised linear probe", "no DP", f"{u['acc_linear_probe']:.3f}", "—"])
+    spent = g.get("epsilon") or {}
+    shown = [f"{accountant_name(k)} {epsilon_value(x)}" for k, x in spent.items()]
+    seeds = f" over {u['seeds']} seeds" if u.get("seeds") else ""
+    return [
+        ("h2", "Privacy–utility reference (benchmark, not this run)"),
+        ("p", f"{u['note']} Source: {u['source']}{seeds}.", "muted"),
+        (
+            "p",
+            f"This run spent ε = {', '.join(shown)}; read its cost off the curve below."
+            if shown
+            else "This run spent no ε.",
+            "",
+        ),
+        ("table", ["regime", "ε", "accuracy, median (min–max)", "÷ no-DP median"], rows),
+        ("chart", "utility"),
+    ]
+
+
 def report_blocks(report: Mapping[str, Any]) -> list[Block]:
     """Every section of the report, in reading order (NIST SP 800-226 items first)."""
     g = report["guarantee"]
@@ -582,6 +619,8 @@ def report_blocks(report: Mapping[str, Any]) -> list[Block]:
             ("table", *_audit_rows(report["empirical_audits"])),
             ("ul", [audit_sentence(a) for a in report["empirical_audits"]]),
         ]
+    if report.get("utility_reference"):
+        out += utility_blocks(report["utility_reference"], report["guarantee"])
     out += [
         ("h2", "Reporting checklist"),
         ("p", "Ponomareva et al. 2023, “How to DP-fy ML”, §5.3; NIST SP 800-226.", "muted"),

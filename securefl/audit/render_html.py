@@ -137,6 +137,33 @@ def _round_charts(report: Mapping[str, Any]) -> str:
     return '<div class="charts">' + "".join(charts) + "</div>"
 
 
+def _utility_chart(report: Mapping[str, Any]) -> str:
+    """Accuracy vs ε per regime (medians), with the no-DP and linear-probe lines."""
+    u = report["utility_reference"]
+    xs = sorted({p["epsilon"] for r in u["regimes"].values() for p in r["points"]})
+    series: dict[str, list[float | None]] = {}
+    hlines: dict[str, float] = {}
+    for regime, r in u["regimes"].items():
+        by_eps = {p["epsilon"]: p["median"] for p in r["points"]}
+        series[regime] = [by_eps.get(x) for x in xs]
+        if r.get("nonprivate"):
+            hlines[f"{regime}, no DP"] = r["nonprivate"]["median"]
+    if u.get("acc_linear_probe") is not None:
+        hlines["linear probe"] = u["acc_linear_probe"]
+    if not xs:
+        return ""
+    return line_chart(
+        "Test accuracy vs ε (benchmark reference)",
+        xs,
+        series,
+        x_label="ε",
+        y_label="accuracy",
+        markers=True,
+        connect_gaps=True,
+        hlines=hlines,
+    )
+
+
 def render_html(report: Mapping[str, Any]) -> str:
     title = escape(str(report["title"]))
     out = [
@@ -162,6 +189,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         elif kind == "ul":
             out.append(_ul(block[1]))
         elif kind == "chart":
-            out.append(_epsilon_chart(report) if block[1] == "epsilon" else _round_charts(report))
+            charts = {"epsilon": _epsilon_chart, "utility": _utility_chart}
+            out.append(charts.get(block[1], _round_charts)(report))
     out.append(f"</main><script>{_SCRIPT}</script></body></html>")
     return "\n".join(out)

@@ -609,8 +609,12 @@ def build_report(
     generated_at: datetime | str | None = None,
     title: str | None = None,
     source_label: str | None = None,
+    utility: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The full report as plain data (validates against ``audits/report.schema.json``).
+
+    ``utility`` (:func:`securefl.audit.utility.utility_reference`) adds the benchmark's
+    privacy–utility curve as a labelled reference section.
 
     ``metrics`` adds per-round figures (round id → {accuracy, loss, bytes_up, ...}) to what the
     ``round_completed`` entries carry. ``delta`` overrides the δ at which ε is reported (default:
@@ -904,6 +908,7 @@ def build_report(
         },
         "model_provenance": provenance,
         "empirical_audits": empirical,
+        **({"utility_reference": dict(utility)} if utility is not None else {}),
         "assumptions": assumptions,
         "caveats": list(dict.fromkeys(caveats)),
         "checklist": _checklist(guarantee, merged_aggs, provenance, verification, run_rows),
