@@ -45,7 +45,13 @@ class BuiltinTraining:
         return self._cache[key]
 
     def __call__(
-        self, cfg: RunConfig, global_flat: FloatVector, client: int, round_index: int
+        self,
+        cfg: RunConfig,
+        global_flat: FloatVector,
+        client: int,
+        round_index: int,
+        *,
+        trainer: Any = None,
     ) -> ClientUpdate:
         model, own, clients = self._load(cfg)
         data = own if own is not None else clients[client]
@@ -57,6 +63,7 @@ class BuiltinTraining:
             client_id=client,
             round_index=round_index,
             seed=cfg.seed,
+            trainer=trainer,
         )
 
 

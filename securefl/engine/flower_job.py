@@ -10,7 +10,8 @@ the securefl run TOML on the server host; required), ``out`` and ``key-dir`` (ov
 TOML's; the key directory holds the ledger signing key and the sampling secret, never the run
 directory), ``registry`` (path; required: the identity registry that pins each client's key),
 ``min-nodes``, ``node-wait-timeout``, ``stage-timeout``, ``train-timeout`` (the first stage,
-in which nodes train; default 600 s), ``evaluate`` (server-side held-out
+in which nodes train; default 600 s), ``client-examples`` (local DP-SGD: the sites' dataset sizes,
+comma-separated; the event accounted is the worst of theirs), ``evaluate`` (server-side held-out
 evaluation, default true), ``progress-file``, ``result-file``.
 
 Node config (``flower-supernode --node-config``): ``identity-key`` (required), ``registry``
@@ -98,6 +99,7 @@ def run_job_on_grid(grid: Grid, run_config: Mapping[str, Scalar]) -> dict[str, A
         evaluate=evaluate,
         stage_timeout=_get(run_config, "stage-timeout", 60.0, float),
         train_timeout=_get(run_config, "train-timeout", 600.0, float),
+        client_examples=_sizes(_get(run_config, "client-examples", "", str)),
         callback=callback,
         progress=lambda r, stage: log({"event": "stage", "round": r, "stage": stage}),
     )
@@ -107,6 +109,21 @@ def run_job_on_grid(grid: Grid, run_config: Mapping[str, Scalar]) -> dict[str, A
     if result_path:
         _write_json(result_path, summary)
     return summary
+
+
+def _sizes(text: str) -> tuple[int, ...] | None:
+    """``client-examples``: comma-separated local dataset sizes ("" = not local DP-SGD)."""
+    if not text.strip():
+        return None
+    try:
+        sizes = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise ConfigurationError(
+            "must be positive ints, comma-separated", parameter="client-examples"
+        )
+    return sizes
 
 
 def _server_main(grid: Grid, context: Context) -> None:
@@ -145,10 +162,12 @@ class _BuiltinOnDemand:
     def __init__(self, data: str | None) -> None:
         self.data = data
 
-    def __call__(self, cfg: Any, global_flat: Any, client: int, round_index: int) -> Any:
+    def __call__(
+        self, cfg: Any, global_flat: Any, client: int, round_index: int, *, trainer: Any = None
+    ) -> Any:
         from securefl.engine.builtin import BuiltinTraining
 
-        return BuiltinTraining(self.data)(cfg, global_flat, client, round_index)
+        return BuiltinTraining(self.data)(cfg, global_flat, client, round_index, trainer=trainer)
 
 
 class _NodeGate:

@@ -70,11 +70,12 @@ from securefl.tensors import FloatVector
 JOB_TASK = "securefl.job/v1"
 JOB_VERSION = 1
 MAX_JOB_BYTES = 1 << 20
+MAX_SITES = 100_000
 #: Configuration fields that stay at the server: where it writes, its keys, its policy file.
 SERVER_ONLY = ("out", "key_dir", "policy")
 #: Aggregations and DP modes the engine job runs (the others are refused, not approximated).
 ENGINE_AGGREGATIONS = ("secagg", "secagg+")
-ENGINE_DP = ("none", "central", "distributed")
+ENGINE_DP = ("none", "central", "distributed", "local")
 
 
 # ------------------------------------------------------------------------------ the terms
@@ -89,6 +90,9 @@ class JobTerms:
     dimension: int
     layout_digest: bytes
     event: dict[str, Any]
+    #: Local DP-SGD: the local dataset sizes the operator declared for the sites; the round's
+    #: event is the worst of their DP-SGD events (fl.local_dp). None for client-level DP.
+    client_examples: tuple[int, ...] | None = None
 
     def to_text(self) -> str:
         body = {
@@ -100,6 +104,7 @@ class JobTerms:
             "dimension": self.dimension,
             "layout_digest": self.layout_digest.hex(),
             "event": self.event,
+            "client_examples": None if self.client_examples is None else list(self.client_examples),
         }
         return canonical_json(body)
 
@@ -131,7 +136,20 @@ class JobTerms:
             raise MalformedMessageError(f"job terms: {exc}") from None
         if len(digest) != 32 or not isinstance(doc.get("event"), dict):
             raise MalformedMessageError("job terms: bad layout digest or event")
-        return cls(run_id, r, config, None if z is None else float(z), d, digest, doc["event"])
+        m = doc.get("client_examples")
+        if m is not None:
+            if not (
+                isinstance(m, list)
+                and 0 < len(m) <= MAX_SITES
+                and all(type(x) is int and 0 < x < 1 << 40 for x in m)
+            ):
+                raise MalformedMessageError(
+                    "job terms: client_examples must be a list of positive ints"
+                )
+            m = tuple(m)
+        if (m is None) == (config.dp == "local"):
+            raise MalformedMessageError("job terms: client_examples is set exactly for dp local")
+        return cls(run_id, r, config, None if z is None else float(z), d, digest, doc["event"], m)
 
 
 def public_config(cfg: RunConfig) -> dict[str, Any]:
@@ -159,9 +177,19 @@ def check_engine_config(cfg: RunConfig) -> None:
         )
 
 
-def job_backend(cfg: RunConfig, noise_multiplier: float | None, dimension: int) -> Backend:
-    """The run's backend as both sides build it: same noise, same event, same encoding."""
-    return make_backend(cfg.replace(noise_multiplier=noise_multiplier), dimension=dimension)
+def job_backend(
+    cfg: RunConfig,
+    noise_multiplier: float | None,
+    dimension: int,
+    client_examples: tuple[int, ...] | None = None,
+) -> Backend:
+    """The run's backend as both sides build it: same noise, same event, same encoding (local
+    DP-SGD: the worst event over the declared ``client_examples``)."""
+    return make_backend(
+        cfg.replace(noise_multiplier=noise_multiplier),
+        dimension=dimension,
+        client_sizes=client_examples or (),
+    )
 
 
 def secagg_of(backend: Backend) -> SecAggAggregator:
@@ -195,8 +223,17 @@ class LocalTraining(Protocol):
     (clipped to ``cfg.clip`` under client-level DP, as :func:`securefl.fl.client.client_step`)."""
 
     def __call__(
-        self, cfg: RunConfig, global_flat: FloatVector, client: int, round_index: int
-    ) -> ClientUpdate: ...
+        self,
+        cfg: RunConfig,
+        global_flat: FloatVector,
+        client: int,
+        round_index: int,
+        *,
+        trainer: Any = None,
+    ) -> ClientUpdate:
+        """``trainer`` (local DP-SGD only) replaces the plain local optimiser, as in
+        :func:`securefl.fl.client.client_step`."""
+        ...
 
 
 class Admission(Protocol):
@@ -239,12 +276,14 @@ class JobNode(SecAggNode):
         self.training = training
         self.guard = guard
         self.terms_of = terms_of
-        self._backends: dict[tuple[str, float | None, int], Backend] = {}
+        self._backends: dict[tuple[str, float | None, int, Any], Backend] = {}
 
     def _backend(self, job: JobTerms) -> Backend:
-        key = (job.config.digest(), job.noise_multiplier, job.dimension)
+        key = (job.config.digest(), job.noise_multiplier, job.dimension, job.client_examples)
         if key not in self._backends:
-            self._backends[key] = job_backend(job.config, job.noise_multiplier, job.dimension)
+            self._backends[key] = job_backend(
+                job.config, job.noise_multiplier, job.dimension, job.client_examples
+            )
         return self._backends[key]
 
     def round_input(
@@ -288,11 +327,45 @@ class JobNode(SecAggNode):
             terms = self.terms_of(job, config) if self.terms_of is not None else job
             self.guard.admit(terms)  # records the contribution or the refusal
         client = self.identity.client_id - 1
-        update = self.training(job.config, global_flat, client, job.round_index)
+        if job.config.dp == "local":
+            trainer = WorstCaseDpSgd(backend.trainer, job.config, event)
+            update = self.training(
+                job.config, global_flat, client, job.round_index, trainer=trainer
+            )
+        else:
+            update = self.training(job.config, global_flat, client, job.round_index)
         update.validate(job.layout_digest, job.dimension)
         ring = encoder({client: update.delta}, {client: 1.0}, config.n, context, job.round_index)
         values: npt.NDArray[np.unsignedinteger[Any]] = ring.values[client]
         return values
+
+
+class WorstCaseDpSgd:
+    """The run's DP-SGD trainer behind the node's own check that the announced event covers
+    its dataset: its own per-round ε (its q = 1/⌈n/B⌉ and step count) must not exceed the
+    announced worst case's. ε is not monotone in n (more examples, more steps), so the
+    check is on ε, not on the size."""
+
+    def __init__(self, inner: Any, cfg: RunConfig, announced: Mapping[str, Any]) -> None:
+        self.inner = inner
+        self.cfg = cfg
+        self.announced = announced
+
+    def __call__(self, model: Any, data: Any, spec: Any, *, seed: int) -> Any:
+        from securefl.dp.events import event_from_dict
+        from securefl.fl import privacy
+        from securefl.fl.local_dp import client_event
+
+        n = len(data)
+        z = self.inner.noise_multiplier
+        own = client_event(n, self.cfg.local_epochs, self.cfg.batch_size, z)
+        worst = event_from_dict(self.announced)
+        if privacy.epsilon_of(self.cfg, [own]) > privacy.epsilon_of(self.cfg, [worst]) * (1 + 1e-9):
+            raise UnsafeRequestError(
+                f"DP-SGD on this node's {n} examples spends more than the announced event "
+                "(the worst of the declared dataset sizes)"
+            )
+        return self.inner(model, data, spec, seed=seed)
 
 
 # ------------------------------------------------------------------------------ server side
@@ -376,6 +449,7 @@ def run_remote_round(
             dimension=layout.size,
             layout_digest=layout.digest(),
             event=plan.event.to_dict(),
+            client_examples=tuple(orch.client_sizes) if orch.cfg.dp == "local" else None,
         )
         text = terms.to_text()
         global_state = np.ascontiguousarray(plan.global_flat, dtype="<f8").tobytes()
@@ -458,18 +532,28 @@ def run_job(
     evaluate: Evaluate | None = None,
     stage_timeout: float = 60.0,
     train_timeout: float | None = None,
+    client_examples: tuple[int, ...] | None = None,
     resume: bool = True,
     callback: Callback | None = None,
     progress: Progress | None = None,
 ) -> RunResult:
     """Run (or resume) ``cfg`` with every round's aggregation on the engine's nodes.
 
+    ``client_examples`` (local DP-SGD only): the local dataset sizes the operator declares
+    for the sites; the round's event is the worst of their DP-SGD events, and a node whose own
+    DP-SGD would spend more refuses.
     ``train_timeout`` bounds the first stage (the nodes train before they answer it; default
     ``stage_timeout``); a node that answers later drops out of the round like any other.
 
     Simulated dropouts are off (``dropout_rate`` is forced to 0: the engine's dropouts are
     real). A node's refusal is recorded in the server's ledger as ``node_refusal``."""
     check_engine_config(cfg)
+    if (cfg.dp == "local") != (client_examples is not None):
+        raise ConfigurationError(
+            "local DP-SGD on the engine needs client_examples (the declared local dataset "
+            "sizes whose worst DP-SGD event is accounted), and only it does",
+            parameter="client_examples",
+        )
     cfg = cfg.replace(dropout_rate=0.0)
     if sorted(registry) != list(range(1, cfg.n_clients + 1)):
         raise ConfigurationError(
@@ -478,7 +562,10 @@ def run_job(
             parameter="registry",
         )
     node_of = discover_nodes(transport, timeout=stage_timeout)
-    with Orchestrator(cfg, model, evaluate=evaluate, resume=resume, callback=callback) as orch:
+    sizes = tuple(client_examples) if client_examples is not None else ()
+    with Orchestrator(
+        cfg, model, client_sizes=sizes, evaluate=evaluate, resume=resume, callback=callback
+    ) as orch:
         while (plan := orch.next_round()) is not None:
             if any(c + 1 not in node_of for c in plan.members):
                 node_of = {**node_of, **discover_nodes(transport, timeout=stage_timeout)}

@@ -17,7 +17,7 @@ from securefl.engine.builtin import BuiltinTraining, server_model
 from securefl.engine.identity import NodeIdentity, generate_identity
 from securefl.engine.job import JobNode, JobTerms, run_job
 from securefl.engine.local import InProcessTransport
-from securefl.errors import MalformedMessageError, UnsafeRequestError
+from securefl.errors import ConfigurationError, MalformedMessageError, UnsafeRequestError
 from securefl.fl import checkpoint as ckpt_mod
 from securefl.fl.config import RunConfig
 from securefl.fl.run import run_simulation
@@ -264,3 +264,46 @@ def test_two_dropouts_in_a_sparse_graph_abort_cleanly(tmp_path: Path) -> None:
     with Ledger(tmp_path / "abort" / "ledger.sqlite") as led:
         done = [e.payload for e in led.entries() if e.kind == "round_completed"]
     assert "surviving neighbours" in done[0]["aggregation"]["aborted"]
+
+
+def test_local_dpsgd_job_is_accounted_per_example_like_the_simulation(tmp_path: Path) -> None:
+    """Cross-silo: DP-SGD on each node inside SecAgg+. With the sites' dataset sizes declared
+    the events equal the simulation's (the worst client's); declared sizes whose worst event is
+    below what some node's own DP-SGD would spend make those nodes refuse before they train
+    (ε is not monotone in the size: more examples, more steps)."""
+    from securefl.fl.run import load_data
+
+    cfg = _cfg(tmp_path, "silo", dp="local", rounds=1, clients_per_round=6, delta=1e-6)
+    sizes = [len(c) for c in load_data(cfg)[0]]
+    transport, registry = _cluster(tmp_path / "a")
+    info, _ = server_model(cfg, with_evaluation=False)
+    res = run_job(
+        transport, cfg, info, registry=registry, stage_timeout=5, client_examples=tuple(sizes)
+    )
+    sim = run_simulation(cfg.replace(out=str(tmp_path / "sim")))
+    assert not transport.errors and res.metrics[0]["n_participants"] == 6
+    assert res.epsilon == pytest.approx(sim.epsilon, rel=1e-12)
+    with Ledger(tmp_path / "silo" / "ledger.sqlite") as led:
+        started = next(e.payload for e in led.entries() if e.kind == "run_started")
+    assert started["privacy_unit"] == "example"
+
+    from securefl.fl import privacy
+    from securefl.fl.local_dp import client_event
+
+    def eps(n: int, z: float) -> float:
+        return privacy.epsilon_of(cfg, [client_event(n, cfg.local_epochs, cfg.batch_size, z)])
+
+    z1 = res.noise_multiplier or 0.0
+    declared = (min(sizes, key=lambda n: eps(n, z1)),)  # the cheapest site only
+    transport2, registry2 = _cluster(tmp_path / "b")
+    cfg2 = cfg.replace(out=str(tmp_path / "b" / "run"), key_dir=str(tmp_path / "b" / "k"))
+    res2 = run_job(
+        transport2, cfg2, info, registry=registry2, stage_timeout=5, client_examples=declared
+    )
+    z2 = res2.noise_multiplier or 0.0
+    worst = eps(declared[0], z2)
+    over = {101 + c for c, n in enumerate(sizes) if eps(n, z2) > worst * (1 + 1e-9)}
+    assert over and set(transport2.errors) == over
+    assert all("spends more" in transport2.errors[n] for n in over)
+    with pytest.raises(ConfigurationError):
+        run_job(transport2, cfg2, info, registry=registry2, stage_timeout=5)
