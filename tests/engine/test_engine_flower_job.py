@@ -33,7 +33,11 @@ from securefl.engine.identity import generate_identity, save_registry
 from securefl.fl.config import RunConfig
 from securefl.fl.config import load as load_config
 from securefl.fl.run import run_simulation
-from tests.engine.test_engine_flower import BIN, _free_port, _kill, _wait_port
+from securefl.testing.flower_cluster import BIN
+from securefl.testing.flower_cluster import free_port as _free_port
+from securefl.testing.flower_cluster import kill_group as _kill
+from securefl.testing.flower_cluster import serverapp_pids as _serverapp_pids
+from securefl.testing.flower_cluster import wait_port as _wait_port
 
 pytestmark = pytest.mark.slow
 
@@ -59,22 +63,6 @@ policy = "{policy}"
 """
 POLICY = Path(__file__).resolve().parents[2] / "audits" / "policies" / "client_level_secagg.toml"
 NODE_POLICY = 'kind = "node"\nmax_epsilon_per_run = {eps}\nmax_epsilon_total = 100.0\n'
-
-
-def _serverapp_pids(home: Path) -> list[int]:
-    """Pids of ServerApp processes started for this test's SuperLink (matched by FLWR_HOME)."""
-    out = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
-            env = (proc / "environ").read_bytes()
-        except OSError:
-            continue
-        if b"flwr-serverapp" in cmd and f"FLWR_HOME={home}".encode() in env:
-            out.append(int(proc.name))
-    return out
 
 
 def _events(progress: Path) -> list[dict[str, Any]]:
