@@ -19,7 +19,10 @@
   is exactly this difference; ``flower_round_s`` and ``inprocess_round_s`` are the raw medians.
 * ``wire_bytes_per_param`` — bytes a surviving client sends, all stages (advertise, shares,
   masked input, unmask), per parameter: ``bytes_up / survivors / d`` of the d = 10^5 round;
-  ``ring_bits`` is the width of the masked-input ring (DDGauss under distributed DP).
+  ``ring_bits`` is the width of the masked-input ring (DDGauss under distributed DP), sent as
+  one 32-bit word per coordinate; ``encoded_dimension`` the coordinates masked (DDGauss pads d
+  to a power of two for its Hadamard rotation) and ``wire_bytes_per_encoded_coordinate`` the
+  bytes per masked coordinate.
 * ``large_d_round_s`` / ``large_d_peak_mb_per_node`` (with ``large_d``) — one SecAgg+ round
   on the Flower cluster at d = 10^7 (``--quick``: 10^6); the peak is the largest VmHWM of a
   node's ``flwr-clientapp`` processes (polled from ``/proc`` every 0.1 s; the process that
@@ -168,6 +171,18 @@ def ring_bits(run_dir: Path) -> int:
     return int(done[0].payload["aggregation"]["bits"])
 
 
+def encoded_length(d: int) -> int:
+    """Coordinates the nodes actually mask at dimension d (DDGauss pads to a power of two for
+    its randomized Hadamard rotation; fixed point does not pad)."""
+    from securefl.engine.job import job_backend, ring_encoder, secagg_of
+    from securefl.fl.config import from_mapping
+
+    cfg = from_mapping(es.run_fields(N_NODES, d, 1))
+    agg = secagg_of(job_backend(cfg, cfg.noise_multiplier, d))
+    ring = ring_encoder(agg)({}, {}, N_NODES, bytes(64), 0)
+    return int(ring.dimension)
+
+
 def clientapp_import_s(reps: int = 3) -> float:
     """Wall time of the imports a fresh ``flwr-clientapp`` process pays (median)."""
     code = (
@@ -245,6 +260,10 @@ def main() -> None:
         if fl_main.get("rounds")
         else None,
         ring_bits=bits,
+        encoded_dimension=encoded_length(MAIN_D),
+        wire_bytes_per_encoded_coordinate=round(
+            inproc_main[0]["bytes_up_per_client"] / encoded_length(MAIN_D), 4
+        ),
         large_d=large.get("d"),
         large_d_round_s=round(large["rounds"][0]["round_s"], 3) if large.get("rounds") else None,
         large_d_peak_mb_per_node=round(max(large.get("peak_mb", {0: 0.0}).values()), 1),
