@@ -3,7 +3,8 @@
 ``flwr run`` needs a Flower app project — a directory whose ``pyproject.toml`` names the
 ServerApp/ClientApp and default run config — and a SuperLink connection in
 ``$FLWR_HOME/config.toml``. These helpers write both; the processes themselves are started
-with the commands in ``protocols/engine-flower.md`` §6 (or by :mod:`tests.engine`'s cluster).
+with the commands in ``protocols/engine-flower.md`` §7 (or on loopback by
+:class:`securefl.testing.flower_cluster.LoopbackCluster`).
 """
 
 from __future__ import annotations

@@ -10,15 +10,23 @@ the securefl run TOML on the server host; required), ``out`` and ``key-dir`` (ov
 TOML's; the key directory holds the ledger signing key and the sampling secret, never the run
 directory), ``registry`` (path; required: the identity registry that pins each client's key),
 ``min-nodes``, ``node-wait-timeout``, ``stage-timeout``, ``train-timeout`` (the first stage,
-in which nodes train; default 600 s), ``client-examples`` (local DP-SGD: the sites' dataset sizes,
-comma-separated; the event accounted is the worst of theirs), ``evaluate`` (server-side held-out
-evaluation, default true), ``progress-file``, ``result-file``.
+in which nodes train; default 600 s), ``client-examples`` (local DP-SGD: the sites' dataset
+sizes, comma-separated; the event accounted is the worst of theirs), ``evaluate``
+(server-side held-out evaluation, default true), ``progress-file``, ``result-file``, ``model``
+(``"package.module:factory"``, default :func:`securefl.engine.builtin.server_model`: called as
+``factory(cfg, with_evaluation=...)`` with the loaded :class:`~securefl.fl.config.RunConfig`,
+it returns ``(ModelInfo, Evaluate | None)``, the server's model record and held-out evaluation).
 
 Node config (``flower-supernode --node-config``): ``identity-key`` (required), ``registry``
 (recommended), ``data`` (the node's CSV/JSONL; default: the built-in demo partition of its
-client id), ``node-policy`` (TOML; with it the node keeps its own signed ``node-ledger``
-under ``node-key-dir`` and refuses rounds its policy forbids), ``threat-model``,
-``min-threshold``. Spec: ``protocols/engine-flower.md`` §7.
+client id), ``training`` (``"package.module:factory"``, default the built-in
+:class:`~securefl.engine.builtin.BuiltinTraining` of ``data``: ``factory(node_config)`` returns
+the node's :class:`~securefl.engine.job.LocalTraining`; it reads its own keys, ``data`` included,
+from the node config), ``node-policy`` (TOML; with it the node keeps its own signed
+``node-ledger`` under ``node-key-dir`` and refuses rounds its policy forbids), ``threat-model``,
+``min-threshold``. Both factories are imported by name in the app's processes, so their module
+must be importable there (installed with the app, not only on the host that submits the run).
+Spec: ``protocols/engine-flower.md`` §10.
 """
 
 from __future__ import annotations
@@ -41,10 +49,12 @@ from securefl.engine.flower import (
     wait_for_nodes,
 )
 from securefl.engine.identity import load_identity, load_registry
-from securefl.engine.job import JobNode, JobTerms, run_job
-from securefl.engine.task import Scalar
+from securefl.engine.job import JobNode, JobTerms, LocalTraining, run_job
+from securefl.engine.task import Scalar, load_factory
 from securefl.errors import ConfigurationError
 from securefl.fl import config as fl_config
+from securefl.fl.config import RunConfig
+from securefl.fl.orchestrator import Evaluate, ModelInfo
 
 job_server_app = ServerApp()
 job_client_app = ClientApp()
@@ -87,9 +97,9 @@ def run_job_on_grid(grid: Grid, run_config: Mapping[str, Scalar]) -> dict[str, A
         _get(run_config, "min-nodes", 2, int),
         _get(run_config, "node-wait-timeout", 60.0, float),
     )
-    from securefl.engine.builtin import server_model
-
-    info, evaluate = server_model(cfg, with_evaluation=_get(run_config, "evaluate", True, bool))
+    info, evaluate = model_from_run_config(
+        run_config, cfg, with_evaluation=_get(run_config, "evaluate", True, bool)
+    )
     transport = FlowerTransport(grid)
     result = run_job(
         transport,
@@ -126,6 +136,31 @@ def _sizes(text: str) -> tuple[int, ...] | None:
     return sizes
 
 
+def model_from_run_config(
+    run_config: Mapping[str, Scalar], cfg: RunConfig, *, with_evaluation: bool
+) -> tuple[ModelInfo, Evaluate | None]:
+    """The server's model record and evaluation from the run config's ``model`` factory."""
+    ref = _get(run_config, "model", "", str)
+    if not ref:
+        from securefl.engine.builtin import server_model
+
+        return server_model(cfg, with_evaluation=with_evaluation)
+    factory = load_factory(ref, parameter="model")
+    out = factory(cfg, with_evaluation=with_evaluation)
+    if not (
+        isinstance(out, tuple)
+        and len(out) == 2
+        and isinstance(out[0], ModelInfo)
+        and (out[1] is None or callable(out[1]))
+    ):
+        raise ConfigurationError(
+            f"{ref!r} must return (ModelInfo, Evaluate | None)", parameter="model"
+        )
+    info: ModelInfo = out[0]
+    evaluate: Evaluate | None = out[1]
+    return info, evaluate
+
+
 def _server_main(grid: Grid, context: Context) -> None:
     run_job_on_grid(grid, context.run_config)
 
@@ -148,12 +183,27 @@ def job_node_from_context(context: Context) -> JobNode:
         guard = _NodeGate(policy_path, ledger, _get(cfg, "node-key-dir", "", str) or None)
     return JobNode(
         load_identity(key_path),
-        _BuiltinOnDemand(_get(cfg, "data", "", str) or None),
+        training_from_node_config(cfg),
         registry=load_registry(registry_path) if registry_path else None,
         policy=policy_from_node_config(cfg),
         guard=guard,
         terms_of=_round_terms if guard is not None else None,
     )
+
+
+def training_from_node_config(cfg: Mapping[str, Scalar]) -> LocalTraining:
+    """The node's client step: the ``training`` factory's, else the built-in task on ``data``
+    (imported, model stack included, only when a round trains)."""
+    ref = _get(cfg, "training", "", str)
+    if not ref:
+        return _BuiltinOnDemand(_get(cfg, "data", "", str) or None)
+    training = load_factory(ref, parameter="training")(cfg)
+    if not callable(training):
+        raise ConfigurationError(
+            f"{ref!r} must return a LocalTraining (a callable)", parameter="training"
+        )
+    step: LocalTraining = training
+    return step
 
 
 class _BuiltinOnDemand:

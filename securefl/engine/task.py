@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -51,14 +51,36 @@ class EngineTask(Protocol):
     ) -> bytes: ...
 
 
-def load_task(ref: str) -> EngineTask:
-    """Instantiate ``"module:Class"`` (no arguments); it must implement :class:`EngineTask`."""
+def load_ref(ref: str, *, parameter: str) -> Any:
+    """The object a ``"package.module:name"`` reference names (imported, not called).
+
+    Errors are :class:`ConfigurationError` naming ``parameter`` (the config key it came from)."""
     module_name, _, attr = ref.partition(":")
     if not module_name or not attr:
-        raise ConfigurationError("must look like 'package.module:Class'", parameter="task")
+        raise ConfigurationError(
+            f"{ref!r} must look like 'package.module:name'", parameter=parameter
+        )
     try:
-        obj = getattr(importlib.import_module(module_name), attr)()
-    except (ImportError, AttributeError, TypeError) as exc:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"cannot load {ref!r}: {exc}", parameter=parameter) from None
+
+
+def load_factory(ref: str, *, parameter: str) -> Callable[..., Any]:
+    """:func:`load_ref` of something callable (a class or a factory function)."""
+    obj = load_ref(ref, parameter=parameter)
+    if not callable(obj):
+        raise ConfigurationError(f"{ref!r} is not callable", parameter=parameter)
+    factory: Callable[..., Any] = obj
+    return factory
+
+
+def load_task(ref: str) -> EngineTask:
+    """Instantiate ``"module:Class"`` (no arguments); it must implement :class:`EngineTask`."""
+    factory = load_factory(ref, parameter="task")
+    try:
+        obj = factory()
+    except TypeError as exc:
         raise ConfigurationError(f"cannot load {ref!r}: {exc}", parameter="task") from None
     if not isinstance(obj, EngineTask):
         raise ConfigurationError(f"{ref!r} does not implement EngineTask", parameter="task")

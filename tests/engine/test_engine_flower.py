@@ -10,18 +10,12 @@ started in its own session and killed in ``finally``; only 127.0.0.1 is used.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,12 +25,13 @@ from securefl.encoding import RingPlan, decode_sum, encode, plan_ring
 from securefl.engine.deploy import node_config_arg, write_app_project, write_superlink_connection
 from securefl.engine.identity import generate_identity, save_registry
 from securefl.engine.task import SyntheticTask
+from securefl.testing.flower_cluster import BIN
+from securefl.testing.flower_cluster import free_port as _free_port
+from securefl.testing.flower_cluster import kill_group as _kill
+from securefl.testing.flower_cluster import wait_port as _wait_port
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent  # the virtualenv's bin: flwr's console scripts live there
-if not (BIN / "flower-superlink").exists():
-    BIN = Path(shutil.which("flower-superlink") or "flower-superlink").parent
 CLIENT_IDS = (11, 22, 33, 44)
 KILLED = 2  # index of the SuperNode killed in round 1 (client 33)
 RUN_CONFIG: dict[str, Any] = {"synthetic-rows": 4, "clip": 1.0, "frac-bits": 16}
@@ -44,35 +39,6 @@ RUN_CONFIG: dict[str, Any] = {"synthetic-rows": 4, "clip": 1.0, "frac-bits": 16}
 # malicious default needs t = 3 for n = 4); server and nodes must both be told so
 THREAT_MODEL = "semi-honest"
 TIMEOUT_S = 420.0  # generous: a loaded 2-core CI machine runs a process per Flower message
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the whole session (SuperNode/SuperLink, its SuperExec and app processes)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # until no member of the group is left
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

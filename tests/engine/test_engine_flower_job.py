@@ -14,6 +14,7 @@ process is started in its own session and killed in ``finally``; only 127.0.0.1 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -36,14 +37,18 @@ from securefl.engine.identity import generate_identity, save_registry
 from securefl.fl.config import RunConfig
 from securefl.fl.config import load as load_config
 from securefl.fl.run import run_simulation
-from tests.engine.test_engine_flower import BIN, _free_port, _kill, _wait_port
+from securefl.testing.flower_cluster import BIN, app_pids
+from securefl.testing.flower_cluster import free_port as _free_port
+from securefl.testing.flower_cluster import kill_group as _kill
+from securefl.testing.flower_cluster import serverapp_pids as _serverapp_pids
+from securefl.testing.flower_cluster import wait_port as _wait_port
 
 pytestmark = pytest.mark.slow
 
 N_NODES = 8
 KILLED = 2  # SuperNode index killed mid-round 1 (client 3)
 STRICT = 7  # SuperNode index whose own policy refuses the run (client 8)
-TIMEOUT_S = 900.0  # a loaded 2-core CI machine runs a process per Flower message
+TIMEOUT_S = 1500.0  # a loaded 2-core CI machine runs a process per Flower message
 RUN_TOML = """[run]
 name = "flower-job"
 model = "tiny"
@@ -62,22 +67,6 @@ policy = "{policy}"
 """
 POLICY = Path(__file__).resolve().parents[2] / "audits" / "policies" / "client_level_secagg.toml"
 NODE_POLICY = 'kind = "node"\nmax_epsilon_per_run = {eps}\nmax_epsilon_total = 100.0\n'
-
-
-def _serverapp_pids(home: Path) -> list[int]:
-    """Pids of ServerApp processes started for this test's SuperLink (matched by FLWR_HOME)."""
-    out = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
-            env = (proc / "environ").read_bytes()
-        except OSError:
-            continue
-        if b"flwr-serverapp" in cmd and f"FLWR_HOME={home}".encode() in env:
-            out.append(int(proc.name))
-    return out
 
 
 def _events(progress: Path) -> list[dict[str, Any]]:
@@ -218,6 +207,9 @@ def job_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         stop.set()
         for proc in procs:
             _kill(proc)
+        for pid in app_pids(home, "flwr"):  # SuperExec and apps run in sessions of their own
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
 
 
 def test_job_finishes_after_node_and_server_kills(job_run: dict[str, Any]) -> None:
