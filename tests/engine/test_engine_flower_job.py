@@ -207,7 +207,7 @@ def job_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         stop.set()
         for proc in procs:
             _kill(proc)
-        for pid in app_pids(home, "flwr"):  # SuperExec and apps run in sessions of their own
+        for pid in app_pids(home, ""):  # SuperExec and apps run in sessions of their own
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
 
