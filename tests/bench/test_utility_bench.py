@@ -5,6 +5,7 @@ summary/curve outputs are well formed."""
 
 from __future__ import annotations
 
+import itertools
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import replace
@@ -95,7 +96,7 @@ def test_silo_dp_sgd_inside_secagg(tmp_path: Path) -> None:
 def test_cosine_local_lr() -> None:
     lrs = [TINY_DEVICE.lr_at(r) for r in range(TINY_DEVICE.rounds)]
     assert lrs[0] == TINY_DEVICE.local_lr
-    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(lrs))
     assert lrs[-1] >= 0.1 * TINY_DEVICE.local_lr
     assert replace(TINY_DEVICE, cosine=False).lr_at(2) == TINY_DEVICE.local_lr
 
@@ -148,3 +149,7 @@ def test_result_and_curve() -> None:
     assert len(svg.findall(f"{ns}circle")) == 4  # one per (regime, ε) point
     texts = " ".join(t.text or "" for t in svg.iter(f"{ns}text"))
     assert "linear probe" in texts and "no DP" in texts
+    md = utility_plot.markdown(res, "python benchmarks/utility_bench.py --save")
+    assert "| 3 | 0.720 [0.700–0.810] | — |" in md
+    assert "| `acc_ratio_eps1_silo` | 0.875 [0.750–1.000] | ≥ 0.85 |" in md
+    assert "benchmarks/results/privacy_utility.svg" in md
