@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 from securefl.encoding import error_bound, plan_ring
-from securefl.engine.builtin import BuiltinTraining
-from securefl.engine.flower_job import model_from_run_config, training_from_node_config
+from securefl.engine.flower_job import (
+    _BuiltinOnDemand,
+    model_from_run_config,
+    training_from_node_config,
+)
 from securefl.engine.task import load_factory, load_task
 from securefl.errors import ConfigurationError
 from securefl.fl.config import RunConfig, from_mapping
@@ -72,8 +75,11 @@ def test_factories_must_return_what_the_job_needs() -> None:
 
 
 def test_defaults_are_the_builtin_task_and_the_factories_are_used() -> None:
-    assert isinstance(training_from_node_config({}), BuiltinTraining)
-    assert training_from_node_config({"data": "x.csv"}) == BuiltinTraining("x.csv")
+    # the built-in task on ``data``, its model stack imported only when a round trains
+    default = training_from_node_config({})
+    assert isinstance(default, _BuiltinOnDemand) and default.data is None
+    on_data = training_from_node_config({"data": "x.csv"})
+    assert isinstance(on_data, _BuiltinOnDemand) and on_data.data == "x.csv"
     step = training_from_node_config({"training": es.TRAINING_REF})
     assert isinstance(step, es.SyntheticTraining)
     cfg = from_mapping(es.run_fields(N, 123, 1))
