@@ -1,0 +1,329 @@
+"""Add securefl to an existing Flower app: a strategy wrapper for the ServerApp.
+
+:class:`SecureStrategy` wraps the app's own message-API strategy (``flwr.serverapp.strategy``,
+e.g. ``FedAvg``) the way Flower's DP wrappers do, and is started the same way
+(``strategy.start(grid=..., initial_arrays=...)``). Each training round is securefl's, not
+Flower's: the cohort is drawn with secret keyed coins and checked against the budget policy
+(:class:`~securefl.fl.orchestrator.Orchestrator`), the sampled nodes take part in a SecAgg(+)
+round (:func:`securefl.engine.job.run_remote_round`, the engine job's round) whose first
+request also carries the inner strategy's own train content, each node's
+:func:`~securefl.engine.flower_mod.securefl_mod` runs the app's unchanged train function and
+masks its clipped, noised update, and the server learns only the sum over survivors. The
+orchestrator releases the mean (DP: fixed denominator, distributed discrete Gaussian noise
+inside SecAgg by default; central noise only when ``dp = "central"`` is chosen and recorded),
+accounts ε, keeps the signed ledger and writes the report. The inner strategy is handed one
+reply: the global arrays plus the released mean, so its own server step (FedAvg, FedAdam …)
+is post-processing. Evaluation rounds are the inner strategy's, unchanged.
+
+Spec: ``protocols/engine-flower.md`` ("Strategy wrapper and client mod").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.app import RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result, Strategy
+
+from securefl.audit.records import NodeRefusal
+from securefl.engine.flower import POLL_S, from_content, to_content
+from securefl.engine.job import check_engine_config, discover_nodes, run_remote_round
+from securefl.engine.server import Transport
+from securefl.engine.wire import BLOBS_RECORD, RECORD
+from securefl.errors import ConfigurationError, MalformedMessageError
+from securefl.fl.config import RunConfig
+from securefl.fl.errors import UnsupportedCombinationError
+from securefl.fl.orchestrator import Callback, ModelInfo, Orchestrator, RunResult
+from securefl.secagg import Stage
+from securefl.tensors import TensorLayout
+
+#: Content keys securefl owns in a train message (the inner strategy must not use them).
+SECUREFL_KEYS = (RECORD, BLOBS_RECORD)
+
+
+def arrays_to_named(arrays: ArrayRecord) -> dict[str, Any]:
+    """An ArrayRecord as name → numpy array (what :class:`TensorLayout` flattens)."""
+    return {key: array.numpy() for key, array in arrays.items()}
+
+
+def named_to_arrays(named: Mapping[str, Any]) -> ArrayRecord:
+    return ArrayRecord(array_dict={k: Array(np.ascontiguousarray(v)) for k, v in named.items()})
+
+
+class TrainTransport:
+    """:class:`~securefl.engine.server.Transport` over a Flower ``Grid`` whose every message is
+    of type ``train`` (so the app's own ``@app.train`` handler, wrapped by the mod, gets it);
+    the first stage's requests also carry ``first_content`` (the inner strategy's records)."""
+
+    def __init__(self, grid: Grid, *, first_content: RecordDict | None = None) -> None:
+        self.grid = grid
+        self.first_content = first_content
+        self.errors: dict[int, str] = {}
+
+    def node_ids(self) -> list[int]:
+        return sorted(int(n) for n in self.grid.get_node_ids())
+
+    def exchange(
+        self, requests: Mapping[int, Mapping[str, Any]], *, timeout: float, round_index: int
+    ) -> dict[int, Mapping[str, Any]]:
+        messages = []
+        for node, request in requests.items():
+            content = to_content(request)
+            if self.first_content is not None and request.get("stage") == int(Stage.ADVERTISE_KEYS):
+                for key, record in self.first_content.items():
+                    content[key] = record
+            messages.append(
+                Message(
+                    content,
+                    dst_node_id=node,
+                    message_type=MessageType.TRAIN,
+                    group_id=str(round_index),
+                    ttl=timeout + 10.0,
+                )
+            )
+        pending = set(self.grid.push_messages(messages))
+        deadline = time.monotonic() + timeout
+        out: dict[int, Mapping[str, Any]] = {}
+        while pending:
+            for reply in self.grid.pull_messages(list(pending)):
+                pending.discard(reply.metadata.reply_to_message_id)
+                node = int(reply.metadata.src_node_id)
+                if node not in requests:
+                    continue
+                if reply.has_error():
+                    self.errors[node] = f"{reply.error.code}: {reply.error.reason}"
+                    continue
+                try:
+                    record = from_content(reply.content)
+                except MalformedMessageError as exc:
+                    self.errors[node] = f"malformed reply: {exc}"
+                    continue
+                if record is not None:
+                    out[node] = record
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(POLL_S)
+        return out
+
+
+TransportOf = Callable[[Grid, RecordDict | None], Transport]
+
+
+def _grid_transport(grid: Grid, first: RecordDict | None) -> Transport:
+    return TrainTransport(grid, first_content=first)
+
+
+class SecureStrategy(Strategy):
+    """Wrap ``inner`` so that its training rounds run under securefl (see the module doc).
+
+    ``cfg`` is a securefl :class:`~securefl.fl.config.RunConfig`; the fields that matter here
+    are ``n_clients`` (= the registry's clients 1..N), ``sampling``/``sampling_rate``/
+    ``clients_per_round``, ``aggregation`` (``secagg+`` default, or ``secagg``), ``dp``
+    (``distributed`` default; ``central`` and ``none`` are explicit, recorded choices; local
+    DP-SGD cannot run inside an opaque train function and is refused), ``clip``,
+    ``target_epsilon``/``noise_multiplier``, ``delta``, ``accountant``, ``policy``,
+    ``epsilon_budget``, ``out`` (run directory: ledger, checkpoint, report) and ``key_dir``
+    (ledger signing key and sampling secret, never inside ``out``). ``rounds`` is set from
+    :meth:`start`'s ``num_rounds``. The server step is the inner strategy's: ``cfg``'s
+    server optimiser is forced to plain FedAvg with lr 1, so the orchestrator's state after a
+    round is exactly global + released mean, which is what the inner strategy is handed.
+
+    ``registry`` maps SecAgg client ids 1..N to their Ed25519 identity keys (the nodes'
+    ``identity-key`` files, :func:`securefl.engine.identity.generate_identity`).
+    """
+
+    def __init__(
+        self,
+        inner: Strategy,
+        cfg: RunConfig,
+        *,
+        registry: Mapping[int, bytes],
+        stage_timeout: float = 60.0,
+        train_timeout: float = 600.0,
+        callback: Callback | None = None,
+        transport_of: TransportOf | None = None,
+    ) -> None:
+        if isinstance(inner, SecureStrategy):
+            raise ConfigurationError("inner strategy is already wrapped", parameter="inner")
+        check_engine_config(cfg)
+        if cfg.dp == "local":
+            raise UnsupportedCombinationError(
+                "local DP-SGD needs securefl's own trainer; the mod wraps an opaque train "
+                "function (use dp = 'distributed')",
+                parameter="dp",
+            )
+        if sorted(registry) != list(range(1, cfg.n_clients + 1)):
+            raise ConfigurationError(
+                f"the registry must name clients 1..{cfg.n_clients} (n_clients)",
+                parameter="registry",
+            )
+        self.inner = inner
+        self.cfg = cfg.replace(dropout_rate=0.0, server_optimizer="fedavg", server_lr=1.0)
+        self.registry = dict(registry)
+        self.stage_timeout = stage_timeout
+        self.train_timeout = train_timeout
+        self.callback = callback
+        self.transport_of = transport_of or _grid_transport
+        self.run_result: RunResult | None = None
+        #: per round: what the inner strategy was handed (global + released mean)
+        self.released: dict[int, ArrayRecord] = {}
+
+    # ------------------------------------------------------------------ Strategy API
+    def summary(self) -> None:
+        self.inner.summary()
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Not used: a secure round is several exchanges (see :meth:`start`). Refused rather
+        than delegated, so that a hand-written loop cannot silently train in plaintext."""
+        raise UnsupportedCombinationError(
+            "SecureStrategy runs its training rounds in start(); do not call configure_train",
+            parameter="configure_train",
+        )
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        raise UnsupportedCombinationError(
+            "SecureStrategy aggregates inside start(); do not call aggregate_train",
+            parameter="aggregate_train",
+        )
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        return self.inner.aggregate_evaluate(server_round, replies)
+
+    # ------------------------------------------------------------------ the run
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+    ) -> Result:
+        """Flower's ``Strategy.start`` loop with securefl's training rounds; the securefl run
+        result (ε, ledger anchor, report paths) is left in :attr:`run_result`."""
+        train_config = ConfigRecord() if train_config is None else train_config
+        evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
+        named = arrays_to_named(initial_arrays)
+        layout = TensorLayout.from_tensors(named)
+        model = ModelInfo(
+            layout=layout,
+            initial=layout.flatten(named),
+            provenance={
+                "source": "flower ArrayRecord",
+                "inner_strategy": type(self.inner).__name__,
+            },
+        )
+        cfg = self.cfg.replace(rounds=num_rounds)
+        result = Result()
+        if evaluate_fn is not None:
+            res = evaluate_fn(0, initial_arrays)
+            if res is not None:
+                result.evaluate_metrics_serverapp[0] = res
+        arrays = initial_arrays
+        node_of = discover_nodes(self.transport_of(grid, None), timeout=self.stage_timeout)
+        with Orchestrator(cfg, model, resume=False, callback=self.callback) as orch:
+            while (plan := orch.next_round()) is not None:
+                server_round = plan.index + 1
+                # the inner strategy's own train content (config, e.g. lr) rides on stage 0;
+                # its arrays are the global model the SecAgg session binds
+                first = self._train_content(server_round, arrays, train_config, grid)
+                transport = self.transport_of(grid, first)
+                if any(c + 1 not in node_of for c in plan.members):
+                    node_of = {**node_of, **discover_nodes(transport, timeout=self.stage_timeout)}
+                t0 = time.perf_counter()
+                res = run_remote_round(
+                    orch,
+                    plan,
+                    transport,
+                    registry=self.registry,
+                    node_of=node_of,
+                    stage_timeout=self.stage_timeout,
+                    train_timeout=self.train_timeout,
+                )
+                for node, why in sorted(res.node_errors.items()):
+                    orch.ledger.append_record(
+                        NodeRefusal(node=node, reason=why, stage=None, error=None),
+                        round_id=plan.index,
+                    )
+                orch.complete_remote_round(
+                    plan,
+                    res.outcome,
+                    abort_reason=res.abort_reason,
+                    train_s=time.perf_counter() - t0,
+                )
+                if res.outcome is not None:
+                    released = named_to_arrays(layout.unflatten(orch.global_flat))
+                    self.released[server_round] = released
+                    agg, metrics = self.inner.aggregate_train(
+                        server_round, [self._released_reply(released, len(res.outcome.survivors))]
+                    )
+                    if agg is not None:
+                        arrays = agg
+                        result.arrays = agg
+                    if metrics is not None:
+                        result.train_metrics_clientapp[server_round] = metrics
+                # the next round starts from the inner strategy's model, not the orchestrator's
+                orch.global_flat = layout.flatten(arrays_to_named(arrays))
+                replies = grid.send_and_receive(
+                    self.inner.configure_evaluate(server_round, arrays, evaluate_config, grid),
+                    timeout=timeout,
+                )
+                agg_eval = self.inner.aggregate_evaluate(server_round, replies)
+                if agg_eval is not None:
+                    result.evaluate_metrics_clientapp[server_round] = agg_eval
+                if evaluate_fn is not None:
+                    res_eval = evaluate_fn(server_round, arrays)
+                    if res_eval is not None:
+                        result.evaluate_metrics_serverapp[server_round] = res_eval
+            self.run_result = orch.finish()
+        result.arrays = arrays
+        return result
+
+    def _train_content(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> RecordDict:
+        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        if not messages:
+            return RecordDict({"arrays": arrays})
+        content = messages[0].content
+        if any(k in content for k in SECUREFL_KEYS):
+            raise ConfigurationError(
+                f"the inner strategy's train content uses a securefl key {SECUREFL_KEYS}",
+                parameter="inner",
+            )
+        return content
+
+    def _released_reply(self, released: ArrayRecord, survivors: int) -> Message:
+        """The one reply the inner strategy aggregates: the released model. Its weight is the
+        number of survivors (a count the server learns anyway); no node metric is included —
+        nodes' own train metrics never leave them."""
+        key = getattr(self.inner, "arrayrecord_key", "arrays")
+        weight_key = getattr(self.inner, "weighted_by_key", "num-examples")
+        content = RecordDict({key: released, "metrics": MetricRecord({weight_key: survivors})})
+        return Message(content, dst_node_id=0, message_type=MessageType.TRAIN)
+
+
+__all__ = [
+    "SECUREFL_KEYS",
+    "SecureStrategy",
+    "TrainTransport",
+    "arrays_to_named",
+    "named_to_arrays",
+]
