@@ -25,8 +25,15 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
-from flwr.app import RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
@@ -118,7 +125,7 @@ def _grid_transport(grid: Grid, first: RecordDict | None) -> Transport:
     return TrainTransport(grid, first_content=first)
 
 
-class SecureStrategy(Strategy):
+class SecureStrategy(Strategy):  # type: ignore[misc]
     """Wrap ``inner`` so that its training rounds run under securefl (see the module doc).
 
     ``cfg`` is a securefl :class:`~securefl.fl.config.RunConfig`; the fields that matter here
@@ -198,7 +205,10 @@ class SecureStrategy(Strategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+        messages: Iterable[Message] = self.inner.configure_evaluate(
+            server_round, arrays, config, grid
+        )
+        return messages
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]

@@ -26,7 +26,7 @@ SERVER_NODE = 0
 _IDENTITY = ("_task_id", "_run_id", "_node_id")
 
 
-class InProcessGrid(Grid):
+class InProcessGrid(Grid):  # type: ignore[misc]
     """``nodes``: Flower node id → that node's node config. Use as a context manager: Flower
     stamps every new ``Message`` with the process's ``TaskIdentity`` (a ServerApp process has
     one), which is set on enter and restored on exit."""
