@@ -112,6 +112,8 @@ def main(grid: Grid, context: Context) -> None:
         cfg,
         registry=load_registry(str(rc["registry"])),
         stage_timeout=float(rc.get("stage-timeout", 60.0)),  # type: ignore[arg-type]
+        # federated_evaluation=True would run evaluate() above on the nodes: their metrics
+        # reach the server in plaintext, outside the DP guarantee (recorded opt-in)
     )
     strategy.start(
         grid=grid,

@@ -31,13 +31,19 @@ from flwr.clientapp.typing import ClientAppCallable
 
 from securefl.engine.flower import REFUSED, answer
 from securefl.engine.flower_job import job_node_from_context
-from securefl.engine.flower_strategy import SECUREFL_KEYS, arrays_to_named
+from securefl.engine.flower_strategy import (
+    GLOBAL_FIELD,
+    SECUREFL_KEYS,
+    arrays_to_named,
+    global_bytes,
+)
 from securefl.engine.job import JobNode
-from securefl.engine.wire import RECORD
-from securefl.errors import ConfigurationError, UnsafeRequestError
+from securefl.engine.wire import BLOBS_RECORD, RECORD
+from securefl.errors import ConfigurationError, SecureFLError, UnsafeRequestError
 from securefl.fl.client import ClientUpdate, clip_l2
 from securefl.fl.config import RunConfig
 from securefl.fl.errors import UnsupportedCombinationError
+from securefl.secagg import Stage
 from securefl.tensors import FloatVector, TensorLayout
 
 #: MetricRecord keys the mod reads from the train reply (they stay on the node).
@@ -118,6 +124,20 @@ def securefl_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
             Error(REFUSED, "securefl_mod: plaintext train request refused (no securefl record)"),
             reply_to=msg,
         )
+
+    record = msg.content.config_records[RECORD]
+    blobs = msg.content.array_records.get(BLOBS_RECORD, {})
+    stage0 = record.get("stage") == int(Stage.ADVERTISE_KEYS)
+    if stage0 and GLOBAL_FIELD not in record and GLOBAL_FIELD not in blobs:
+        # the global model came once, as the app's ArrayRecord: its bytes are what the session's
+        # model digest must bind (checked by the node before anything is computed)
+        models = [v for k, v in msg.content.array_records.items() if k not in SECUREFL_KEYS]
+        try:
+            if len(models) != 1:
+                raise UnsafeRequestError("the train request must carry exactly one ArrayRecord")
+            record[GLOBAL_FIELD] = global_bytes(models[0])
+        except SecureFLError as exc:
+            return Message(Error(REFUSED, f"{type(exc).__name__}: {exc}"), reply_to=msg)
 
     def make_node(ctx: Context) -> JobNode:
         node = job_node_from_context(ctx)

@@ -13,7 +13,12 @@ orchestrator releases the mean (DP: fixed denominator, distributed discrete Gaus
 inside SecAgg by default; central noise only when ``dp = "central"`` is chosen and recorded),
 accounts ε, keeps the signed ledger and writes the report. The inner strategy is handed one
 reply: the global arrays plus the released mean, so its own server step (FedAvg, FedAdam …)
-is post-processing. Evaluation rounds are the inner strategy's, unchanged.
+is post-processing. Federated evaluation (the inner strategy's evaluate rounds) is off unless
+``federated_evaluation=True``: node metrics would reach the server in plaintext, outside the DP
+guarantee; the choice is recorded in the ledger's ``run_started`` (model provenance).
+``evaluate_fn`` (server-side evaluation on the server's own data) runs as in Flower.
+The global model travels once per round and node, as the inner strategy's ArrayRecord in the
+first request; the node derives from it the ``global`` bytes the session's model digest binds.
 
 Spec: ``protocols/engine-flower.md`` ("Strategy wrapper and client mod").
 """
@@ -49,6 +54,8 @@ from securefl.fl.orchestrator import Callback, ModelInfo, Orchestrator, RunResul
 from securefl.secagg import Stage
 from securefl.tensors import TensorLayout
 
+#: The stage-0 request field of the global state (little-endian float64 of the flat model).
+GLOBAL_FIELD = "global"
 #: Content keys securefl owns in a train message (the inner strategy must not use them).
 SECUREFL_KEYS = (RECORD, BLOBS_RECORD)
 
@@ -56,6 +63,14 @@ SECUREFL_KEYS = (RECORD, BLOBS_RECORD)
 def arrays_to_named(arrays: ArrayRecord) -> dict[str, Any]:
     """An ArrayRecord as name → numpy array (what :class:`TensorLayout` flattens)."""
     return {key: array.numpy() for key, array in arrays.items()}
+
+
+def global_bytes(arrays: ArrayRecord) -> bytes:
+    """The flat model of an ArrayRecord as the engine's ``global`` field: little-endian float64
+    in layout order (names sorted), what :func:`securefl.engine.wire.model_digest` binds."""
+    named = arrays_to_named(arrays)
+    flat = TensorLayout.from_tensors(named).flatten(named)
+    return np.ascontiguousarray(flat, dtype="<f8").tobytes()
 
 
 def named_to_arrays(named: Mapping[str, Any]) -> ArrayRecord:
@@ -80,8 +95,16 @@ class TrainTransport:
     ) -> dict[int, Mapping[str, Any]]:
         messages = []
         for node, request in requests.items():
+            first = self.first_content is not None and request.get("stage") == int(
+                Stage.ADVERTISE_KEYS
+            )
+            if first:
+                # the global model travels once, as the inner strategy's ArrayRecord; the mod
+                # derives the bound ``global`` bytes from it (the model digest then binds the
+                # very arrays the app trains on)
+                request = {k: v for k, v in request.items() if k != GLOBAL_FIELD}
             content = to_content(request)
-            if self.first_content is not None and request.get("stage") == int(Stage.ADVERTISE_KEYS):
+            if first and self.first_content is not None:
                 for key, record in self.first_content.items():
                     content[key] = record
             messages.append(
@@ -140,6 +163,9 @@ class SecureStrategy(Strategy):  # type: ignore[misc]
     server optimiser is forced to plain FedAvg with lr 1, so the orchestrator's state after a
     round is exactly global + released mean, which is what the inner strategy is handed.
 
+    The run directory is new for each :meth:`start` (a checkpoint there is refused): the inner
+    strategy's state is not checkpointed, so a killed run is not resumed by the wrapper.
+
     ``registry`` maps SecAgg client ids 1..N to their Ed25519 identity keys (the nodes'
     ``identity-key`` files, :func:`securefl.engine.identity.generate_identity`).
     """
@@ -153,6 +179,7 @@ class SecureStrategy(Strategy):  # type: ignore[misc]
         stage_timeout: float = 60.0,
         train_timeout: float = 600.0,
         callback: Callback | None = None,
+        federated_evaluation: bool = False,
         transport_of: TransportOf | None = None,
     ) -> None:
         if isinstance(inner, SecureStrategy):
@@ -175,6 +202,7 @@ class SecureStrategy(Strategy):  # type: ignore[misc]
         self.stage_timeout = stage_timeout
         self.train_timeout = train_timeout
         self.callback = callback
+        self.federated_evaluation = federated_evaluation
         self.transport_of = transport_of or _grid_transport
         self.run_result: RunResult | None = None
         #: per round: what the inner strategy was handed (global + released mean)
@@ -238,6 +266,12 @@ class SecureStrategy(Strategy):  # type: ignore[misc]
             provenance={
                 "source": "flower ArrayRecord",
                 "inner_strategy": type(self.inner).__name__,
+                "federated_evaluation": (
+                    "on: nodes' evaluation metrics reach the server in plaintext, outside "
+                    "the DP guarantee"
+                    if self.federated_evaluation
+                    else "off"
+                ),
             },
         )
         cfg = self.cfg.replace(rounds=num_rounds)
@@ -291,13 +325,14 @@ class SecureStrategy(Strategy):  # type: ignore[misc]
                         result.train_metrics_clientapp[server_round] = metrics
                 # the next round starts from the inner strategy's model, not the orchestrator's
                 orch.global_flat = layout.flatten(arrays_to_named(arrays))
-                replies = grid.send_and_receive(
-                    self.inner.configure_evaluate(server_round, arrays, evaluate_config, grid),
-                    timeout=timeout,
-                )
-                agg_eval = self.inner.aggregate_evaluate(server_round, replies)
-                if agg_eval is not None:
-                    result.evaluate_metrics_clientapp[server_round] = agg_eval
+                if self.federated_evaluation:
+                    replies = grid.send_and_receive(
+                        self.inner.configure_evaluate(server_round, arrays, evaluate_config, grid),
+                        timeout=timeout,
+                    )
+                    agg_eval = self.inner.aggregate_evaluate(server_round, replies)
+                    if agg_eval is not None:
+                        result.evaluate_metrics_clientapp[server_round] = agg_eval
                 if evaluate_fn is not None:
                     res_eval = evaluate_fn(server_round, arrays)
                     if res_eval is not None:
@@ -331,9 +366,11 @@ class SecureStrategy(Strategy):  # type: ignore[misc]
 
 
 __all__ = [
+    "GLOBAL_FIELD",
     "SECUREFL_KEYS",
     "SecureStrategy",
     "TrainTransport",
     "arrays_to_named",
+    "global_bytes",
     "named_to_arrays",
 ]

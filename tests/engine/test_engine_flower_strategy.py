@@ -128,7 +128,7 @@ def test_inner_fedavg_gets_the_exact_mean_of_the_survivors_without_noise(tmp_pat
     """dp = none, one node vanishes before masking in round 1: the inner FedAvg receives one
     reply, global + the mean of the four survivors' own updates (fixed-point exact)."""
     ex = _example()
-    strategy, inner, _grid = _run(
+    strategy, inner, grid = _run(
         tmp_path, 5, lr=0.1, drop_from={104: int(Stage.MASKED_INPUT)}, dp="none"
     )
     start = arrays_to_named(ex.initial_arrays())
@@ -143,6 +143,13 @@ def test_inner_fedavg_gets_the_exact_mean_of_the_survivors_without_noise(tmp_pat
         start = arrays_to_named(reply.content["arrays"])
     done = _check_ledger_and_epsilon(tmp_path, strategy)
     assert [p["participant_ids"] for p in done] == [[0, 1, 2, 3]] * 2
+    # the global model travels once (the app's ArrayRecord), and no evaluate message went out
+    # (federated evaluation is an opt-in: node metrics would leave in plaintext)
+    first = [m for m in grid.sent if m.content.config_records["securefl"].get("stage") == 0]
+    assert len(first) == 10 and all("arrays" in m.content.array_records for m in first)
+    assert all("global" not in m.content.config_records["securefl"] for m in first)
+    assert all("securefl.blobs" not in m.content.array_records for m in first)
+    assert all(m.metadata.message_type == "train" for m in grid.sent)
     assert strategy.run_result is not None and strategy.run_result.epsilon == float("inf")
 
 
@@ -189,3 +196,41 @@ def test_mod_refuses_a_plaintext_train_request(tmp_path: Path) -> None:
         replies = list(grid.send_and_receive(msgs))
     assert len(replies) == 3 and all(r.has_error() for r in replies)
     assert all("plaintext train request refused" in r.error.reason for r in replies)
+
+
+def test_a_node_whose_own_policy_forbids_the_run_refuses_and_both_ledgers_say_so(
+    tmp_path: Path,
+) -> None:
+    """Node 104 allows ε ≤ 1 per run; the run spends up to 8: it refuses before training in
+    both rounds (its own signed ledger and the server's record it) and the others aggregate."""
+    ex = _example()
+    registry, nodes, cfg = _setup(tmp_path, 5, dp="distributed")
+    (tmp_path / "ledgers").mkdir()  # the node's ledger; its signing key lives elsewhere
+    for node, node_cfg in nodes.items():
+        policy = tmp_path / f"policy{node}.toml"
+        eps = 1.0 if node == 104 else 20.0
+        policy.write_text(f'kind = "node"\nmax_epsilon_per_run = {eps}\n')
+        node_cfg.update(
+            {
+                "node-policy": str(policy),
+                "node-ledger": str(tmp_path / "ledgers" / f"{node}.sqlite"),
+                "node-key-dir": str(tmp_path / f"nodekeys{node}"),
+            }
+        )
+    strategy = SecureStrategy(FedAvg(), cfg, registry=registry, stage_timeout=5.0)
+    with InProcessGrid(ex.client_app, nodes) as grid:
+        strategy.start(grid=grid, initial_arrays=ex.initial_arrays(), num_rounds=2)
+    done = _check_ledger_and_epsilon(tmp_path, strategy)
+    assert [p["participant_ids"] for p in done] == [[0, 1, 2, 3]] * 2
+    with Ledger(tmp_path / "run" / "ledger.sqlite") as led:
+        refused = [e for e in led.entries() if e.kind == "node_refusal"]
+    assert [e.round_id for e in refused] == [0, 1]
+    assert all("NodePolicyRefusal" in e.payload["reason"] for e in refused)
+    for node in nodes:
+        with Ledger(tmp_path / "ledgers" / f"{node}.sqlite") as led:
+            assert led.verify().ok
+            kinds = [e.kind for e in led.entries()]
+        if node == 104:
+            assert kinds.count("node_round_refused") == 2 and "node_contribution" not in kinds
+        else:
+            assert kinds.count("node_contribution") == 2
