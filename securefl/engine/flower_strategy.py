@@ -43,7 +43,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from securefl.audit.records import NodeRefusal
-from securefl.engine.flower import POLL_S, from_content, to_content
+from securefl.engine.flower import POLL_S, from_content, to_content, wait_for_nodes
 from securefl.engine.job import check_engine_config, discover_nodes, run_remote_round
 from securefl.engine.server import Transport
 from securefl.engine.wire import BLOBS_RECORD, RECORD
@@ -166,6 +166,10 @@ class SecureStrategy(Strategy):  # type: ignore[misc]
     The run directory is new for each :meth:`start` (a checkpoint there is refused): the inner
     strategy's state is not checkpointed, so a killed run is not resumed by the wrapper.
 
+    ``node_wait_timeout``: how long :meth:`start` waits for all ``n_clients`` nodes to connect.
+    ``transport_of(grid, first_content)`` builds the engine transport (default
+    :class:`TrainTransport`).
+
     ``registry`` maps SecAgg client ids 1..N to their Ed25519 identity keys (the nodes'
     ``identity-key`` files, :func:`securefl.engine.identity.generate_identity`).
     """
@@ -180,6 +184,7 @@ class SecureStrategy(Strategy):  # type: ignore[misc]
         train_timeout: float = 600.0,
         callback: Callback | None = None,
         federated_evaluation: bool = False,
+        node_wait_timeout: float = 60.0,
         transport_of: TransportOf | None = None,
     ) -> None:
         if isinstance(inner, SecureStrategy):
@@ -203,6 +208,7 @@ class SecureStrategy(Strategy):  # type: ignore[misc]
         self.train_timeout = train_timeout
         self.callback = callback
         self.federated_evaluation = federated_evaluation
+        self.node_wait_timeout = node_wait_timeout
         self.transport_of = transport_of or _grid_transport
         self.run_result: RunResult | None = None
         #: per round: what the inner strategy was handed (global + released mean)
@@ -281,6 +287,9 @@ class SecureStrategy(Strategy):  # type: ignore[misc]
             if res is not None:
                 result.evaluate_metrics_serverapp[0] = res
         arrays = initial_arrays
+        # up to node_wait_timeout for every registered node to connect (then go on with those
+        # that did: the sampled ones that are missing drop out of their rounds)
+        wait_for_nodes(grid, self.cfg.n_clients, self.node_wait_timeout)
         node_of = discover_nodes(self.transport_of(grid, None), timeout=self.stage_timeout)
         with Orchestrator(cfg, model, resume=False, callback=self.callback) as orch:
             while (plan := orch.next_round()) is not None:
