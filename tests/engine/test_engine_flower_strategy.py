@@ -234,3 +234,32 @@ def test_a_node_whose_own_policy_forbids_the_run_refuses_and_both_ledgers_say_so
             assert kinds.count("node_round_refused") == 2 and "node_contribution" not in kinds
         else:
             assert kinds.count("node_contribution") == 2
+
+
+def test_nodes_refuse_a_noise_multiplier_weaker_than_the_announced_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server announcing half the noise its recorded DP event assumes: every node's mod
+    recomputes the event from the announced configuration and refuses before training; the
+    round releases nothing and the refusals are in the server's ledger."""
+    import securefl.engine.flower_strategy as fs
+
+    real = fs.run_remote_round
+
+    def weaker(orch: Any, *args: Any, **kw: Any) -> Any:
+        orch.noise_multiplier = orch.backend.noise_multiplier / 2  # the lie in the terms
+        return real(orch, *args, **kw)
+
+    monkeypatch.setattr(fs, "run_remote_round", weaker)
+    ex = _example()
+    registry, nodes, cfg = _setup(tmp_path, 3, dp="distributed")
+    inner = RecordingFedAvg(min_available_nodes=3)
+    strategy = SecureStrategy(inner, cfg, registry=registry, stage_timeout=5.0)
+    with InProcessGrid(ex.client_app, nodes) as grid:
+        result = strategy.start(grid=grid, initial_arrays=ex.initial_arrays(), num_rounds=1)
+    assert not inner.seen and not strategy.released  # nothing released to the inner strategy
+    np.testing.assert_array_equal(_flat(result.arrays), _flat(ex.initial_arrays()))
+    with Ledger(tmp_path / "run" / "ledger.sqlite") as led:
+        assert led.verify().ok
+        refusals = [e.payload["reason"] for e in led.entries() if e.kind == "node_refusal"]
+    assert len(refusals) == 3 and all("DP event" in r for r in refusals)
