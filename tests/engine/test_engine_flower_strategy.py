@@ -150,6 +150,9 @@ def test_inner_fedavg_gets_the_exact_mean_of_the_survivors_without_noise(tmp_pat
     assert all("global" not in m.content.config_records["securefl"] for m in first)
     assert all("securefl.blobs" not in m.content.array_records for m in first)
     assert all(m.metadata.message_type == "train" for m in grid.sent)
+    # FedAvg's output from that one reply is the released model, bit for bit: round 2 trains
+    # from exactly what round 1 released
+    np.testing.assert_array_equal(_flat(first[-1].content["arrays"]), _flat(strategy.released[1]))
     assert strategy.run_result is not None and strategy.run_result.epsilon == float("inf")
 
 
