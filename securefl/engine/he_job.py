@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import time
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
@@ -174,10 +175,7 @@ def answer_upload(node: JobNode, request: Mapping[str, Any]) -> dict[str, Any]:
 
 def plain_wire(delta: Any, weight: float) -> bytes:
     """``PlainAggregator``'s wire: little-endian float32 values, then the float64 weight."""
-    return (
-        np.ascontiguousarray(delta, dtype="<f4").tobytes()
-        + np.float64(weight).astype("<f8").tobytes()
-    )
+    return np.ascontiguousarray(delta, dtype="<f4").tobytes() + struct.pack("<d", weight)
 
 
 # ------------------------------------------------------------------------------ key holder
@@ -295,14 +293,14 @@ class KeyHolderNode:
         job, backend = self._job(text)
         state = self._state()
         run = state.get(job.run_id)
+        if run is not None and job.round_index in run["released"]:
+            raise UnsafeRequestError(f"round {job.round_index} of this run was already released")
         if (
             run is None
             or run["open"] != job.round_index
             or run["terms"] != hashlib.sha256(text.encode()).hexdigest()
         ):
             raise UnsafeRequestError("decrypt request for a round this key holder did not open")
-        if job.round_index in run["released"]:
-            raise UnsafeRequestError(f"round {job.round_index} of this run was already released")
         aggregate = get_field(request, "aggregate", bytes)
         receipts = self._receipts(get_field(request, "receipts", str))
         cfg = job.config
