@@ -82,8 +82,9 @@ def _cluster(
     registry = {u: ident.public for u, ident in ids.items()}
     (tmp / "keyholder").mkdir()
     fp = init_key_holder(tmp / "keyholder" / "ckks.secret")
+    pinned = fp if pin else None
     nodes: dict[int, Any] = {
-        100 + u: JobNode(ident, BuiltinTraining(), registry=registry, key_holder=fp if pin else None)
+        100 + u: JobNode(ident, BuiltinTraining(), registry=registry, key_holder=pinned)
         for u, ident in ids.items()
     }
     nodes[KH] = KeyHolderNode(tmp / "keyholder" / "ckks.secret", registry=registry)
