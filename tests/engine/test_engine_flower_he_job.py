@@ -99,7 +99,7 @@ def test_he_job_on_flower_with_the_key_holder_as_its_own_supernode(tmp_path: Pat
     assert (run / "report.html").exists()
     with Ledger(run / "ledger.sqlite") as led:
         done = [e.payload for e in led.entries() if e.kind == "round_completed"]
-        run_id = next(e.payload for e in led.entries() if e.kind == "run_started")["run_id"]
+        run_id = next(e.run_id for e in led.entries() if e.kind == "run_started")
     assert [r["participants"] for r in done] == [N_CLIENTS, N_CLIENTS]
     for r in done:
         assert r["aggregation"]["key_holder"] == "own node"
