@@ -24,9 +24,9 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -313,7 +313,15 @@ def _client_secagg(msg: Message, context: Context) -> Message:
     return answer(msg, context, node_from_context)
 
 
-def answer(msg: Message, context: Context, make_node: Callable[[Context], SecAggNode]) -> Message:
+class Handler(Protocol):
+    """What :func:`answer` asks: a SecAgg(+) node, a job node or the CKKS key holder."""
+
+    def handle(
+        self, request: Mapping[str, Any], store: MutableMapping[str, Any]
+    ) -> dict[str, Any]: ...
+
+
+def answer(msg: Message, context: Context, make_node: Callable[[Context], Handler]) -> Message:
     """One request to ``make_node(context)``'s node; its round state in ``context.state``."""
     store: dict[str, Any] = {}
     if STATE_RECORD in context.state.config_records:
