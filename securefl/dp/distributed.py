@@ -2,13 +2,14 @@
 
 Kairouz, Liu, Steinke, "The Distributed Discrete Gaussian Mechanism for Federated Learning
 with Secure Aggregation" (ICML 2021), Alg. 1–2. Client: clip to L2 norm c, flatten with a
-randomized Hadamard rotation HD (signs D from shared randomness; pad to a power of 2), scale
-by 1/γ, conditional randomized rounding (retry until ‖rounded‖₂ ≤ Δ₂, §4.1), add its own
-N_Z(0, σ²)^d noise, reduce mod 2^b. The resulting unsigned vector is the input of the secure
-aggregation round (``securefl.secagg.simulate.run_round`` sums mod 2^b), so the server only
-ever sees a sum that already carries the noise of every surviving client. Server: read the
-sum mod 2^b as signed, multiply by γ, undo the rotation, drop the padding, divide by the
-fixed denominator.
+randomized Hadamard rotation HD (signs D from shared randomness; H block-diagonal
+Walsh–Hadamard with power-of-two blocks, d padded only to a multiple of the block: see
+:func:`rotation_block`), scale by 1/γ, conditional randomized rounding (retry until
+‖rounded‖₂ ≤ Δ₂, §4.1), add its own N_Z(0, σ²)^d noise, reduce mod 2^b. The resulting
+unsigned vector is the input of the secure aggregation round
+(``securefl.secagg.simulate.run_round`` sums mod 2^b), so the server only ever sees a sum
+that already carries the noise of every surviving client. Server: read the sum mod 2^b as
+signed, multiply by γ, undo the rotation, drop the padding, divide by the fixed denominator.
 
 Accounting (``DistributedDiscreteGaussianEvent``): the sum of n discrete Gaussians with
 sensitivity Δ₂ (the rounding bound, in grid units) and Δ₁ = min(Δ₂², √d·Δ₂) (integer vectors:
@@ -43,10 +44,32 @@ DEFAULT_BETA = math.exp(-0.5)
 MAX_ROUNDING_TRIES = 1000
 
 
-def padded_dimension(d: int) -> int:
-    """Smallest power of two ≥ d (the Walsh–Hadamard transform needs one)."""
+#: At most this many Hadamard blocks (rounded up) per vector: zero padding < 2·d/MAX_BLOCKS.
+MAX_BLOCKS = 64
+#: Vectors up to this size are one block, padded to the next power of two (KLS as written).
+MIN_BLOCK = 1024
+
+
+def rotation_block(d: int) -> int:
+    """Block size B of the rotation: next power of two ≥ max(⌈d/64⌉, min(d, 1024)).
+
+    H = I_{d'/B} ⊗ H_B is orthonormal like the full transform, so ‖HDx‖₂ = ‖x‖₂ and every
+    privacy bound (Δ₂ enforced by conditional rounding, KLS Thm 1) holds unchanged with d' the
+    encoded length; only the flattening that makes modular wrap rare is weaker: a coordinate
+    is sub-Gaussian with scale ‖x_block‖/√B ≤ ‖x‖/√B instead of ‖x‖/√d' (at most √64 = 8×,
+    which :func:`suggest_bits` budgets for). Padding is < max(1024, 2·d/64) zero coordinates
+    instead of up to d (d = 10^5 → 100,352, was 131,072; 10^7 → 10,223,616, was 16,777,216).
+    """
     d = v.count("dimension", d, minimum=1)
-    return 1 << (d - 1).bit_length()
+    want = max(-(-d // MAX_BLOCKS), min(d, MIN_BLOCK))
+    return 1 << (want - 1).bit_length()
+
+
+def padded_dimension(d: int) -> int:
+    """Encoded length d': d rounded up to a multiple of :func:`rotation_block` (for d ≤ 1024
+    the next power of two, one block)."""
+    block = rotation_block(d)
+    return -(-d // block) * block
 
 
 def rotation_signs(seed: bytes, d_pad: int) -> npt.NDArray[np.float64]:
@@ -57,31 +80,41 @@ def rotation_signs(seed: bytes, d_pad: int) -> npt.NDArray[np.float64]:
     return np.where(bits, -1.0, 1.0)
 
 
-def _fwht(x: FloatVector) -> FloatVector:
-    """Orthonormal fast Walsh–Hadamard transform (its own inverse)."""
-    n = x.shape[0]
-    y = x.astype(np.float64, copy=True)
+def _fwht_(y: FloatVector, block: int) -> FloatVector:
+    """In place: orthonormal Walsh–Hadamard transform of each contiguous ``block`` of ``y``
+    (its own inverse). The butterflies of the full transform stopped at span ``block``."""
+    n = y.shape[0]
+    if block < 1 or block & (block - 1) or n % block:
+        raise InvalidParameterError(
+            f"{block} is not a power of two dividing {n}", parameter="block"
+        )
+    half = np.empty(n // 2, dtype=np.float64)
     h = 1
-    while h < n:
-        y = y.reshape(-1, 2, h)
-        a = y[:, 0, :].copy()
-        y[:, 0, :] += y[:, 1, :]
-        y[:, 1, :] = a - y[:, 1, :]
-        y = y.reshape(n)
+    while h < block:
+        pairs = y.reshape(-1, 2, h)
+        top = half.reshape(-1, h)
+        np.copyto(top, pairs[:, 0, :])
+        pairs[:, 0, :] += pairs[:, 1, :]
+        np.subtract(top, pairs[:, 1, :], out=pairs[:, 1, :])
         h *= 2
-    return y / math.sqrt(n)
+    y *= 1.0 / math.sqrt(block)
+    return y
 
 
-def rotate(x: FloatVector, signs: FloatVector) -> FloatVector:
-    """H·D·x (x zero-padded to len(signs))."""
-    padded = np.zeros(signs.shape[0], dtype=np.float64)
-    padded[: x.shape[0]] = x
-    return _fwht(padded * signs)
+def rotate(x: FloatVector, signs: FloatVector, block: int | None = None) -> FloatVector:
+    """H·D·x with x zero-padded to len(signs) and H block-diagonal with ``block``-sized
+    Walsh–Hadamard blocks (default: one block, the whole padded vector)."""
+    y = np.zeros(signs.shape[0], dtype=np.float64)
+    y[: x.shape[0]] = x
+    y *= signs
+    return _fwht_(y, signs.shape[0] if block is None else block)
 
 
-def unrotate(y: FloatVector, signs: FloatVector, d: int) -> FloatVector:
+def unrotate(y: FloatVector, signs: FloatVector, d: int, block: int | None = None) -> FloatVector:
     """(H·D)⁻¹·y = D·H·y, truncated to the first d coordinates."""
-    return (_fwht(y) * signs)[:d]
+    out = _fwht_(np.array(y, dtype=np.float64), signs.shape[0] if block is None else block)
+    out *= signs
+    return out[:d]
 
 
 @dataclass(frozen=True)
@@ -115,7 +148,12 @@ class DDGaussConfig:
 
     @property
     def padded_dimension(self) -> int:
+        """Encoded length d' (a multiple of :attr:`rotation_block`): what clients mask."""
         return padded_dimension(self.dimension)
+
+    @property
+    def rotation_block(self) -> int:
+        return rotation_block(self.dimension)
 
     @property
     def dtype(self) -> type[np.unsignedinteger[Any]]:
@@ -161,6 +199,7 @@ class DDGaussConfig:
             "mechanism": "ddgauss",
             "dimension": self.dimension,
             "padded_dimension": self.padded_dimension,
+            "rotation_block": self.rotation_block,
             "clip": self.clip,
             "granularity": self.granularity,
             "client_sigma": self.client_sigma,
@@ -244,7 +283,8 @@ def client_encode(
         )
     clipped, _ = clip_l2(x, config.clip)
     signs = rotation_signs(rotation_seed, config.padded_dimension)
-    scaled = rotate(clipped, signs) / config.granularity
+    scaled = rotate(clipped, signs, config.rotation_block)
+    scaled /= config.granularity
     rounded = conditional_round(scaled, config.rounding_bound, rng)
     noisy = rounded + discrete_gaussian(config.padded_dimension, config.client_sigma, rng=rng)
     mask = np.uint64((1 << config.bits) - 1) if config.bits < 64 else np.uint64(2**64 - 1)
@@ -276,7 +316,7 @@ def server_decode(
     denom = (
         config.expected_cohort if denominator is None else v.positive("denominator", denominator)
     )
-    return unrotate(y, signs, config.dimension) / denom
+    return unrotate(y, signs, config.dimension, config.rotation_block) / denom
 
 
 def sum_mod(vectors: list[npt.NDArray[Any]], config: DDGaussConfig) -> npt.NDArray[Any]:
@@ -291,9 +331,11 @@ def sum_mod(vectors: list[npt.NDArray[Any]], config: DDGaussConfig) -> npt.NDArr
 
 def suggest_bits(config_like: DDGaussConfig, n_clients: int, *, tail_sigmas: float = 8.0) -> int:
     """Ring width so a coordinate of the sum of n clients stays within ±2^(b−1) with margin:
-    n·(c/(γ√d)·k... ) — KLS §5: |coord| ≲ k·√(n)·√(c²/(γ²d) + σ²) + n·(tail of rotation)."""
+    n·(c/(γ√d)·k... ) — KLS §5: |coord| ≲ k·√(n)·√(c²/(γ²d) + σ²) + n·(tail of rotation).
+    d is the rotation block B, not d': a block flattens only its own share of the norm, and
+    in the worst case one block holds all of it."""
     n = v.count("n_clients", n_clients, minimum=1)
-    c, g, d = config_like.clip, config_like.granularity, config_like.padded_dimension
+    c, g, d = config_like.clip, config_like.granularity, config_like.rotation_block
     per = math.sqrt(c**2 / (g**2 * d) + config_like.client_sigma**2 + 0.25)
     spread = tail_sigmas * math.sqrt(n) * per + n * tail_sigmas * c / (g * math.sqrt(d))
     return min(64, max(2, math.ceil(math.log2(spread + 1)) + 2))
