@@ -42,6 +42,8 @@ IntVector = npt.NDArray[np.int64]
 #: KLS §4.1 default: the conditional rounding succeeds with probability ≥ 1 − β.
 DEFAULT_BETA = math.exp(-0.5)
 MAX_ROUNDING_TRIES = 1000
+#: Coordinates per chunk of the rounding's uniforms (bounds the temporaries, stays in cache).
+_CHUNK = 1 << 16
 
 
 #: At most this many Hadamard blocks (rounded up) per vector: zero padding < 2·d/MAX_BLOCKS.
@@ -74,10 +76,14 @@ def padded_dimension(d: int) -> int:
 
 def rotation_signs(seed: bytes, d_pad: int) -> npt.NDArray[np.float64]:
     """±1 diagonal D from a 32-byte shared seed (AES-CTR keystream; public to all parties)."""
+    return np.where(_rotation_bits(seed, d_pad), -1.0, 1.0)
+
+
+def _rotation_bits(seed: bytes, d_pad: int) -> npt.NDArray[np.bool_]:
+    """Where D is −1 (one byte per coordinate instead of a float)."""
     if not isinstance(seed, bytes) or len(seed) != 32:
         raise InvalidParameterError("must be 32 bytes", parameter="rotation_seed")
-    bits = CryptoRandom(seed).bits(d_pad)
-    return np.where(bits, -1.0, 1.0)
+    return CryptoRandom(seed).bits(d_pad)
 
 
 def _fwht_(y: FloatVector, block: int) -> FloatVector:
@@ -97,7 +103,7 @@ def _fwht_(y: FloatVector, block: int) -> FloatVector:
         pairs[:, 0, :] += pairs[:, 1, :]
         np.subtract(top, pairs[:, 1, :], out=pairs[:, 1, :])
         h *= 2
-    y *= 1.0 / math.sqrt(block)
+    y /= math.sqrt(block)
     return y
 
 
@@ -256,13 +262,28 @@ def conditional_round(
     x: FloatVector, bound: float, rng: CryptoRandom, *, max_tries: int = MAX_ROUNDING_TRIES
 ) -> IntVector:
     """Randomized rounding (up w.p. the fractional part), retried until ‖result‖₂ ≤ bound."""
+    return _conditional_round_(np.array(x, dtype=np.float64), bound, rng, max_tries=max_tries)
+
+
+def _conditional_round_(
+    x: FloatVector, bound: float, rng: CryptoRandom, *, max_tries: int = MAX_ROUNDING_TRIES
+) -> IntVector:
+    """:func:`conditional_round` that overwrites ``x`` with its fractional part: three d-vectors
+    live (floor, fraction, result) and the uniforms are drawn in chunks (the keystream is read
+    in the same order whatever the chunking, so the result is that of one d-sized draw)."""
+    n = x.shape[0]
     floor = np.floor(x)
-    frac = x - floor
-    base = floor.astype(np.int64)
+    frac = np.subtract(x, floor, out=x)
+    z = np.empty(n, dtype=np.int64)
     for _ in range(max_tries):
-        u = (rng.uint64(x.shape[0]) >> np.uint64(11)).astype(np.float64) * 2.0**-53
-        z = base + (u < frac).astype(np.int64)
-        if float(np.sqrt(np.dot(z.astype(np.float64), z.astype(np.float64)))) <= bound:
+        square = 0.0
+        for start in range(0, n, _CHUNK):
+            stop = min(n, start + _CHUNK)
+            u = (rng.uint64(stop - start) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+            part = floor[start:stop] + (u < frac[start:stop])
+            square += float(np.dot(part, part))
+            z[start:stop] = part
+        if math.sqrt(square) <= bound:
             return z
     raise AbortError(f"conditional rounding failed {max_tries} times (bound {bound:.4g})")
 
@@ -274,7 +295,11 @@ def client_encode(
     rotation_seed: bytes,
     rng: CryptoRandom | None = None,
 ) -> npt.NDArray[np.unsignedinteger[Any]]:
-    """One client's noisy, rotated, rounded vector mod 2^b: the secure-aggregation input."""
+    """One client's noisy, rotated, rounded vector mod 2^b: the secure-aggregation input.
+
+    Works in place on one padded float vector (signs as bits, not floats): about 4 d'-sized
+    words live at the peak (fraction, floor, rounded, noise) besides the caller's update.
+    """
     rng = rng or CryptoRandom()
     x = np.asarray(update, dtype=np.float64)
     if x.shape != (config.dimension,):
@@ -282,14 +307,21 @@ def client_encode(
             f"expected shape ({config.dimension},), got {x.shape}", parameter="update"
         )
     clipped, _ = clip_l2(x, config.clip)
-    signs = rotation_signs(rotation_seed, config.padded_dimension)
-    scaled = rotate(clipped, signs, config.rotation_block)
-    scaled /= config.granularity
-    rounded = conditional_round(scaled, config.rounding_bound, rng)
-    noisy = rounded + discrete_gaussian(config.padded_dimension, config.client_sigma, rng=rng)
-    mask = np.uint64((1 << config.bits) - 1) if config.bits < 64 else np.uint64(2**64 - 1)
-    wrapped = noisy.view(np.uint64) & mask  # two's complement, then mod 2^b
-    return wrapped.astype(config.dtype)
+    y = np.zeros(config.padded_dimension, dtype=np.float64)
+    y[: config.dimension] = clipped
+    del clipped
+    negate = _rotation_bits(rotation_seed, config.padded_dimension)
+    np.negative(y, out=y, where=negate)  # D·x
+    del negate
+    _fwht_(y, config.rotation_block)  # H·D·x
+    y /= config.granularity
+    noisy = _conditional_round_(y, config.rounding_bound, rng)
+    del y
+    noisy += discrete_gaussian(config.padded_dimension, config.client_sigma, rng=rng)
+    wrapped = noisy.view(np.uint64)  # two's complement, then mod 2^b
+    if config.bits < 64:
+        wrapped &= np.uint64((1 << config.bits) - 1)
+    return wrapped.astype(config.dtype, copy=False)
 
 
 def server_decode(
@@ -305,18 +337,20 @@ def server_decode(
         raise InvalidParameterError(
             f"expected unsigned shape ({config.padded_dimension},)", parameter="total"
         )
-    u = arr.astype(np.uint64)
-    if config.bits < 64:
-        half = np.uint64(1 << (config.bits - 1))
-        signed = (u ^ half).astype(np.int64) - np.int64(1 << (config.bits - 1))
-    else:
-        signed = u.view(np.int64)
-    signs = rotation_signs(rotation_seed, config.padded_dimension)
-    y = signed.astype(np.float64) * config.granularity
     denom = (
         config.expected_cohort if denominator is None else v.positive("denominator", denominator)
     )
-    return unrotate(y, signs, config.dimension, config.rotation_block) / denom
+    signed = arr.astype(np.uint64).view(np.int64)
+    if config.bits < 64:  # the b-bit two's complement value: (u XOR 2^(b−1)) − 2^(b−1)
+        half = np.int64(1 << (config.bits - 1))
+        signed ^= half
+        signed -= half
+    y = signed.astype(np.float64)
+    del signed
+    y *= config.granularity
+    _fwht_(y, config.rotation_block)  # H is its own inverse
+    np.negative(y, out=y, where=_rotation_bits(rotation_seed, config.padded_dimension))
+    return y[: config.dimension] / denom
 
 
 def sum_mod(vectors: list[npt.NDArray[Any]], config: DDGaussConfig) -> npt.NDArray[Any]:
