@@ -10,7 +10,8 @@ length and the zero pad bits has checked every value's range; there is exactly o
 of every vector (the canonical-form property the wire tests rely on).
 
 Both directions are vectorised (``numpy.unpackbits``/``packbits`` on the ``⌈b/8⌉`` low bytes
-of each word; byte-aligned widths are a plain byte slice) and run in chunks of
+of each word; byte-aligned widths are a plain byte slice; unpacking b ≤ 57 reads each value
+from an 8-byte window at its first byte) and run in chunks of
 :data:`CHUNK` values, so the extra memory is O(chunk) beyond the input and output arrays.
 """
 
@@ -113,6 +114,15 @@ def unpack_bits(
         part = raw[start * bits // 8 : packed_size(stop, bits)]
         if bits % 8 == 0:
             lanes[start:stop, :width] = part.reshape(-1, width)
+        elif bits <= 57:  # an 8-byte window at each value's first byte holds all its bits
+            window = np.zeros(part.shape[0] + 8, dtype=np.uint8)
+            window[: part.shape[0]] = part
+            at = np.arange(stop - start, dtype=np.int64) * bits
+            rows = np.lib.stride_tricks.as_strided(window, (part.shape[0], 8), (1, 1))[at >> 3]
+            words = np.ascontiguousarray(rows).view("<u8").reshape(-1)
+            words >>= (at & 7).astype(np.uint64)
+            words &= np.uint64((1 << bits) - 1)
+            out[start:stop] = words
         else:
             stream = np.unpackbits(part, bitorder="little", count=(stop - start) * bits)
             fields = stream.reshape(-1, bits)
