@@ -127,8 +127,11 @@ class Round:
         privacy = fed.privacy
         if isinstance(privacy, LocalDPSGD):
             self._check_dp_sgd(client, num_examples)
-        if fed.cfg.client_level_dp:
-            flat, _ = clip_l2(flat, fed.cfg.clip)
+        indicator: int | None = None
+        if fed.cfg.client_level_dp:  # this round's clip (adaptive clipping announces it)
+            clip = self._plan.clip if self._plan.clip is not None else fed.cfg.clip
+            flat, norm = clip_l2(flat, clip)
+            indicator = int(norm <= clip)
         self._updates[client] = ClientUpdate(
             client_id=client,
             round_index=self.index,
@@ -137,6 +140,7 @@ class Round:
             num_examples=int(num_examples),
             train_loss=float(train_loss),
             local_steps=0,
+            clip_indicator=indicator,
         )
 
     def _check_dp_sgd(self, client: int, num_examples: int) -> None:
