@@ -77,6 +77,14 @@ class Round:
         self.index = plan.index
         self.cohort: tuple[int, ...] = plan.cohort
         self.state: dict[str, Any] = fed.layout.unflatten(plan.global_flat)
+        #: This round's client-level clip (adaptive clipping moves it; else the fixed clip).
+        self.clip: float | None = (
+            plan.clip
+            if plan.clip is not None
+            else fed.cfg.clip
+            if fed.cfg.client_level_dp
+            else None
+        )
 
     def make_private(self, client: int, module: Any, optimizer: Any, data_loader: Any) -> Any:
         """Wrap a client's torch objects for DP-SGD (Opacus); returns the session whose

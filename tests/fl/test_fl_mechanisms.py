@@ -459,3 +459,46 @@ def test_adaptive_loop_refuses_a_missing_bit_or_an_overlong_update() -> None:
     assert info.value.parameter == "delta"
     v = loop.encode(0, np.array([0.3, 0.0, 0.0]), 1)
     assert float(np.linalg.norm(v)) <= loop.c_joint + 1e-12
+
+
+# ------------------------------------------------------------------ public API
+
+
+def test_federation_api_runs_adaptive_clipping_and_dp_ftrl(tmp_path: Path) -> None:
+    from securefl.api import DPFTRL, AdaptiveClip, CentralDP, Federation, Plain, Poisson
+    from securefl.audit.ledger import verify_ledger
+
+    rng = np.random.default_rng(1)
+    for name, privacy in (
+        (
+            "adaptive",
+            CentralDP(
+                clip=1.0,
+                noise_multiplier=2.0,
+                adaptive_clip=AdaptiveClip(target_quantile=0.9, count_noise_std=2.0),
+            ),
+        ),
+        ("ftrl", CentralDP(clip=1.0, noise_multiplier=3.0, ftrl=DPFTRL(max_participations=3))),
+    ):
+        fed = Federation(
+            population=8,
+            rounds=3,
+            run_dir=tmp_path / name,
+            aggregation=Plain(),
+            privacy=privacy,
+            sampling=Poisson(1.0),
+            allow_large_delta=True,
+        )
+        clips = []
+        for rnd in fed.rounds({"w": np.zeros(4)}):
+            clips.append(rnd.clip)
+            for c in rnd.cohort:
+                rnd.submit(c, {"w": rng.standard_normal(4) * 3.0})
+            rnd.finish()
+        assert fed.result is not None and fed.result.rounds_completed == 3
+        assert verify_ledger(tmp_path / name / "ledger.sqlite").ok
+        if name == "adaptive":
+            assert clips[0] == 1.0 and clips[1] != clips[0]  # all clipped: the clip grows
+            assert fed.cfg.clip_mode == "adaptive"
+        else:
+            assert clips == [1.0, 1.0, 1.0] and fed.cfg.mechanism == "ftrl"
