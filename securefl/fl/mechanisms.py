@@ -21,9 +21,10 @@ sums. No sampling amplification is claimed: the cohort drawn by the keyed coins 
 to the clients the declared schedule allows (at most ``ftrl_max_participations`` rounds, any
 two at least ``ftrl_min_separation`` apart), and the bound holds for every pattern the
 schedule allows. Accounting (zCDP, RDP accountant only): after t tree rounds the release is
-ρ_t-zCDP with ρ_t = Δ²·S_t/(2σ²), S_t = :func:`securefl.dp.ftrl.max_node_load`; round t
-records a discrete Gaussian event of sensitivity Δ·√(S_t − S_{t−1}) (NoOp when S does not
-grow), so the composition of the recorded events after every round equals ρ_t exactly.
+ρ_t-zCDP with ρ_t = Δ²·S_t/(2σ²), S_t = :func:`securefl.dp.ftrl.max_node_load` (each node a
+discrete Gaussian, CKS 2020 Thm 14; zCDP composes additively); round t records
+``zcdp(ρ_t − ρ_{t−1})`` (NoOp when S does not grow), so the composition of the recorded
+events after every round equals ρ_t exactly.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from securefl.dp.events import DiscreteGaussianEvent, DpEvent, NoOpEvent
+from securefl.dp.events import DpEvent, NoOpEvent, ZCDPEvent
 from securefl.errors import ConfigurationError
 from securefl.fl import privacy
 from securefl.fl.config import RunConfig
@@ -209,15 +210,19 @@ def ftrl_config(cfg: RunConfig, noise_multiplier: float) -> Any:
 
 
 def ftrl_round_event(config: Any, dimension: int, t: int) -> DpEvent:
-    """Event recorded for tree round t ≥ 1: sensitivity Δ·√(S_t − S_{t−1}) (see module doc)."""
+    """Event recorded for tree round t ≥ 1: the growth ρ_t − ρ_{t−1} of the release's zCDP
+    bound, ρ_t = Δ²·S_t/(2σ²) (see module doc); ``noop`` when S does not grow.
+
+    A zCDP event, not a per-round Gaussian: round t's own node may cost more than the growth
+    for a given participation pattern; only the sums over rounds 1..t are bounds. RDP
+    composes them additively (exact); PLD/PRV do not support them, so no accountant can
+    treat an increment as a dominating pair of its own round."""
     grow = config.node_load(t) - config.node_load(t - 1)
     if grow <= 0:
         return NoOpEvent()
-    return DiscreteGaussianEvent(
-        sigma=float(config.grid_sigma(dimension)),
-        l2_sensitivity=config.grid_sensitivity(dimension) * math.sqrt(grow),
-        dimension=dimension,
-    )
+    sigma = float(config.grid_sigma(dimension))
+    sens = config.grid_sensitivity(dimension)
+    return ZCDPEvent(rho=sens * sens * grow / (2.0 * sigma * sigma))
 
 
 def ftrl_events(config: Any, dimension: int, rounds: int) -> list[DpEvent]:
@@ -292,6 +297,22 @@ class FtrlLoop:
     def round_event(self) -> DpEvent:
         return ftrl_round_event(self.config, self.dimension, self.rounds + 1)
 
+    def round_record(self, *, released: bool) -> dict[str, Any]:
+        """What ``round_completed`` records of the tree round just closed (public)."""
+        t = self.rounds
+        return {
+            "tree_round": t,
+            "node": list(self._node(t)),
+            "node_load": self.config.node_load(t),
+            "grid_sigma": self.config.grid_sigma(self.dimension),
+            "grid_sensitivity": self.config.grid_sensitivity(self.dimension),
+            "released": released,
+        }
+
+    @staticmethod
+    def _node(t: int) -> tuple[int, int]:
+        return (t - (t & -t) + 1, t)
+
     def eligible(self, cohort: Iterable[int]) -> list[int]:
         """The drawn clients the schedule allows this round (the rest sit it out)."""
         return [c for c in cohort if self.server.eligible(c)]
@@ -330,7 +351,7 @@ class FtrlLoop:
                 "assumption": "each client's updates enter at most max_participations rounds, "
                 "any two at least min_separation apart (KMSTTX 2021 §4, Thm 4.1); enforced",
             },
-            accounting="zCDP: ρ_t = Δ²·S_t/(2σ²), per-round events of sensitivity "
-            "Δ·√(S_t − S_{t−1}) compose to it exactly (RDP accountant)",
+            accounting="zCDP: ρ_t = Δ²·S_t/(2σ²) after t tree rounds; round t records "
+            "zcdp(ρ_t − ρ_{t−1}), which compose to it exactly (RDP accountant only)",
         )
         return out

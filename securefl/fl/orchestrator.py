@@ -572,11 +572,7 @@ class Orchestrator:
                 () if outcome is None else sorted(outcome.survivors),
             )
             noise_s = time.perf_counter() - t_noise
-            mech_record["dp_ftrl"] = {
-                "tree_round": self.ftrl.rounds,
-                "node_load": self.ftrl.config.node_load(self.ftrl.rounds),
-                "released": mean is not None,
-            }
+            mech_record["dp_ftrl"] = self.ftrl.round_record(released=mean is not None)
         else:
             mean, noise_s = self.backend.release_mean(outcome, cfg)
         if self.adaptive is not None:

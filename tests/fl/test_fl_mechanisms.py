@@ -5,6 +5,7 @@ runs of every supported combination with ledger verification, FTRL resume, quant
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,6 @@ from securefl.audit.ledger import Ledger
 from securefl.dp.accounting import get_accountant
 from securefl.dp.events import (
     ComposedEvent,
-    DiscreteGaussianEvent,
     GaussianEvent,
     NoOpEvent,
     ZCDPEvent,
@@ -253,12 +253,13 @@ def test_ftrl_increments_never_undercount(rounds: int, k: int, b: int) -> None:
         clip=1.0, noise_multiplier=1.0, expected_cohort=4, min_separation=b, max_participations=k
     )
     events = ftrl_events(conf, 3, rounds)
-    unit = conf.grid_sensitivity(3) ** 2
+    unit = conf.grid_sensitivity(3) ** 2 / (2.0 * conf.grid_sigma(3) ** 2)
     total = 0.0
     for t, e in enumerate(events, start=1):
-        if isinstance(e, DiscreteGaussianEvent):
-            total += e.l2_sensitivity**2 / unit
-        assert total >= conf.node_load(t) - 1e-9
+        assert isinstance(e, ZCDPEvent | NoOpEvent)
+        if isinstance(e, ZCDPEvent):
+            total += e.rho / unit
+        assert total >= conf.node_load(t) * (1 - 1e-12)
 
 
 # ------------------------------------------------------------------------- loop runs
@@ -306,6 +307,9 @@ def test_ftrl_end_to_end(tmp_path: Path, aggregation: str) -> None:
     assert events == [e.to_dict() for e in ftrl_events(conf, 1168, 3)]
     acc = get_accountant("rdp", neighboring="add_remove")
     assert res.epsilon == pytest.approx(acc.epsilon(conf.event(3, 1168), cfg.delta), rel=1e-9)
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["guarantee"]["epsilon"]["rdp"] == pytest.approx(res.epsilon, rel=1e-12)
+    assert report["guarantee"]["epsilon"]["pld"] is None  # increments are not PLD pairs
 
 
 class _Crash(Exception):
