@@ -506,3 +506,42 @@ def test_federation_api_runs_adaptive_clipping_and_dp_ftrl(tmp_path: Path) -> No
             assert fed.cfg.clip_mode == "adaptive"
         else:
             assert clips == [1.0, 1.0, 1.0] and fed.cfg.mechanism == "ftrl"
+
+
+def test_adaptive_clip_survives_resume(tmp_path: Path) -> None:
+    """The clip is checkpointed with the round that produced it: a resumed run announces
+    exactly the next_clip its last completed round recorded."""
+    d = 4
+    cfg = RunConfig(
+        **{
+            **TINY,
+            **ADAPTIVE,
+            "aggregation": "plain",
+            "dp": "central",
+            "rounds": 2,
+            "out": str(tmp_path / "r"),
+        }
+    )
+    layout = TensorLayout.from_tensors({"w": np.zeros(d)})
+    model = ModelInfo(layout, np.zeros(d), {"name": "synthetic"})
+
+    def run(c: RunConfig) -> list[dict[str, Any]]:
+        with Orchestrator(c, model) as orch:
+            while (plan := orch.next_round()) is not None:
+                assert plan.clip is not None
+                ups = {
+                    i: ClientUpdate(
+                        i, plan.index, layout.digest(), np.full(d, plan.clip / 2), 1, 0.0, 1, 1
+                    )
+                    for i in plan.cohort
+                }
+                orch.complete_round(plan, ups)
+            return [dict(m["adaptive_clip"]) for m in orch.metrics]
+
+    first = run(cfg)
+    assert len(first) == 2
+    more = run(cfg.replace(rounds=3))
+    assert more[2]["clip"] == first[1]["next_clip"]
+    ck = ckpt_mod.load(tmp_path / "r")
+    assert ck is not None and ck.mechanism_state is not None
+    assert ck.mechanism_state["adaptive_clip"] == more[2]["next_clip"]
