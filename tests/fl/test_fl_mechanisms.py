@@ -373,7 +373,9 @@ def test_ftrl_resume_without_the_secret_tree_state_is_refused(tmp_path: Path) ->
     }
     cfg = _cfg(tmp_path / "run", **kw)
     res = run_simulation(cfg)
-    for f in (tmp_path / "keys").glob("*.ftrl.*.json"):
+    states = list((tmp_path / "keys").glob("*.ftrl.*.json"))
+    assert states and all(f.stat().st_mode & 0o077 == 0 for f in states)  # owner-only
+    for f in states:
         f.unlink()
     with pytest.raises(ResumeError):
         run_simulation(cfg.replace(rounds=2))
