@@ -182,6 +182,10 @@ def check_engine_config(cfg: RunConfig) -> None:
             "the canary audit needs the simulated population; run it with securefl simulate",
             parameter="audit_canaries",
         )
+    if cfg.clip_mode != "fixed" or cfg.mechanism != "fedavg":  # adaptive clip / DP-FTRL
+        raise UnsupportedCombinationError(
+            "run adaptive clipping / DP-FTRL with securefl simulate", parameter="mechanism"
+        )
 
 
 def job_backend(

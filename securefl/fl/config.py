@@ -27,12 +27,16 @@ DpMode = Literal["auto", "none", "central", "distributed", "local"]
 Sampling = Literal["poisson", "fixed"]
 AccountantName = Literal["rdp", "pld", "prv"]
 SecAggModel = Literal["semi-honest", "semi-malicious"]
+ClipMode = Literal["fixed", "adaptive"]
+Mechanism = Literal["fedavg", "ftrl"]
 
 AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 DP_MODES: tuple[str, ...] = get_args(DpMode)
 SAMPLINGS: tuple[str, ...] = get_args(Sampling)
 ACCOUNTANTS: tuple[str, ...] = get_args(AccountantName)
 SECAGG_MODELS: tuple[str, ...] = get_args(SecAggModel)
+CLIP_MODES: tuple[str, ...] = get_args(ClipMode)
+MECHANISMS: tuple[str, ...] = get_args(Mechanism)
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,22 @@ class RunConfig:
     # clients, each included with a secret fair coin; 0 = no audit. Client-level DP or none.
     audit_canaries: int = 0
     accountant: AccountantName = "rdp"
+    # Client-level clip: "fixed" (= clip every round) or "adaptive" (Andrew et al. 2021): the
+    # clip tracks the clip_target_quantile of update norms, starting at `clip`, stepping
+    # geometrically with clip_lr from a noised count of clipped-indicator bits (σ_b =
+    # clip_count_noise_std, None: expected cohort / 20) sent inside the secure sum
+    # (securefl.fl.mechanisms, protocols/fl.md "Adaptive clipping").
+    clip_mode: ClipMode = "fixed"
+    clip_target_quantile: float = 0.5
+    clip_lr: float = 0.2
+    clip_count_noise_std: float | None = None
+    # Release mechanism of client-level central DP: "fedavg" (noise on each round's sum,
+    # amplified by sampling) or "ftrl" (DP-FTRL, tree-aggregated noise on prefix sums, no
+    # sampling amplification: Kairouz et al. 2021). FTRL's participation schedule: each client
+    # at most ftrl_max_participations rounds, any two at least ftrl_min_separation apart.
+    mechanism: Mechanism = "fedavg"
+    ftrl_max_participations: int = 1
+    ftrl_min_separation: int = 1
     epsilon_budget: float | None = None  # None = target_epsilon when DP is on, else no budget
     policy: str | None = None  # path of an audit BudgetPolicy (TOML/JSON); overrides the above
     # --- outputs ---------------------------------------------------------------------------
@@ -184,6 +204,13 @@ _ADDED_LATER: dict[str, Any] = {
     "audit_canaries": 0,
     "server_optimizer": "fedavg",
     "server_momentum": 0.9,
+    "clip_mode": "fixed",
+    "clip_target_quantile": 0.5,
+    "clip_lr": 0.2,
+    "clip_count_noise_std": None,
+    "mechanism": "fedavg",
+    "ftrl_max_participations": 1,
+    "ftrl_min_separation": 1,
 }
 
 
@@ -227,6 +254,8 @@ def validate(cfg: RunConfig) -> None:
         "local_epochs",
         "batch_size",
         "eval_every",
+        "ftrl_max_participations",
+        "ftrl_min_separation",
     ):
         value = getattr(cfg, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -276,6 +305,8 @@ def validate(cfg: RunConfig) -> None:
         ("sampling", SAMPLINGS),
         ("accountant", ACCOUNTANTS),
         ("secagg_model", SECAGG_MODELS),
+        ("clip_mode", CLIP_MODES),
+        ("mechanism", MECHANISMS),
     ):
         if getattr(cfg, name) not in allowed:
             raise ConfigurationError(
@@ -300,6 +331,12 @@ def validate(cfg: RunConfig) -> None:
         )
     if cfg.epsilon_budget is not None:
         _positive(cfg, "epsilon_budget")
+    _positive(cfg, "clip_lr")
+    q = cfg.clip_target_quantile
+    if not (isinstance(q, int | float) and 0.0 < q < 1.0):
+        raise ConfigurationError(f"must lie in (0, 1), got {q!r}", parameter="clip_target_quantile")
+    if cfg.clip_count_noise_std is not None:
+        _positive(cfg, "clip_count_noise_std")
     m = cfg.audit_canaries
     if not isinstance(m, int) or isinstance(m, bool) or not (m == 0 or 4 <= m <= 100_000):
         raise ConfigurationError(
@@ -351,10 +388,66 @@ def check_combination(cfg: RunConfig) -> None:
         raise UnsupportedCombinationError(
             "noise_multiplier given but dp = 'none'", parameter="noise_multiplier"
         )
+    check_mechanism(cfg)
     if cfg.aggregation == "secagg+" and cfg.n_clients < 3:
         raise UnsupportedCombinationError(
             "secagg+ needs at least 3 clients for a neighbour graph", parameter="n_clients"
         )
+
+
+def check_mechanism(cfg: RunConfig) -> None:
+    """Refuse adaptive clipping / DP-FTRL where they are not implemented, saying why.
+
+    - Both need client-level DP (``central`` or, for adaptive clipping, ``distributed``): the
+      clip and the tree noise protect one client's updates.
+    - Adaptive clipping sends the clipped-indicator bit as one extra coordinate of the
+      secure sum, noised jointly with the update (central: plain, SecAgg(+), CKKS key holder;
+      distributed: DDGauss in the SecAgg(+) ring). It is not combined with DP-FTRL, nor with
+      the canary audit (canaries are clipped to the fixed clip).
+    - DP-FTRL adds its noise where one party holds the tree's secret state: the server after
+      plain or SecAgg(+) aggregation. Under CKKS that party would be the key holder, which
+      has no tree hook yet; distributed tree noise is not implemented either. Its accounting
+      is zCDP, so it runs with the RDP accountant only.
+    """
+    if cfg.clip_mode == "adaptive":
+        if not cfg.client_level_dp:
+            raise UnsupportedCombinationError(
+                f"adaptive clipping needs client-level DP (central or distributed), not "
+                f"dp = {cfg.dp!r}",
+                parameter="clip_mode",
+            )
+        if cfg.mechanism != "fedavg":
+            raise UnsupportedCombinationError(
+                "adaptive clipping with DP-FTRL is not implemented", parameter="clip_mode"
+            )
+        if cfg.audit_canaries:
+            raise UnsupportedCombinationError(
+                "the canary audit clips canaries to the fixed clip; use clip_mode = 'fixed'",
+                parameter="clip_mode",
+            )
+    if cfg.mechanism == "ftrl":
+        if cfg.dp != "central":
+            raise UnsupportedCombinationError(
+                f"DP-FTRL needs central noise (dp = 'central'), not dp = {cfg.dp!r}: "
+                "distributed tree noise is not implemented",
+                parameter="mechanism",
+            )
+        if cfg.aggregation == "he":
+            raise UnsupportedCombinationError(
+                "DP-FTRL under CKKS would need the key holder to keep the tree state; not "
+                "implemented (use plain or secagg/secagg+ with dp = 'central')",
+                parameter="mechanism",
+            )
+        if cfg.audit_canaries:
+            raise UnsupportedCombinationError(
+                "the canary audit is not wired into DP-FTRL", parameter="mechanism"
+            )
+        if cfg.accountant != "rdp":
+            raise UnsupportedCombinationError(
+                "DP-FTRL is accounted in zCDP (per-round increments of the tree's ρ), which "
+                f"the RDP accountant composes exactly; not with accountant {cfg.accountant!r}",
+                parameter="accountant",
+            )
 
 
 def from_mapping(values: Mapping[str, Any]) -> RunConfig:
@@ -392,6 +485,9 @@ def from_mapping(values: Mapping[str, Any]) -> RunConfig:
         "noise_multiplier",
         "epsilon_budget",
         "update_bound",
+        "clip_target_quantile",
+        "clip_lr",
+        "clip_count_noise_std",
     ):
         if isinstance(flat.get(key), int) and not isinstance(flat.get(key), bool):
             flat[key] = float(flat[key])
