@@ -141,6 +141,11 @@ def securefl_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
 
     def make_node(ctx: Context) -> JobNode:
         node = job_node_from_context(ctx)
+        if not isinstance(node, JobNode):
+            raise ConfigurationError(
+                "a CKKS key-holder node does not train: securefl_mod runs on client nodes",
+                parameter="role",
+            )
         node.training = AppTraining(msg, ctx, call_next)
         return node
 
