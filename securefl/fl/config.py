@@ -420,6 +420,13 @@ def load(path: str | Path, **overrides: Any) -> RunConfig:
     run = values.get("run", values)
     if not isinstance(run, Mapping):
         raise ConfigurationError("[run] must be a table", parameter="run")
-    merged = dict(run)
+    # Flatten the file's sections first: a flag named like a section (``rounds``, ``model``,
+    # ``data``) overrides that field, not the whole section.
+    merged: dict[str, Any] = {}
+    for key, value in run.items():
+        if isinstance(value, Mapping) and key != "extra":
+            merged.update(value)
+        else:
+            merged[key] = value
     merged.update({k: v for k, v in overrides.items() if v is not None})
     return from_mapping(merged)
