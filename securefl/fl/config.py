@@ -43,9 +43,10 @@ MECHANISMS: tuple[str, ...] = get_args(Mechanism)
 class RunConfig:
     """All knobs of one simulated federated LoRA fine-tuning run.
 
-    Defaults give the README's main job: MiniLM + LoRA, 160 clients (≈32 per round), SecAgg+ with
-    client-level distributed DP (the discrete Gaussian added by the clients inside the masking
-    ring, Kairouz, Liu, Steinke 2021) at ε = 8, δ = 1e-5, 10 rounds.
+    Defaults are the cross-device regime (``cross_device.toml``): MiniLM + LoRA, 160 clients
+    (≈32 per round), SecAgg+ with client-level distributed DP (the discrete Gaussian added by
+    the clients inside the masking ring, Kairouz, Liu, Steinke 2021) at ε = 8, δ = 1e-5, 10
+    rounds. The README's main job is :data:`MAIN_JOB` (cross-silo, example-level DP-SGD).
 
     ``dp = "auto"`` (the default) resolves when the config is built, so the recorded config
     names the mode that ran: with masking secure aggregation it is ``distributed`` — no single
@@ -198,6 +199,8 @@ def server_optimizer_of(cfg: RunConfig) -> ServerOptimizer:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+#: What the bare ``securefl simulate`` runs (the README's main job).
+MAIN_JOB = Path(__file__).with_name("default.toml")
 # Fields added after run directories existed: at their defaults they leave the digest as it
 # was, so a run started by an earlier version still resumes.
 _ADDED_LATER: dict[str, Any] = {
@@ -223,8 +226,11 @@ def default_dp_mode(aggregation: str) -> str:
 
 
 def noiseless_sum_seen_by(cfg: RunConfig) -> list[str]:
-    """Which parties hold the un-noised aggregate (or more) under ``cfg`` — for the ledger."""
-    if cfg.dp == "distributed":
+    """Which parties hold the un-noised aggregate (or more) under ``cfg`` — for the ledger.
+
+    Local DP-SGD noises every update inside its site before it leaves: nobody else holds a
+    noiseless one (or their sum)."""
+    if cfg.dp in ("distributed", "local"):
         return []
     if cfg.aggregation == "plain":
         return ["server"]  # it sees every (clipped) update, hence their sum too
@@ -510,6 +516,13 @@ def load(path: str | Path, **overrides: Any) -> RunConfig:
     run = values.get("run", values)
     if not isinstance(run, Mapping):
         raise ConfigurationError("[run] must be a table", parameter="run")
-    merged = dict(run)
+    # Flatten the file's sections first: a flag named like a section (``rounds``, ``model``,
+    # ``data``) overrides that field, not the whole section.
+    merged: dict[str, Any] = {}
+    for key, value in run.items():
+        if isinstance(value, Mapping) and key != "extra":
+            merged.update(value)
+        else:
+            merged[key] = value
     merged.update({k: v for k, v in overrides.items() if v is not None})
     return from_mapping(merged)

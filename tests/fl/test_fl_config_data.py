@@ -42,10 +42,11 @@ def test_toml_load_with_sections_and_overrides(tmp_path: Path) -> None:
     assert cfg.effective_budget is None
 
 
-def test_shipped_default_toml_matches_defaults() -> None:
+def test_shipped_cross_device_toml_matches_defaults() -> None:
+    """RunConfig() is the cross-device regime; its file says so (the main job is another)."""
     import securefl.fl
 
-    path = Path(securefl.fl.__file__).with_name("default.toml")
+    path = Path(securefl.fl.__file__).with_name("cross_device.toml")
     assert load(path).digest() == RunConfig().digest()
 
 

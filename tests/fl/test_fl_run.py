@@ -194,6 +194,8 @@ def test_cli_simulate_writes_the_run_directory(tmp_path: Path) -> None:
         app,
         [
             "simulate",
+            "--config",  # the canary audit needs client-level DP: not the main job's regime
+            str(Path(__file__).parents[2] / "securefl" / "fl" / "cross_device.toml"),
             "--model",
             "tiny",
             "--rounds",
