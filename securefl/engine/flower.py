@@ -151,17 +151,24 @@ class FlowerTransport:
     def node_ids(self) -> list[int]:
         return sorted(int(n) for n in self.grid.get_node_ids())
 
+    def message(
+        self, node: int, request: Mapping[str, Any], *, timeout: float, round_index: int
+    ) -> Message:
+        """The Flower message carrying ``request`` to ``node`` (subclasses change its type or
+        content; the push/pull loop of :meth:`exchange` is the same for all)."""
+        return Message(
+            to_content(request),
+            dst_node_id=node,
+            message_type=MESSAGE_TYPE,
+            group_id=str(round_index),
+            ttl=timeout + 10.0,  # a request nobody fetched in time expires, never runs late
+        )
+
     def exchange(
         self, requests: Mapping[int, Mapping[str, Any]], *, timeout: float, round_index: int
     ) -> dict[int, Mapping[str, Any]]:
         messages = [
-            Message(
-                to_content(request),
-                dst_node_id=node,
-                message_type=MESSAGE_TYPE,
-                group_id=str(round_index),
-                ttl=timeout + 10.0,  # a request nobody fetched in time expires, never runs late
-            )
+            self.message(node, request, timeout=timeout, round_index=round_index)
             for node, request in requests.items()
         ]
         # push, then pull every POLL_S (Grid.send_and_receive sleeps 3 s between pulls)

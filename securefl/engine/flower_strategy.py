@@ -42,12 +42,16 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
-from securefl.audit.records import NodeRefusal
-from securefl.engine.flower import POLL_S, from_content, to_content, wait_for_nodes
-from securefl.engine.job import check_engine_config, discover_nodes, run_remote_round
+from securefl.engine.flower import FlowerTransport, to_content, wait_for_nodes
+from securefl.engine.job import (
+    check_engine_config,
+    close_remote_round,
+    discover_nodes,
+    run_remote_round,
+)
 from securefl.engine.server import Transport
 from securefl.engine.wire import BLOBS_RECORD, RECORD
-from securefl.errors import ConfigurationError, MalformedMessageError
+from securefl.errors import ConfigurationError
 from securefl.fl.config import RunConfig
 from securefl.fl.errors import UnsupportedCombinationError
 from securefl.fl.orchestrator import Callback, ModelInfo, Orchestrator, RunResult
@@ -77,68 +81,35 @@ def named_to_arrays(named: Mapping[str, Any]) -> ArrayRecord:
     return ArrayRecord(array_dict={k: Array(np.ascontiguousarray(v)) for k, v in named.items()})
 
 
-class TrainTransport:
-    """:class:`~securefl.engine.server.Transport` over a Flower ``Grid`` whose every message is
-    of type ``train`` (so the app's own ``@app.train`` handler, wrapped by the mod, gets it);
-    the first stage's requests also carry ``first_content`` (the inner strategy's records)."""
+class TrainTransport(FlowerTransport):
+    """:class:`~securefl.engine.flower.FlowerTransport` whose every message is of type
+    ``train`` (so the app's own ``@app.train`` handler, wrapped by the mod, gets it); the first
+    stage's requests also carry ``first_content`` (the inner strategy's records)."""
 
     def __init__(self, grid: Grid, *, first_content: RecordDict | None = None) -> None:
-        self.grid = grid
+        super().__init__(grid)
         self.first_content = first_content
-        self.errors: dict[int, str] = {}
 
-    def node_ids(self) -> list[int]:
-        return sorted(int(n) for n in self.grid.get_node_ids())
-
-    def exchange(
-        self, requests: Mapping[int, Mapping[str, Any]], *, timeout: float, round_index: int
-    ) -> dict[int, Mapping[str, Any]]:
-        messages = []
-        for node, request in requests.items():
-            first = self.first_content is not None and request.get("stage") == int(
-                Stage.ADVERTISE_KEYS
-            )
-            if first:
-                # the global model travels once, as the inner strategy's ArrayRecord; the mod
-                # derives the bound ``global`` bytes from it (the model digest then binds the
-                # very arrays the app trains on)
-                request = {k: v for k, v in request.items() if k != GLOBAL_FIELD}
-            content = to_content(request)
-            if first and self.first_content is not None:
-                for key, record in self.first_content.items():
-                    content[key] = record
-            messages.append(
-                Message(
-                    content,
-                    dst_node_id=node,
-                    message_type=MessageType.TRAIN,
-                    group_id=str(round_index),
-                    ttl=timeout + 10.0,
-                )
-            )
-        pending = set(self.grid.push_messages(messages))
-        deadline = time.monotonic() + timeout
-        out: dict[int, Mapping[str, Any]] = {}
-        while pending:
-            for reply in self.grid.pull_messages(list(pending)):
-                pending.discard(reply.metadata.reply_to_message_id)
-                node = int(reply.metadata.src_node_id)
-                if node not in requests:
-                    continue
-                if reply.has_error():
-                    self.errors[node] = f"{reply.error.code}: {reply.error.reason}"
-                    continue
-                try:
-                    record = from_content(reply.content)
-                except MalformedMessageError as exc:
-                    self.errors[node] = f"malformed reply: {exc}"
-                    continue
-                if record is not None:
-                    out[node] = record
-            if not pending or time.monotonic() >= deadline:
-                break
-            time.sleep(POLL_S)
-        return out
+    def message(
+        self, node: int, request: Mapping[str, Any], *, timeout: float, round_index: int
+    ) -> Message:
+        first = self.first_content is not None and request.get("stage") == int(Stage.ADVERTISE_KEYS)
+        if first:
+            # the global model travels once, as the inner strategy's ArrayRecord; the mod
+            # derives the bound ``global`` bytes from it (the model digest then binds the
+            # very arrays the app trains on)
+            request = {k: v for k, v in request.items() if k != GLOBAL_FIELD}
+        content = to_content(request)
+        if first and self.first_content is not None:
+            for key, record in self.first_content.items():
+                content[key] = record
+        return Message(
+            content,
+            dst_node_id=node,
+            message_type=MessageType.TRAIN,
+            group_id=str(round_index),
+            ttl=timeout + 10.0,
+        )
 
 
 TransportOf = Callable[[Grid, RecordDict | None], Transport]
@@ -310,17 +281,7 @@ class SecureStrategy(Strategy):  # type: ignore[misc]
                     stage_timeout=self.stage_timeout,
                     train_timeout=self.train_timeout,
                 )
-                for node, why in sorted(res.node_errors.items()):
-                    orch.ledger.append_record(
-                        NodeRefusal(node=node, reason=why, stage=None, error=None),
-                        round_id=plan.index,
-                    )
-                orch.complete_remote_round(
-                    plan,
-                    res.outcome,
-                    abort_reason=res.abort_reason,
-                    train_s=time.perf_counter() - t0,
-                )
+                close_remote_round(orch, plan, res, train_s=time.perf_counter() - t0)
                 if res.outcome is not None:
                     released = named_to_arrays(layout.unflatten(orch.global_flat))
                     self.released[server_round] = released

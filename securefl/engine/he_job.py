@@ -55,6 +55,7 @@ from securefl.engine.job import (
     Progress,
     RemoteRound,
     job_terms,
+    new_node_errors,
     secagg_threat_model,
     verified_backend,
 )
@@ -425,13 +426,8 @@ def run_upload_round(
             progress=progress,
         )
     except AbortError as exc:
-        return RemoteRound(None, str(exc), rejected, _new_errors(transport, errors_before))
-    return RemoteRound(outcome, "", rejected, _new_errors(transport, errors_before))
-
-
-def _new_errors(transport: Transport, before: Mapping[int, str]) -> dict[int, str]:
-    now = dict(getattr(transport, "errors", {}))
-    return {n: why for n, why in now.items() if before.get(n) != why}
+        return RemoteRound(None, str(exc), rejected, new_node_errors(transport, errors_before))
+    return RemoteRound(outcome, "", rejected, new_node_errors(transport, errors_before))
 
 
 def _upload_round(

@@ -566,7 +566,7 @@ def run_remote_round(
         )
         t_round = time.perf_counter() - t0
     except AbortError as exc:
-        errors = _new_errors(transport, errors_before)
+        errors = new_node_errors(transport, errors_before)
         return RemoteRound(None, str(exc), {}, errors)
     t1 = time.perf_counter()
     total, weight_total = ring.decode(result.total)
@@ -587,12 +587,27 @@ def run_remote_round(
         },
         protocol={**agg.info(), **_info, "bits": ring.bits, "engine": True, **ring.info},
     )
-    return RemoteRound(outcome, "", dict(stages.rejected), _new_errors(transport, errors_before))
+    return RemoteRound(
+        outcome, "", dict(stages.rejected), new_node_errors(transport, errors_before)
+    )
 
 
-def _new_errors(transport: Transport, before: Mapping[int, str]) -> dict[int, str]:
+def new_node_errors(transport: Transport, before: Mapping[int, str]) -> dict[int, str]:
+    """The nodes whose transport error changed since ``before`` (this round's errors)."""
     now = dict(getattr(transport, "errors", {}))
     return {n: why for n, why in now.items() if before.get(n) != why}
+
+
+def close_remote_round(
+    orch: Orchestrator, plan: RoundPlan, res: RemoteRound, *, train_s: float
+) -> None:
+    """Record each node's error of the round as ``node_refusal``, then close the round with
+    what the engine computed (or its abort)."""
+    for node, why in sorted(res.node_errors.items()):
+        orch.ledger.append_record(
+            NodeRefusal(node=node, reason=why, stage=None, error=None), round_id=plan.index
+        )
+    orch.complete_remote_round(plan, res.outcome, abort_reason=res.abort_reason, train_s=train_s)
 
 
 def run_job(
@@ -675,15 +690,5 @@ def run_job(
                     train_timeout=train_timeout,
                     progress=progress,
                 )
-            for node, why in sorted(res.node_errors.items()):
-                orch.ledger.append_record(
-                    NodeRefusal(node=node, reason=why, stage=None, error=None),
-                    round_id=plan.index,
-                )
-            orch.complete_remote_round(
-                plan,
-                res.outcome,
-                abort_reason=res.abort_reason,
-                train_s=time.perf_counter() - t0,
-            )
+            close_remote_round(orch, plan, res, train_s=time.perf_counter() - t0)
         return orch.finish()
