@@ -29,9 +29,11 @@ from pathlib import Path
 from securefl.audit.policy import BudgetPolicy
 from securefl.audit.render_pdf import PdfRenderError
 from securefl.audit.report import build_report, write_report
+from securefl.audit.utility import utility_reference
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_POLICY = HERE / "policies" / "client_level_secagg.toml"
+DEFAULT_UTILITY = HERE.parent / "benchmarks" / "results" / "utility_bench.json"
 
 
 def copy_ledger(src: Path, dst: Path) -> None:
@@ -54,6 +56,12 @@ def main() -> None:
     ap.add_argument("--policy", type=Path, default=DEFAULT_POLICY)
     ap.add_argument("--out", type=Path, default=HERE / "examples")
     ap.add_argument("--title", default="Privacy report — sample run (securefl simulate)")
+    ap.add_argument(
+        "--utility",
+        type=Path,
+        default=DEFAULT_UTILITY,
+        help="benchmark privacy-utility JSON shown as a labelled reference section ('' = none)",
+    )
     args = ap.parse_args()
     summary = json.loads((args.run_dir / "summary.json").read_text("utf-8"))
     public_key, anchor = Path(summary["ledger_public_key"]), summary["ledger_anchor"]
@@ -62,6 +70,7 @@ def main() -> None:
     copy_ledger(args.run_dir / "ledger.sqlite", ledger)
     shutil.copy(public_key, args.out / "ledger.pub")
     (args.out / "ledger.anchor").write_text(anchor + "\n", "utf-8")
+    utility = utility_reference(args.utility) if str(args.utility) not in ("", ".") else None
     report = build_report(
         ledger,
         BudgetPolicy.load(args.policy),
@@ -69,6 +78,7 @@ def main() -> None:
         expected_head=anchor,
         title=args.title,
         source_label="audits/examples/ledger.sqlite",
+        utility=utility,
     )
     stem = args.out / "privacy_report"
     for fmt, path in write_report(report, stem, ("json", "md", "html")).items():

@@ -29,6 +29,13 @@
   d only to a multiple of its Hadamard block, ``protocols/dp.md`` §4.3; it used to pad to the
   next power of two, 10^5 → 131,072) and ``wire_bytes_per_encoded_coordinate`` the bytes per
   masked coordinate (b/8 plus the other stages' few hundred bytes).
+* ``engine_overhead_ratio_large_d`` — the same ratio at ``large_d``: (Flower round −
+  ``flower_poll_s_per_round``) ÷ the in-process round at that d (``inprocess_large_d_round_s``).
+  At d = 10^5 an in-process round takes well under a second while Flower's fixed cost is tens
+  of seconds on a loaded machine, so the d = 10^5 ratio divides the noise of two large
+  measurements by a small one; at large d the work that grows with d dominates both sides and
+  the ratio measures what Flower adds to it (payload transport, state between stages, a fresh
+  process per message), which is the figure that matters at model scale.
 * ``large_d_round_s`` / ``large_d_peak_mb_per_node`` (with ``large_d``) — one SecAgg+ round
   on the Flower cluster at d = 10^7 (``--quick``: 10^6); the peak is the largest VmHWM of a
   node's ``flwr-clientapp`` processes (polled from ``/proc`` every 0.1 s; the process that
@@ -211,18 +218,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 rounds per size, large d = 10^6")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument(
+        "--large-d",
+        type=int,
+        default=None,
+        help="the large size (default 10^7, --quick 10^6); with --large-only, only the d = 10^3 "
+        "fixed-cost rounds and this size run",
+    )
+    parser.add_argument("--large-only", action="store_true")
     args = parser.parse_args()
     # SIGTERM (a timeout) unwinds like Ctrl-C, so the cluster's processes are killed on exit
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rounds = args.rounds or (2 if args.quick else 5)
-    large_d = 10**6 if args.quick else 10**7
+    large_d = args.large_d or (10**6 if args.quick else 10**7)
     timeout = 600.0
     out: dict[str, Any] = {"n_nodes": N_NODES, "d": MAIN_D, "rounds_per_size": rounds}
     out["load_avg_1m_start"] = os.getloadavg()[0]
     t_start = time.monotonic()
 
     inproc_small, _ = inprocess_rounds(SMALL_D, rounds)
-    inproc_main, bits = inprocess_rounds(MAIN_D, rounds)
+    inproc_main, bits = ([], 0) if args.large_only else inprocess_rounds(MAIN_D, rounds)
     out["clientapp_import_s"] = round(clientapp_import_s(), 3)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -237,7 +252,11 @@ def main() -> None:
         ]
         with LoopbackCluster(root / "cluster", N_NODES, configs) as cluster:
             fl_small = flower_run(cluster, root, "small", SMALL_D, rounds, timeout)
-            fl_main = flower_run(cluster, root, "main", MAIN_D, rounds, timeout)
+            fl_main = (
+                {}
+                if args.large_only
+                else flower_run(cluster, root, "main", MAIN_D, rounds, timeout)
+            )
             large: dict[str, Any] = {}
             for d in (large_d, large_d // 2, large_d // 10):
                 large = flower_run(cluster, root, f"large{d}", d, 1, timeout)
@@ -250,10 +269,16 @@ def main() -> None:
             out[f"flower_{name}_error"] = str(run["error"])[-800:]
 
     fixed = median_s(fl_small.get("rounds", [])) - median_s(inproc_small)
+    inproc_large = inprocess_rounds(large["d"], 1)[0] if large.get("rounds") else []
+    large_fl = median_s(large.get("rounds", []))
     flower_main = median_s(fl_main.get("rounds", []))
     inproc = median_s(inproc_main)
     out.update(
-        engine_overhead_ratio=round((flower_main - fixed) / inproc, 3),
+        engine_overhead_ratio=round((flower_main - fixed) / inproc, 3) if inproc_main else None,
+        engine_overhead_ratio_large_d=round((large_fl - fixed) / median_s(inproc_large), 3)
+        if inproc_large
+        else None,
+        inprocess_large_d_round_s=round(median_s(inproc_large), 3) if inproc_large else None,
         flower_poll_s_per_round=round(fixed, 3),
         flower_round_s=round(flower_main, 3),
         inprocess_round_s=round(inproc, 3),
@@ -261,7 +286,9 @@ def main() -> None:
         inprocess_round_s_d1000=round(median_s(inproc_small), 3),
         stages_per_round=fl_main.get("stages_per_round"),
         server_poll_s=POLL_S,
-        wire_bytes_per_param=round(inproc_main[0]["wire_bytes_per_param"], 4),
+        wire_bytes_per_param=round(inproc_main[0]["wire_bytes_per_param"], 4)
+        if inproc_main
+        else None,
         wire_bytes_per_param_flower=round(fl_main["rounds"][0]["wire_bytes_per_param"], 4)
         if fl_main.get("rounds")
         else None,
@@ -269,7 +296,9 @@ def main() -> None:
         encoded_dimension=encoded_length(MAIN_D),
         wire_bytes_per_encoded_coordinate=round(
             inproc_main[0]["bytes_up_per_client"] / encoded_length(MAIN_D), 4
-        ),
+        )
+        if inproc_main
+        else None,
         large_d=large.get("d"),
         large_d_round_s=round(large["rounds"][0]["round_s"], 3) if large.get("rounds") else None,
         large_d_peak_mb_per_node=round(max(large.get("peak_mb", {0: 0.0}).values()), 1),
@@ -278,6 +307,8 @@ def main() -> None:
         load_avg_1m_end=os.getloadavg()[0],
         wall_s=round(time.monotonic() - t_start, 1),
     )
+    # a figure a --large-only run did not measure is null, not NaN (which is not JSON)
+    out = {k: None if isinstance(v, float) and v != v else v for k, v in out.items()}
     print(json.dumps(out))
 
 
