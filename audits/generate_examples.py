@@ -1,11 +1,14 @@
 """Regenerate the sample privacy reports under ``audits/examples/`` from a REAL run.
 
-The source is the run directory of ``securefl simulate`` (the default job, with the one-run
-canary audit of its own model)::
+The source is the run directory of ``securefl simulate`` (the cross-device job, with the
+one-run canary audit of its own model)::
 
-    securefl simulate --out runs/sample --audit 200 \\
+    securefl simulate --config securefl/fl/cross_device.toml --out runs/sample --audit 200 \\
         --policy audits/policies/client_level_secagg.toml
     python audits/generate_examples.py --run-dir runs/sample
+
+``--rebuild`` rebuilds the reports from the ledger, key and anchor already under ``--out``
+(e.g. after the privacy–utility benchmark, shown as the reports' reference section, changed).
 
 The run directory holds the ledger (one self-contained file) and ``summary.json``, which names
 the ledger's public key (kept in the key directory, outside the run) and the head anchor the
@@ -50,9 +53,23 @@ def copy_ledger(src: Path, dst: Path) -> None:
         target.close()
 
 
+def _repo_relative(path: Path) -> str:
+    """How the report names a source file: repository-relative, never a machine-local path."""
+    try:
+        return str(path.resolve().relative_to(HERE.parent))
+    except ValueError:
+        return path.name
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run-dir", type=Path, required=True, help="a securefl simulate run")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run-dir", type=Path, help="a securefl simulate run")
+    src.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="rebuild the reports from the ledger, public key and anchor already in --out",
+    )
     ap.add_argument("--policy", type=Path, default=DEFAULT_POLICY)
     ap.add_argument("--out", type=Path, default=HERE / "examples")
     ap.add_argument("--title", default="Privacy report — sample run (securefl simulate)")
@@ -63,14 +80,21 @@ def main() -> None:
         help="benchmark privacy-utility JSON shown as a labelled reference section ('' = none)",
     )
     args = ap.parse_args()
-    summary = json.loads((args.run_dir / "summary.json").read_text("utf-8"))
-    public_key, anchor = Path(summary["ledger_public_key"]), summary["ledger_anchor"]
-    args.out.mkdir(parents=True, exist_ok=True)
     ledger = args.out / "ledger.sqlite"
-    copy_ledger(args.run_dir / "ledger.sqlite", ledger)
-    shutil.copy(public_key, args.out / "ledger.pub")
-    (args.out / "ledger.anchor").write_text(anchor + "\n", "utf-8")
-    utility = utility_reference(args.utility) if str(args.utility) not in ("", ".") else None
+    if args.run_dir is None:  # --rebuild: the ledger, key and anchor already beside the reports
+        anchor = (args.out / "ledger.anchor").read_text("utf-8").strip()
+    else:
+        summary = json.loads((args.run_dir / "summary.json").read_text("utf-8"))
+        public_key, anchor = Path(summary["ledger_public_key"]), summary["ledger_anchor"]
+        args.out.mkdir(parents=True, exist_ok=True)
+        copy_ledger(args.run_dir / "ledger.sqlite", ledger)
+        shutil.copy(public_key, args.out / "ledger.pub")
+        (args.out / "ledger.anchor").write_text(anchor + "\n", "utf-8")
+    utility = (
+        utility_reference(args.utility, label=_repo_relative(args.utility))
+        if str(args.utility) not in ("", ".")
+        else None
+    )
     report = build_report(
         ledger,
         BudgetPolicy.load(args.policy),

@@ -58,3 +58,16 @@ def test_examples_show_no_machine_local_path() -> None:
         text = (EXAMPLES / f"privacy_report.{ext}").read_text()
         for local in ("/tmp/", "/work/", "/home/", "/root/", "site-packages/gt"):
             assert local not in text, (ext, local)
+
+
+@pytest.mark.skipif(not (EXAMPLES / "privacy_report.json").is_file(), reason="not generated")
+def test_examples_carry_the_current_privacy_utility_curve() -> None:
+    """The sample report's reference section is the benchmark result committed beside it
+    (rebuilt with ``audits/generate_examples.py --rebuild`` whenever the benchmark changes)."""
+    from securefl.audit.utility import utility_reference
+
+    source = EXAMPLES.parents[1] / "benchmarks" / "results" / "utility_bench.json"
+    report = json.loads((EXAMPLES / "privacy_report.json").read_text())
+    expected = utility_reference(source, label="benchmarks/results/utility_bench.json")
+    assert report["utility_reference"] == expected
+    assert "Privacy–utility reference" in (EXAMPLES / "privacy_report.md").read_text()
