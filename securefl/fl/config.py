@@ -88,6 +88,12 @@ class RunConfig:
     # privacy cost (securefl.fl.server_optim; Reddi et al. 2021). Its lr is server_lr.
     server_optimizer: str = "fedavg"  # fedavg | fedavgm | fedadam | fedyogi
     server_momentum: float = 0.9  # FedAvgM momentum / FedAdam-FedYogi beta1
+    # Frozen-prefix feature cache (securefl.train.frozen, protocols/fl.md §7): when the adapter
+    # leaves the bottom of the encoder untouched (e.g. lora_targets = ["classifier"]), its
+    # output is computed once per example (eval mode: no dropout below the cut) and local
+    # training runs only the part above. No effect when the adapter touches layer 0.
+    feature_cache: bool = True
+    feature_cache_mb: int = 1024  # memory bound of the cache (LRU eviction beyond it)
     # --- aggregation -----------------------------------------------------------------------
     aggregation: Aggregation = "secagg+"
     frac_bits: int = 16
@@ -214,6 +220,8 @@ _ADDED_LATER: dict[str, Any] = {
     "mechanism": "fedavg",
     "ftrl_max_participations": 1,
     "ftrl_min_separation": 1,
+    "feature_cache": True,
+    "feature_cache_mb": 1024,
 }
 
 
@@ -262,6 +270,7 @@ def validate(cfg: RunConfig) -> None:
         "eval_every",
         "ftrl_max_participations",
         "ftrl_min_separation",
+        "feature_cache_mb",
     ):
         value = getattr(cfg, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -321,7 +330,7 @@ def validate(cfg: RunConfig) -> None:
     if cfg.noise_multiplier is not None:
         # With DP on, z = 0 is no noise at all: refused before anything is recorded.
         _positive(cfg, "noise_multiplier", allow_zero=cfg.dp == "none")
-    for name in ("allow_large_delta",):
+    for name in ("allow_large_delta", "feature_cache"):
         if not isinstance(getattr(cfg, name), bool):
             raise ConfigurationError("must be true or false", parameter=name)
     if (

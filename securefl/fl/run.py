@@ -25,6 +25,7 @@ from securefl.fl.data import (
 from securefl.fl.model import AdapterModel
 from securefl.fl.orchestrator import Callback, ModelInfo, Orchestrator, RunResult
 from securefl.tensors import FloatVector
+from securefl.train.frozen import FeatureCache
 
 
 def load_data(cfg: RunConfig) -> tuple[list[TextDataset], TextDataset]:
@@ -52,6 +53,13 @@ def builtin_model(cfg: RunConfig, num_labels: int) -> AdapterModel:
         seed=cfg.seed,
         device=cfg.device,
     )
+
+
+def feature_cache_of(cfg: RunConfig, model: AdapterModel) -> FeatureCache | None:
+    """The run's frozen-prefix cache (None: ``feature_cache`` off, or no frozen prefix)."""
+    if not cfg.feature_cache:
+        return None
+    return FeatureCache.for_model(model, max_bytes=cfg.feature_cache_mb << 20)
 
 
 def model_info(cfg: RunConfig, model: AdapterModel) -> ModelInfo:
@@ -102,6 +110,7 @@ def run_simulation(
 
     info = model_info(cfg, model)
     spec = train_spec(cfg)
+    cache = feature_cache_of(cfg, model)
     with Orchestrator(
         cfg,
         info,
@@ -125,6 +134,7 @@ def run_simulation(
                     round_index=plan.index,
                     seed=cfg.seed,
                     trainer=orch.local_trainer,
+                    feature_cache=cache,
                 )
                 if callback is not None:
                     callback("client_done", {"round": plan.index, "client": cid})
@@ -135,6 +145,7 @@ def run_simulation(
 __all__ = [
     "RunResult",
     "builtin_model",
+    "feature_cache_of",
     "load_data",
     "model_info",
     "run_simulation",

@@ -41,6 +41,7 @@ from securefl.fl.data import TextDataset
 from securefl.fl.model import AdapterModel
 from securefl.tensors import FloatVector
 from securefl.train.errors import CohortError, TrainingDivergedError, UnsupportedModelError
+from securefl.train.frozen import FeatureCache
 
 #: torch.optim.AdamW defaults (``local_train`` uses them with ``weight_decay=0``).
 ADAM_BETAS = (0.9, 0.999)
@@ -234,8 +235,14 @@ class BatchedClientTrainer:
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         token_budget: int = DEFAULT_TOKEN_BUDGET,
+        feature_cache: FeatureCache | None = None,
     ) -> None:
         _check_spec(spec)
+        if feature_cache is not None and feature_cache.prefix.model is not model:
+            raise ConfigurationError(
+                "the feature cache belongs to another model", parameter="feature_cache"
+            )
+        self.feature_cache = feature_cache
         self.model = model
         self.spec = spec
         self.chunk_size = _positive_int("chunk_size", chunk_size)
@@ -361,6 +368,12 @@ class BatchedClientTrainer:
         datas = [datas[i] for i in order]
         batches = [batches[i] for i in order]
         n_steps = [len(b) for b in batches]
+        cache = self.feature_cache
+        feats = (
+            None
+            if cache is None
+            else [cache.features(d.input_ids, d.token_type_ids) for d in datas]
+        )
         net = self.model.model
         device = self.model.device
         stacked = self._stack(global_flat, len(ids))
@@ -383,9 +396,12 @@ class BatchedClientTrainer:
                 for t in range(n_steps[0]):
                     active = sum(1 for n in n_steps if n > t)
                     losses = torch.zeros(active, dtype=torch.float64, device=device)
-                    for mb in self._micro_batches(datas, batches, t, active):
+                    for mb in self._micro_batches(datas, batches, t, active, feats):
                         route["seg"] = mb["seg"]
-                        logits = net(**mb["inputs"]).logits
+                        if cache is None:
+                            logits = net(**mb["inputs"]).logits
+                        else:
+                            logits = cache.prefix.top(*mb["inputs"])
                         ce = torch.nn.functional.cross_entropy(
                             logits.float(), mb["labels"], reduction="none"
                         )
@@ -459,15 +475,24 @@ class BatchedClientTrainer:
         batches: Sequence[Sequence[IntArray]],
         t: int,
         active: int,
+        feats: Sequence[Sequence[Any]] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Step t's sequences of the active clients, sorted by length and cut into forward
-        passes of at most ``token_budget`` padded tokens (less padding, bounded memory)."""
+        passes of at most ``token_budget`` padded tokens (less padding, bounded memory).
+
+        With ``feats`` (cached prefix outputs, per client and example) ``inputs`` is the
+        ``(features, mask)`` pair :meth:`FrozenPrefix.top` takes; a pooled feature counts
+        as one token."""
         import torch
 
+        per_token = feats is None or (
+            self.feature_cache is not None and self.feature_cache.prefix.sequence
+        )
         rows: list[tuple[int, int, int]] = []  # (length, client position, example index)
         for c in range(active):
             for i in batches[c][t]:
-                rows.append((len(datas[c].input_ids[int(i)]), c, int(i)))
+                n = len(datas[c].input_ids[int(i)]) if per_token else 1
+                rows.append((n, c, int(i)))
         rows.sort()
         sizes = [len(batches[c][t]) for c in range(active)]
         tok = self.model.tokenizer
@@ -480,6 +505,19 @@ class BatchedClientTrainer:
             while stop < len(rows) and (stop + 1 - start) * rows[stop][0] <= self.token_budget:
                 stop += 1
             group = rows[start:stop]
+            seg = [c for _, c, _ in group]
+            labels = torch.as_tensor(
+                [datas[c].labels[i] for _, c, i in group], dtype=torch.long, device=device
+            )
+            weight = torch.as_tensor(
+                [1.0 / sizes[c] for c in seg], dtype=torch.float32, device=device
+            )
+            seg_t = torch.as_tensor(seg, dtype=torch.long, device=device)
+            if feats is not None and self.feature_cache is not None:
+                stacked = self.feature_cache.stack([feats[c][i] for _, c, i in group])
+                yield {"inputs": stacked, "seg": seg_t, "labels": labels, "weight": weight}
+                start = stop
+                continue
             length = group[-1][0]
             ids = np.full((len(group), length), pad_id, dtype=np.int64)
             mask = np.zeros((len(group), length), dtype=np.int64)
@@ -496,17 +534,7 @@ class BatchedClientTrainer:
             }
             if datas[0].token_type_ids is not None:
                 inputs["token_type_ids"] = torch.as_tensor(types, device=device)
-            seg = [c for _, c, _ in group]
-            yield {
-                "inputs": inputs,
-                "seg": torch.as_tensor(seg, dtype=torch.long, device=device),
-                "labels": torch.as_tensor(
-                    [datas[c].labels[i] for _, c, i in group], dtype=torch.long, device=device
-                ),
-                "weight": torch.as_tensor(
-                    [1.0 / sizes[c] for c in seg], dtype=torch.float32, device=device
-                ),
-            }
+            yield {"inputs": inputs, "seg": seg_t, "labels": labels, "weight": weight}
             start = stop
 
     def _adam_step(
