@@ -35,7 +35,7 @@ The loop times a few clients, the batched path a whole cohort; medians over ``--
 adapter, 1 epoch of batch 16 — the main job's settings), in a child process: the cohort
 trained by ``BatchedClientTrainer`` with a cold cache (fill included) and the updates summed
 as they stream out; ``round_wall_s`` its wall time, ``round_peak_rss_mib`` the child's peak
-resident memory (``ru_maxrss``: model, data of all 10⁴ clients, cache, stacked adapters),
+resident memory (``VmHWM``: model, data of all 10⁴ clients, cache, stacked adapters),
 ``round_model`` which model (``--quick``: the tiny random BERT; otherwise MiniLM).
 """
 
@@ -199,6 +199,19 @@ def measure(
     return out
 
 
+def _peak_rss_kib() -> int:
+    """This process's peak resident memory: ``VmHWM`` (reset by exec, unlike ``ru_maxrss``,
+    which on Linux keeps the forking parent's peak across ``execve``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
 def simulated_round(name: str, population: int, cohort_size: int, chunk: int) -> dict[str, Any]:
     """One round's local training of a sampled cohort (see the module docstring)."""
     from securefl.fl.client import TrainSpec
@@ -227,7 +240,7 @@ def simulated_round(name: str, population: int, cohort_size: int, chunk: int) ->
         total += chunk_out.deltas.sum(axis=0)
         trained += len(chunk_out.client_ids)
     wall = time.perf_counter() - t0
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib = _peak_rss_kib()
     return {
         "round_model": "tiny-random-bert" if name == "tiny" else "all-MiniLM-L6-v2",
         "round_population": population,

@@ -25,6 +25,7 @@ from securefl.fl.data import (
 from securefl.fl.model import AdapterModel
 from securefl.fl.orchestrator import Callback, ModelInfo, Orchestrator, RunResult
 from securefl.tensors import FloatVector
+from securefl.train.batched import BatchedClientTrainer
 from securefl.train.frozen import FeatureCache
 
 
@@ -124,7 +125,20 @@ def run_simulation(
             t0 = time.perf_counter()
             updates: dict[int, ClientUpdate] = {}
             round_spec = spec if plan.clip is None else replace(spec, clip=plan.clip)
-            for cid in plan.cohort:
+            if cfg.batched_training and plan.cohort:
+                batched = BatchedClientTrainer(model, round_spec, feature_cache=cache)
+                cohort = list(plan.cohort)
+                for update in batched.client_updates(
+                    plan.global_flat,
+                    [clients[c] for c in cohort],
+                    client_ids=cohort,
+                    round_index=plan.index,
+                    seed=cfg.seed,
+                ):
+                    updates[update.client_id] = update
+                    if callback is not None:
+                        callback("client_done", {"round": plan.index, "client": update.client_id})
+            for cid in [] if cfg.batched_training else plan.cohort:
                 updates[cid] = client_step(
                     model,
                     plan.global_flat,

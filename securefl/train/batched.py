@@ -23,6 +23,11 @@ of a micro-batch instead of a client's batch, where masked keys contribute ``exp
 Dropout (BERT's 0.1 when training) is drawn from one seeded stream per chunk, so with dropout
 on the two paths draw *different, identically distributed* masks; with dropout off they agree
 to float tolerance (tests/train).
+
+With a :class:`~securefl.train.frozen.FeatureCache` (``feature_cache=``) the frozen prefix's
+outputs come from the cache and each micro-batch runs only the part above the cut (for the
+head adapter: the classifier alone); same exactness claim, the prefix in eval mode
+(protocols/fl.md §7.1).
 """
 
 from __future__ import annotations
@@ -116,6 +121,9 @@ class UpdateChunk:
     num_examples: tuple[int, ...]
     train_loss: tuple[float, ...]
     local_steps: tuple[int, ...]
+    # 1 if the unclipped update's norm was ≤ spec.clip, else 0 (adaptive clipping, as
+    # client_step reports it); None without a clip
+    clip_indicator: tuple[int, ...] | None = None
 
     def client_updates(self, round_index: int, layout_digest: bytes) -> Iterator[ClientUpdate]:
         """The chunk as :class:`ClientUpdate` messages (what ``client_step`` returns)."""
@@ -128,6 +136,7 @@ class UpdateChunk:
                 num_examples=self.num_examples[row],
                 train_loss=self.train_loss[row],
                 local_steps=self.local_steps[row],
+                clip_indicator=None if self.clip_indicator is None else self.clip_indicator[row],
             )
 
 
@@ -220,8 +229,10 @@ class BatchedClientTrainer:
 
     ``chunk_size`` clients train together (their stacked adapters and AdamW moments are the
     memory this holds: 4 × chunk_size × layout.size floats); ``token_budget`` bounds the padded
-    tokens of one forward pass. Results stream out one chunk at a time
-    (:meth:`train_chunks`), so an aggregator never holds the whole cohort's updates.
+    tokens of one forward pass (a cached pooled feature counts as one token).
+    ``feature_cache`` (of this model; None: uncached) skips the frozen prefix. Results
+    stream out one chunk at a time (:meth:`train_chunks`), so an aggregator never holds the
+    whole cohort's updates.
 
     The model is shared, not copied: while a chunk trains, its LoRA layers are switched off
     and forward hooks add the per-client terms (removed afterwards, even on error), so one
@@ -422,14 +433,18 @@ class BatchedClientTrainer:
         if not np.all(np.isfinite(deltas)):
             bad = [ids[i] for i in range(len(ids)) if not np.all(np.isfinite(deltas[i]))]
             raise TrainingDivergedError(f"non-finite update for clients {bad}")
+        indicator: tuple[int, ...] | None = None
         if spec.clip is not None:
-            deltas = np.stack([clip_l2(row, spec.clip)[0] for row in deltas])
+            clipped = [clip_l2(row, spec.clip) for row in deltas]
+            deltas = np.stack([c for c, _ in clipped])
+            indicator = tuple(int(norm <= spec.clip) for _, norm in clipped)
         return UpdateChunk(
             client_ids=tuple(ids),
             deltas=deltas,
             num_examples=tuple(len(datas[j]) for j in unsort),
             train_loss=tuple(float(np.mean(step_losses[j])) for j in unsort),
             local_steps=tuple(n_steps[j] for j in unsort),
+            clip_indicator=indicator,
         )
 
     def _stack(self, global_flat: FloatVector, clients: int) -> dict[str, Any]:

@@ -115,16 +115,28 @@ def test_batched_through_the_cache_equals_the_uncached_loop(
     clients = _clients(pool, [5, 13, 9, 1, 20])
     ids = [10 + i for i in range(len(clients))]
     flat = _global(model)
-    spec = TrainSpec(epochs=2, batch_size=4, lr=1e-2, clip=0.05)
-    ref = np.stack(
-        [
-            client_step(model, flat, c, spec, client_id=i, round_index=ROUND, seed=SEED).delta
-            for i, c in zip(ids, clients, strict=True)
-        ]
-    )
+    free = TrainSpec(epochs=2, batch_size=4, lr=1e-2)
+    norms = [
+        np.linalg.norm(
+            client_step(model, flat, c, free, client_id=i, round_index=ROUND, seed=SEED).delta
+        )
+        for i, c in zip(ids, clients, strict=True)
+    ]
+    spec = TrainSpec(epochs=2, batch_size=4, lr=1e-2, clip=float(np.median(norms)) * 1.001)
+    steps = [
+        client_step(model, flat, c, spec, client_id=i, round_index=ROUND, seed=SEED)
+        for i, c in zip(ids, clients, strict=True)
+    ]
+    ref = np.stack([u.delta for u in steps])
     trainer = BatchedClientTrainer(
         model, spec, chunk_size=2, token_budget=48, feature_cache=FeatureCache.for_model(model)
     )
+    updates = list(
+        trainer.client_updates(flat, clients, client_ids=ids, round_index=ROUND, seed=SEED)
+    )
+    # the adaptive-clipping bit travels with the update, as client_step sets it
+    assert [u.clip_indicator for u in updates] == [u.clip_indicator for u in steps]
+    assert {u.clip_indicator for u in steps} == {0, 1}
     for _ in range(2):  # cold, then warm
         got = np.concatenate(
             [
