@@ -83,9 +83,19 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarr
 
 
 def local_train(
-    model: AdapterModel, data: TextDataset, spec: TrainSpec, *, seed: int
+    model: AdapterModel,
+    data: TextDataset,
+    spec: TrainSpec,
+    *,
+    seed: int,
+    feature_cache: Any | None = None,
 ) -> tuple[float, int]:
-    """Plain local AdamW on the LoRA parameters; returns (mean loss, steps)."""
+    """Plain local AdamW on the LoRA parameters; returns (mean loss, steps).
+
+    ``feature_cache`` (a :class:`securefl.train.frozen.FeatureCache` of this model): the
+    frozen prefix's output comes from the cache and only the part above it runs (same data
+    order, optimiser and seeds; dropout inside the frozen prefix is off, protocols/fl.md §7).
+    """
     import torch
 
     torch.manual_seed(seed)
@@ -94,16 +104,29 @@ def local_train(
     net.train()
     opt = torch.optim.AdamW(model.trainable_parameters, lr=spec.lr, weight_decay=0.0)
     labels = torch.as_tensor(data.labels, dtype=torch.long)
+    ids = types = None
+    if feature_cache is not None:
+        from securefl.train.frozen import tokenize_texts
+
+        ids, types = tokenize_texts(model, data.texts)
     losses: list[float] = []
     for _ in range(spec.epochs):
         for idx in _batches(len(data), spec.batch_size, rng):
-            batch = model.encode(tuple(data.texts[i] for i in idx))
-            batch = {k: v.to(model.device) for k, v in batch.items()}
-            out = net(**batch, labels=labels[idx].to(model.device))
+            y = labels[idx].to(model.device)
+            if feature_cache is not None and ids is not None:
+                feats, mask = feature_cache.batch(
+                    [ids[i] for i in idx], None if types is None else [types[i] for i in idx]
+                )
+                logits = feature_cache.prefix.top(feats, mask)
+                loss = torch.nn.functional.cross_entropy(logits, y)
+            else:
+                batch = model.encode(tuple(data.texts[i] for i in idx))
+                batch = {k: v.to(model.device) for k, v in batch.items()}
+                loss = net(**batch, labels=y).loss
             opt.zero_grad(set_to_none=True)
-            out.loss.backward()
+            loss.backward()
             opt.step()
-            losses.append(float(out.loss.detach()))
+            losses.append(float(loss.detach()))
     return (float(np.mean(losses)) if losses else math.nan), len(losses)
 
 
@@ -117,16 +140,20 @@ def client_step(
     round_index: int,
     seed: int,
     trainer: Any | None = None,
+    feature_cache: Any | None = None,
 ) -> ClientUpdate:
     """Run one client's local training from the global state; return its (clipped) delta.
 
     ``trainer`` replaces :func:`local_train` (same signature) — the hook for DP-SGD.
+    ``feature_cache`` (securefl.train.frozen.FeatureCache, None: uncached) is passed on to the
+    trainer, which then runs only the part of the network above the frozen prefix.
     """
     if len(data) == 0:
         raise ConfigurationError(f"client {client_id} has no data", parameter="data")
     model.set_flat(global_flat)
     train = trainer if trainer is not None else local_train
-    loss, steps = train(model, data, spec, seed=derive_seed(seed, round_index, client_id))
+    extra = {} if feature_cache is None else {"feature_cache": feature_cache}
+    loss, steps = train(model, data, spec, seed=derive_seed(seed, round_index, client_id), **extra)
     delta = model.get_flat() - global_flat
     indicator: int | None = None
     if spec.clip is not None:

@@ -88,6 +88,15 @@ class RunConfig:
     # privacy cost (securefl.fl.server_optim; Reddi et al. 2021). Its lr is server_lr.
     server_optimizer: str = "fedavg"  # fedavg | fedavgm | fedadam | fedyogi
     server_momentum: float = 0.9  # FedAvgM momentum / FedAdam-FedYogi beta1
+    # Frozen-prefix feature cache (securefl.train.frozen, protocols/fl.md §7): when the adapter
+    # leaves the bottom of the encoder untouched (e.g. lora_targets = ["classifier"]), its
+    # output is computed once per example (eval mode: no dropout below the cut) and local
+    # training runs only the part above. No effect when the adapter touches layer 0.
+    feature_cache: bool = True
+    feature_cache_mb: int = 1024  # memory bound of the cache (LRU eviction beyond it)
+    # Train a round's cohort in one batched pass (securefl.train.BatchedClientTrainer) instead
+    # of client by client; same updates with dropout off. Not with dp = "local" (per client).
+    batched_training: bool = False
     # --- aggregation -----------------------------------------------------------------------
     aggregation: Aggregation = "secagg+"
     frac_bits: int = 16
@@ -214,6 +223,9 @@ _ADDED_LATER: dict[str, Any] = {
     "mechanism": "fedavg",
     "ftrl_max_participations": 1,
     "ftrl_min_separation": 1,
+    "feature_cache": True,
+    "feature_cache_mb": 1024,
+    "batched_training": False,
 }
 
 
@@ -262,6 +274,7 @@ def validate(cfg: RunConfig) -> None:
         "eval_every",
         "ftrl_max_participations",
         "ftrl_min_separation",
+        "feature_cache_mb",
     ):
         value = getattr(cfg, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -321,9 +334,15 @@ def validate(cfg: RunConfig) -> None:
     if cfg.noise_multiplier is not None:
         # With DP on, z = 0 is no noise at all: refused before anything is recorded.
         _positive(cfg, "noise_multiplier", allow_zero=cfg.dp == "none")
-    for name in ("allow_large_delta",):
+    for name in ("allow_large_delta", "feature_cache", "batched_training"):
         if not isinstance(getattr(cfg, name), bool):
             raise ConfigurationError("must be true or false", parameter=name)
+    if cfg.batched_training and cfg.dp == "local":
+        raise ConfigurationError(
+            "DP-SGD (dp = local) trains client by client; batched training is for dp = none, "
+            "central or distributed",
+            parameter="batched_training",
+        )
     if (
         cfg.dp in ("central", "distributed")
         and not cfg.allow_large_delta

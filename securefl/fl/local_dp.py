@@ -68,16 +68,31 @@ def attach_local_dp(backend: Any) -> None:
 
 
 class DpSgdTrainer:
-    """A ``local_train`` replacement running Opacus DP-SGD on the LoRA parameters."""
+    """A ``local_train`` replacement running Opacus DP-SGD on the LoRA parameters.
 
-    def __init__(self, noise_multiplier: float, max_grad_norm: float, expected: Any) -> None:
+    With a ``feature_cache`` (securefl.train.frozen) the examples are the cached outputs of
+    the frozen prefix and Opacus wraps only the part above the cut: per-example gradients (and
+    their clipping and noise) are those of the same LoRA parameters, without an encoder pass.
+    ``rng`` (a factory of seeded ``CryptoRandom``) is for tests only: recorded as seeded.
+    """
+
+    def __init__(
+        self, noise_multiplier: float, max_grad_norm: float, expected: Any, *, rng: Any = None
+    ) -> None:
         self.noise_multiplier = noise_multiplier
         self.max_grad_norm = max_grad_norm
         self.expected = expected
-        self.noise_source: dict[str, Any] = noise_source(seeded=False)  # for the ledger
+        self._rng = rng
+        self.noise_source: dict[str, Any] = noise_source(seeded=rng is not None)  # ledger
 
     def __call__(
-        self, model: AdapterModel, data: TextDataset, spec: TrainSpec, *, seed: int
+        self,
+        model: AdapterModel,
+        data: TextDataset,
+        spec: TrainSpec,
+        *,
+        seed: int,
+        feature_cache: Any | None = None,
     ) -> tuple[float, int]:
         import torch
         from torch.utils.data import DataLoader, TensorDataset
@@ -85,19 +100,28 @@ class DpSgdTrainer:
         from securefl.dp.local import make_private
 
         torch.manual_seed(seed)  # non-private randomness only; DP noise is not seeded
-        enc = model.tokenizer(
-            list(data.texts),
-            padding="max_length",
-            truncation=True,
-            max_length=model.max_length,
-            return_tensors="pt",
-        )
         labels = torch.as_tensor(data.labels, dtype=torch.long)
-        dataset = TensorDataset(enc["input_ids"], enc["attention_mask"], labels)
+        if feature_cache is None:
+            enc = model.tokenizer(
+                list(data.texts),
+                padding="max_length",
+                truncation=True,
+                max_length=model.max_length,
+                return_tensors="pt",
+            )
+            tensors: tuple[Any, ...] = (enc["input_ids"], enc["attention_mask"])
+            net = model.model
+        else:
+            from securefl.train.frozen import tokenize_texts
+
+            ids, types = tokenize_texts(model, data.texts)
+            feats, mask = feature_cache.stack(feature_cache.features(ids, types), model.max_length)
+            tensors = (feats,) if mask is None else (feats, mask)
+            net = feature_cache.prefix.top_module
+        dataset = TensorDataset(*tensors, labels)
         gen = torch.Generator().manual_seed(seed)
         loader = DataLoader(dataset, batch_size=spec.batch_size, shuffle=True, generator=gen)
-        net = model.model
-        net.train()
+        model.model.train()
         opt = torch.optim.AdamW(model.trainable_parameters, lr=spec.lr, weight_decay=0.0)
         session = make_private(
             net,
@@ -105,18 +129,21 @@ class DpSgdTrainer:
             loader,
             noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.max_grad_norm,
+            rng=None if self._rng is None else self._rng(),
         )
         losses: list[float] = []
         try:
             for _ in range(spec.epochs):
-                for ids, mask, y in session.data_loader:
-                    if ids.shape[0] == 0:
+                for *xs, y in session.data_loader:
+                    if xs[0].shape[0] == 0:
                         session.noise_only_step()
                         continue
-                    out = session.module(
-                        input_ids=ids.to(model.device), attention_mask=mask.to(model.device)
-                    )
-                    loss = torch.nn.functional.cross_entropy(out.logits, y.to(model.device))
+                    xs = [x.to(model.device) for x in xs]
+                    if feature_cache is None:
+                        out = session.module(input_ids=xs[0], attention_mask=xs[1]).logits
+                    else:
+                        out = session.module(*xs)
+                    loss = torch.nn.functional.cross_entropy(out, y.to(model.device))
                     session.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     session.optimizer.step()

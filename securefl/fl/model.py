@@ -142,6 +142,7 @@ class AdapterModel:
         max_length: int,
         seed: int,
         device: str = "auto",
+        lora_layers: tuple[int, ...] | None = None,
     ) -> None:
         import torch
         from peft import LoraConfig, get_peft_model
@@ -186,7 +187,13 @@ class AdapterModel:
         for param in base.parameters():
             param.requires_grad_(False)
         lora = LoraConfig(
-            r=lora_r, lora_alpha=lora_alpha, target_modules=list(lora_targets), lora_dropout=0.0
+            r=lora_r,
+            lora_alpha=lora_alpha,
+            target_modules=list(lora_targets),
+            lora_dropout=0.0,
+            # None: every layer; else peft's layers_to_transform (encoder layers only — the
+            # head and pooler have no layer index and are adapted whenever they are targets)
+            layers_to_transform=None if lora_layers is None else list(lora_layers),
         )
         torch.manual_seed(seed + 1)
         self.model = get_peft_model(base, lora).to(self.device)

@@ -25,6 +25,8 @@ from securefl.fl.data import (
 from securefl.fl.model import AdapterModel
 from securefl.fl.orchestrator import Callback, ModelInfo, Orchestrator, RunResult
 from securefl.tensors import FloatVector
+from securefl.train.batched import BatchedClientTrainer
+from securefl.train.frozen import FeatureCache
 
 
 def load_data(cfg: RunConfig) -> tuple[list[TextDataset], TextDataset]:
@@ -52,6 +54,13 @@ def builtin_model(cfg: RunConfig, num_labels: int) -> AdapterModel:
         seed=cfg.seed,
         device=cfg.device,
     )
+
+
+def feature_cache_of(cfg: RunConfig, model: AdapterModel) -> FeatureCache | None:
+    """The run's frozen-prefix cache (None: ``feature_cache`` off, or no frozen prefix)."""
+    if not cfg.feature_cache:
+        return None
+    return FeatureCache.for_model(model, max_bytes=cfg.feature_cache_mb << 20)
 
 
 def model_info(cfg: RunConfig, model: AdapterModel) -> ModelInfo:
@@ -102,6 +111,7 @@ def run_simulation(
 
     info = model_info(cfg, model)
     spec = train_spec(cfg)
+    cache = feature_cache_of(cfg, model)
     with Orchestrator(
         cfg,
         info,
@@ -115,7 +125,20 @@ def run_simulation(
             t0 = time.perf_counter()
             updates: dict[int, ClientUpdate] = {}
             round_spec = spec if plan.clip is None else replace(spec, clip=plan.clip)
-            for cid in plan.cohort:
+            if cfg.batched_training and plan.cohort:
+                batched = BatchedClientTrainer(model, round_spec, feature_cache=cache)
+                cohort = list(plan.cohort)
+                for update in batched.client_updates(
+                    plan.global_flat,
+                    [clients[c] for c in cohort],
+                    client_ids=cohort,
+                    round_index=plan.index,
+                    seed=cfg.seed,
+                ):
+                    updates[update.client_id] = update
+                    if callback is not None:
+                        callback("client_done", {"round": plan.index, "client": update.client_id})
+            for cid in [] if cfg.batched_training else plan.cohort:
                 updates[cid] = client_step(
                     model,
                     plan.global_flat,
@@ -125,6 +148,7 @@ def run_simulation(
                     round_index=plan.index,
                     seed=cfg.seed,
                     trainer=orch.local_trainer,
+                    feature_cache=cache,
                 )
                 if callback is not None:
                     callback("client_done", {"round": plan.index, "client": cid})
@@ -135,6 +159,7 @@ def run_simulation(
 __all__ = [
     "RunResult",
     "builtin_model",
+    "feature_cache_of",
     "load_data",
     "model_info",
     "run_simulation",

@@ -23,6 +23,11 @@ of a micro-batch instead of a client's batch, where masked keys contribute ``exp
 Dropout (BERT's 0.1 when training) is drawn from one seeded stream per chunk, so with dropout
 on the two paths draw *different, identically distributed* masks; with dropout off they agree
 to float tolerance (tests/train).
+
+With a :class:`~securefl.train.frozen.FeatureCache` (``feature_cache=``) the frozen prefix's
+outputs come from the cache and each micro-batch runs only the part above the cut (for the
+head adapter: the classifier alone); same exactness claim, the prefix in eval mode
+(protocols/fl.md §7.1).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from securefl.fl.data import TextDataset
 from securefl.fl.model import AdapterModel
 from securefl.tensors import FloatVector
 from securefl.train.errors import CohortError, TrainingDivergedError, UnsupportedModelError
+from securefl.train.frozen import FeatureCache
 
 #: torch.optim.AdamW defaults (``local_train`` uses them with ``weight_decay=0``).
 ADAM_BETAS = (0.9, 0.999)
@@ -115,6 +121,9 @@ class UpdateChunk:
     num_examples: tuple[int, ...]
     train_loss: tuple[float, ...]
     local_steps: tuple[int, ...]
+    # 1 if the unclipped update's norm was ≤ spec.clip, else 0 (adaptive clipping, as
+    # client_step reports it); None without a clip
+    clip_indicator: tuple[int, ...] | None = None
 
     def client_updates(self, round_index: int, layout_digest: bytes) -> Iterator[ClientUpdate]:
         """The chunk as :class:`ClientUpdate` messages (what ``client_step`` returns)."""
@@ -127,6 +136,7 @@ class UpdateChunk:
                 num_examples=self.num_examples[row],
                 train_loss=self.train_loss[row],
                 local_steps=self.local_steps[row],
+                clip_indicator=None if self.clip_indicator is None else self.clip_indicator[row],
             )
 
 
@@ -219,8 +229,10 @@ class BatchedClientTrainer:
 
     ``chunk_size`` clients train together (their stacked adapters and AdamW moments are the
     memory this holds: 4 × chunk_size × layout.size floats); ``token_budget`` bounds the padded
-    tokens of one forward pass. Results stream out one chunk at a time
-    (:meth:`train_chunks`), so an aggregator never holds the whole cohort's updates.
+    tokens of one forward pass (a cached pooled feature counts as one token).
+    ``feature_cache`` (of this model; None: uncached) skips the frozen prefix. Results
+    stream out one chunk at a time (:meth:`train_chunks`), so an aggregator never holds the
+    whole cohort's updates.
 
     The model is shared, not copied: while a chunk trains, its LoRA layers are switched off
     and forward hooks add the per-client terms (removed afterwards, even on error), so one
@@ -234,8 +246,14 @@ class BatchedClientTrainer:
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         token_budget: int = DEFAULT_TOKEN_BUDGET,
+        feature_cache: FeatureCache | None = None,
     ) -> None:
         _check_spec(spec)
+        if feature_cache is not None and feature_cache.prefix.model is not model:
+            raise ConfigurationError(
+                "the feature cache belongs to another model", parameter="feature_cache"
+            )
+        self.feature_cache = feature_cache
         self.model = model
         self.spec = spec
         self.chunk_size = _positive_int("chunk_size", chunk_size)
@@ -361,6 +379,12 @@ class BatchedClientTrainer:
         datas = [datas[i] for i in order]
         batches = [batches[i] for i in order]
         n_steps = [len(b) for b in batches]
+        cache = self.feature_cache
+        feats = (
+            None
+            if cache is None
+            else [cache.features(d.input_ids, d.token_type_ids) for d in datas]
+        )
         net = self.model.model
         device = self.model.device
         stacked = self._stack(global_flat, len(ids))
@@ -383,9 +407,12 @@ class BatchedClientTrainer:
                 for t in range(n_steps[0]):
                     active = sum(1 for n in n_steps if n > t)
                     losses = torch.zeros(active, dtype=torch.float64, device=device)
-                    for mb in self._micro_batches(datas, batches, t, active):
+                    for mb in self._micro_batches(datas, batches, t, active, feats):
                         route["seg"] = mb["seg"]
-                        logits = net(**mb["inputs"]).logits
+                        if cache is None:
+                            logits = net(**mb["inputs"]).logits
+                        else:
+                            logits = cache.prefix.top(*mb["inputs"])
                         ce = torch.nn.functional.cross_entropy(
                             logits.float(), mb["labels"], reduction="none"
                         )
@@ -406,14 +433,18 @@ class BatchedClientTrainer:
         if not np.all(np.isfinite(deltas)):
             bad = [ids[i] for i in range(len(ids)) if not np.all(np.isfinite(deltas[i]))]
             raise TrainingDivergedError(f"non-finite update for clients {bad}")
+        indicator: tuple[int, ...] | None = None
         if spec.clip is not None:
-            deltas = np.stack([clip_l2(row, spec.clip)[0] for row in deltas])
+            clipped = [clip_l2(row, spec.clip) for row in deltas]
+            deltas = np.stack([c for c, _ in clipped])
+            indicator = tuple(int(norm <= spec.clip) for _, norm in clipped)
         return UpdateChunk(
             client_ids=tuple(ids),
             deltas=deltas,
             num_examples=tuple(len(datas[j]) for j in unsort),
             train_loss=tuple(float(np.mean(step_losses[j])) for j in unsort),
             local_steps=tuple(n_steps[j] for j in unsort),
+            clip_indicator=indicator,
         )
 
     def _stack(self, global_flat: FloatVector, clients: int) -> dict[str, Any]:
@@ -459,15 +490,24 @@ class BatchedClientTrainer:
         batches: Sequence[Sequence[IntArray]],
         t: int,
         active: int,
+        feats: Sequence[Sequence[Any]] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Step t's sequences of the active clients, sorted by length and cut into forward
-        passes of at most ``token_budget`` padded tokens (less padding, bounded memory)."""
+        passes of at most ``token_budget`` padded tokens (less padding, bounded memory).
+
+        With ``feats`` (cached prefix outputs, per client and example) ``inputs`` is the
+        ``(features, mask)`` pair :meth:`FrozenPrefix.top` takes; a pooled feature counts
+        as one token."""
         import torch
 
+        per_token = feats is None or (
+            self.feature_cache is not None and self.feature_cache.prefix.sequence
+        )
         rows: list[tuple[int, int, int]] = []  # (length, client position, example index)
         for c in range(active):
             for i in batches[c][t]:
-                rows.append((len(datas[c].input_ids[int(i)]), c, int(i)))
+                n = len(datas[c].input_ids[int(i)]) if per_token else 1
+                rows.append((n, c, int(i)))
         rows.sort()
         sizes = [len(batches[c][t]) for c in range(active)]
         tok = self.model.tokenizer
@@ -480,6 +520,19 @@ class BatchedClientTrainer:
             while stop < len(rows) and (stop + 1 - start) * rows[stop][0] <= self.token_budget:
                 stop += 1
             group = rows[start:stop]
+            seg = [c for _, c, _ in group]
+            labels = torch.as_tensor(
+                [datas[c].labels[i] for _, c, i in group], dtype=torch.long, device=device
+            )
+            weight = torch.as_tensor(
+                [1.0 / sizes[c] for c in seg], dtype=torch.float32, device=device
+            )
+            seg_t = torch.as_tensor(seg, dtype=torch.long, device=device)
+            if feats is not None and self.feature_cache is not None:
+                stacked = self.feature_cache.stack([feats[c][i] for _, c, i in group])
+                yield {"inputs": stacked, "seg": seg_t, "labels": labels, "weight": weight}
+                start = stop
+                continue
             length = group[-1][0]
             ids = np.full((len(group), length), pad_id, dtype=np.int64)
             mask = np.zeros((len(group), length), dtype=np.int64)
@@ -496,17 +549,7 @@ class BatchedClientTrainer:
             }
             if datas[0].token_type_ids is not None:
                 inputs["token_type_ids"] = torch.as_tensor(types, device=device)
-            seg = [c for _, c, _ in group]
-            yield {
-                "inputs": inputs,
-                "seg": torch.as_tensor(seg, dtype=torch.long, device=device),
-                "labels": torch.as_tensor(
-                    [datas[c].labels[i] for _, c, i in group], dtype=torch.long, device=device
-                ),
-                "weight": torch.as_tensor(
-                    [1.0 / sizes[c] for c in seg], dtype=torch.float32, device=device
-                ),
-            }
+            yield {"inputs": inputs, "seg": seg_t, "labels": labels, "weight": weight}
             start = stop
 
     def _adam_step(

@@ -24,6 +24,7 @@ from securefl.train.batched import (
     ClientData,
 )
 from securefl.train.errors import CohortError
+from securefl.train.frozen import FeatureCache
 
 
 class BatchedTrainer:
@@ -45,6 +46,7 @@ class BatchedTrainer:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         token_budget: int = DEFAULT_TOKEN_BUDGET,
         test: TextDataset | None = None,
+        feature_cache: bool = True,
     ) -> None:
         self.model = model
         self.test = test
@@ -53,6 +55,8 @@ class BatchedTrainer:
             TrainSpec(epochs, batch_size, lr),
             chunk_size=chunk_size,
             token_budget=token_budget,
+            # the frozen-prefix cache when the adapter leaves one (securefl.train.frozen)
+            feature_cache=FeatureCache.for_model(model) if feature_cache else None,
         )
 
     def initial_state(self) -> dict[str, Any]:
