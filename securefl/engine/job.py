@@ -177,6 +177,15 @@ def check_engine_config(cfg: RunConfig) -> None:
             f"dp {cfg.dp!r} does not run on the engine yet (only {', '.join(ENGINE_DP)})",
             parameter="dp",
         )
+    if cfg.aggregation == "he" and cfg.dp == "none" and not cfg.allow_he_without_dp:
+        raise UnsupportedCombinationError(
+            "CKKS on an engine without DP: the key holder cannot check that the aggregate it "
+            "decrypts is the sum of the receipted uploads, so a malicious server could have one "
+            "client's update decrypted each round; use dp central (the default) or local, or "
+            "set allow_he_without_dp = true (recorded as a weakened threat model; the key "
+            "holder must opt in too)",
+            parameter="dp",
+        )
     if cfg.audit_canaries:
         raise UnsupportedCombinationError(
             "the canary audit needs the simulated population; run it with securefl simulate",
@@ -666,7 +675,12 @@ def run_job(
                 node_of = {**node_of, **discover_nodes(transport, timeout=stage_timeout)}
             t0 = time.perf_counter()
             if cfg.aggregation in ("he", "plain"):
-                from securefl.engine.he_job import run_upload_round
+                from securefl.engine.he_job import cohort_too_small, run_upload_round
+
+                too_small = cohort_too_small(cfg, len(plan.members))
+                if too_small:
+                    orch.skip_remote_round(plan, too_small)
+                    continue
 
                 res = run_upload_round(
                     orch,
