@@ -37,8 +37,8 @@ from securefl.audit.ledger import canonical_json
 from securefl.audit.records import NodeRefusal
 from securefl.engine.client import SecAggNode
 from securefl.engine.identity import NodeIdentity, check_client_id
-from securefl.engine.server import NodeStages, Transport
-from securefl.engine.wire import ENGINE_WIRE_VERSION, HELLO, encode_config, model_digest
+from securefl.engine.server import NodeStages, Transport, advertise_request
+from securefl.engine.wire import ENGINE_WIRE_VERSION, HELLO, model_digest
 from securefl.engine.wire import field as get_field
 from securefl.errors import (
     AbortError,
@@ -62,7 +62,7 @@ from securefl.fl.orchestrator import (
     sha256_of,
 )
 from securefl.fl.secure import RingInputs, SecAggAggregator
-from securefl.secagg import ClientPolicy, SecAggConfig, ServerProtocol, Stage
+from securefl.secagg import ClientPolicy, SecAggConfig, ServerProtocol
 from securefl.secagg.driver import drive_round
 from securefl.tensors import FloatVector
 
@@ -553,14 +553,7 @@ def run_remote_round(
         stages = NodeStages(
             CohortTransport(transport, [node_of[u] for u in ids if u in node_of]),
             config,
-            first_request={
-                "v": ENGINE_WIRE_VERSION,
-                "stage": int(Stage.ADVERTISE_KEYS),
-                "session": config.session_id,
-                "config": encode_config(config),
-                "plan": text,
-                "global": global_state,
-            },
+            first_request=advertise_request(config, text, global_state),
             timeout=stage_timeout,
             round_index=plan.index,
             advertise_timeout=train_timeout,

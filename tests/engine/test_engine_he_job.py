@@ -32,6 +32,7 @@ from securefl.engine.job import (
 from securefl.engine.local import InProcessTransport
 from securefl.engine.wire import ENGINE_WIRE_VERSION, HELLO
 from securefl.errors import ConfigurationError, SecureFLError
+from securefl.fl import checkpoint as ckpt_mod
 from securefl.fl.config import RunConfig
 from securefl.fl.run import run_simulation
 
@@ -265,6 +266,83 @@ def test_a_cohort_below_three_is_skipped_uncharged_and_the_run_goes_on(tmp_path:
     assert all(e.payload["released"] is False and "below" in e.payload["reason"] for e in aborted)
     assert not [e for e in entries if e.kind == "round_completed"]
     assert any(e.kind == "run_finished" for e in entries)
+
+
+class _ServerDies(Exception):
+    pass
+
+
+def test_resume_under_he_after_the_server_dies_charges_no_round_twice(tmp_path: Path) -> None:
+    """The ServerApp dies twice: between rounds 0 and 1 (round 1's open never leaves), then
+    inside round 1 after the uploads (the decrypt request never leaves; the key holder holds
+    round 1 open). Started again each time on the same run directory it finishes with the
+    ε and the events of an uninterrupted run; each round is recorded and released once."""
+    transport, registry, _ = _cluster(tmp_path / "a")
+    cfg = _cfg(tmp_path, "r", noise_multiplier=Z)
+    info, _ = server_model(cfg, with_evaluation=False)
+    real = transport.exchange
+
+    def dies_at(at_round: int, stage: int) -> Any:
+        def exchange(requests: Any, *, timeout: float, round_index: int) -> Any:
+            if round_index == at_round and any(q["stage"] == stage for q in requests.values()):
+                raise _ServerDies
+            return real(requests, timeout=timeout, round_index=round_index)
+
+        return exchange
+
+    for stage in (KEYHOLDER_OPEN, KEYHOLDER_DECRYPT):
+        transport.exchange = dies_at(1, stage)  # type: ignore[method-assign]
+        with pytest.raises(_ServerDies):
+            run_job(transport, cfg, info, registry=registry, stage_timeout=5)
+        assert ckpt_mod.load(tmp_path / "r").rounds_done == 1  # type: ignore[union-attr]
+    transport.exchange = real  # type: ignore[method-assign]
+    res = run_job(transport, cfg, info, registry=registry, stage_timeout=5)
+    other, registry_u, _ = _cluster(tmp_path / "u")
+    full = run_job(
+        other,
+        cfg.replace(out=str(tmp_path / "u" / "run"), key_dir=str(tmp_path / "u" / "k")),
+        info,
+        registry=registry_u,
+        stage_timeout=5,
+    )
+    assert res.rounds_completed == 2 and full.rounds_completed == 2
+    assert not transport.errors and not other.errors
+    assert res.epsilon == pytest.approx(full.epsilon, rel=1e-12)
+    events = {}
+    for name, path in (("resumed", tmp_path / "r"), ("full", tmp_path / "u" / "run")):
+        with Ledger(path / "ledger.sqlite") as led:
+            assert led.verify().ok
+            done = [e for e in led.entries() if e.kind == "round_completed"]
+            events[name] = [(e.round_id, e.payload["dp_event"]) for e in done]
+    assert [r for r, _ in events["resumed"]] == [0, 1]
+    assert events["resumed"] == events["full"]
+    state = json.loads((tmp_path / "a" / "keyholder" / "ckks.secret.rounds.json").read_text())
+    assert [run["released"] for run in state.values()] == [[0, 1]]
+
+
+def test_local_dpsgd_under_he_runs_on_the_engine(tmp_path: Path) -> None:
+    """Cross-silo DP-SGD inside each node, CKKS aggregation: the key holder releases the sum
+    without adding noise of its own (each update is already example-level DP), the event is
+    the worst declared site's, as the run's backend computes it."""
+    from securefl.fl import privacy
+    from securefl.fl.run import load_data
+
+    cfg = _cfg(tmp_path, "silo", dp="local", rounds=1, delta=1e-6)
+    sizes = tuple(len(c) for c in load_data(cfg)[0])
+    transport, registry, _ = _cluster(tmp_path / "c")
+    info, _ = server_model(cfg, with_evaluation=False)
+    res = run_job(transport, cfg, info, registry=registry, stage_timeout=5, client_examples=sizes)
+    assert not transport.errors and res.metrics[0]["n_participants"] == 5
+    event = job_backend(cfg, res.noise_multiplier, info.layout.size, sizes).round_event()
+    assert res.epsilon == pytest.approx(privacy.epsilon_of(cfg, [event]), rel=1e-12)
+    with Ledger(tmp_path / "silo" / "ledger.sqlite") as led:
+        assert led.verify().ok
+        started = next(e.payload for e in led.entries() if e.kind == "run_started")
+        done = next(e.payload for e in led.entries() if e.kind == "round_completed")
+    assert started["privacy_unit"] == "example"
+    assert done["aggregation"]["key_holder"] == "own node"
+    assert "central_noise" not in done["aggregation"]["release"]
+    assert "weakened_threat_model" not in done["aggregation"]
 
 
 # ------------------------------------------------------------------ the key holder alone
