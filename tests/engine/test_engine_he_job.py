@@ -162,6 +162,8 @@ def test_he_sum_is_right_and_a_dropped_client_is_not_in_it(tmp_path: Path) -> No
     with Ledger(tmp_path / "exact" / "ledger.sqlite") as led:
         done = next(e.payload for e in led.entries() if e.kind == "round_completed")
     assert done["aggregation"]["weakened_threat_model"]["key_holder_checks_sum"] is False
+    report = json.loads((tmp_path / "exact" / "report.json").read_text())
+    assert "key_holder_checks_sum" in json.dumps(report["threat_model"]["aggregation"])
     bound = float(done["aggregation"]["release"]["released_error_bound"])
     assert 0 < bound < 1e-3
     err = np.max(np.abs(res.global_flat - expected))
