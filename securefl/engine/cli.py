@@ -1,9 +1,11 @@
-"""``securefl engine-keygen`` / ``securefl engine-app``: set up a Flower deployment of SecAgg.
+"""``securefl engine-keygen`` / ``engine-app`` / ``engine-keyholder-init``: set up a Flower
+deployment.
 
 ``engine-keygen`` creates one node identity file per client id and the registry of their
 public keys (the PKI of ``protocols/secagg.md`` §1); ``engine-app`` writes the Flower app
-project that ``flwr run`` submits. Commands to start the SuperLink and SuperNodes:
-``protocols/engine-flower.md`` §7.
+project that ``flwr run`` submits; ``engine-keyholder-init`` makes the CKKS key holder's
+secret key and prints the fingerprint clients pin (§12). Commands to start the SuperLink and
+SuperNodes: ``protocols/engine-flower.md`` §7.
 """
 
 from __future__ import annotations
@@ -62,7 +64,32 @@ def engine_app(
     typer.echo(f"Flower app written to {root}; run it with: flwr run {root}")
 
 
+def engine_keyholder_init(
+    out: Annotated[
+        Path,
+        typer.Option(help="secret key file to create (outside any run directory; mode 0600)"),
+    ],
+    preset: Annotated[str, typer.Option(help="CKKS preset: fast | weighted | precise")] = "fast",
+) -> None:
+    """Create the CKKS key holder's secret key (never overwritten) and print the public
+    context's fingerprint, which every client pins as ``key-holder-fingerprint``."""
+    from securefl.engine.he_job import init_key_holder
+    from securefl.errors import SecureFLError
+
+    try:
+        out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fingerprint = init_key_holder(out, preset)
+    except (SecureFLError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"CKKS secret key (preset {preset}): {out}")
+    typer.echo(f'key holder node config: role="keyholder" he-secret-key="{out}"')
+    typer.echo(f'client node config: key-holder-fingerprint="{fingerprint.hex()}"')
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``engine-keygen`` and ``engine-app`` to the ``securefl`` command line."""
+    """Add ``engine-keygen``, ``engine-app`` and ``engine-keyholder-init`` to the ``securefl``
+    command line."""
     app.command("engine-keygen")(engine_keygen)
     app.command("engine-app")(engine_app)
+    app.command("engine-keyholder-init")(engine_keyholder_init)

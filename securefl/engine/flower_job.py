@@ -28,7 +28,8 @@ from the node config), ``node-policy`` (TOML; with it the node keeps its own sig
 CKKS key holder's public-context fingerprint the node encrypts to). The key holder's node
 config instead: ``role = "keyholder"``, ``he-secret-key`` (its CKKS secret key, made by
 :func:`securefl.engine.he_job.init_key_holder`, outside any run directory), ``registry``,
-``he-state`` and ``min-contributions`` (:class:`~securefl.engine.he_job.KeyHolderNode`). Both
+``he-state``, ``min-contributions`` and ``he-allow-without-dp``
+(:class:`~securefl.engine.he_job.KeyHolderNode`). Both
 factories are imported by name in the app's processes, so their module
 must be importable there (installed with the app, not only on the host that submits the run).
 Spec: ``protocols/engine-flower.md`` §10.
@@ -216,7 +217,8 @@ def _fingerprint(text: str) -> bytes | None:
 def key_holder_from_node_config(cfg: Mapping[str, Scalar]) -> KeyHolderNode:
     """The CKKS key holder: its secret key (``he-secret-key``, outside any run directory),
     the registry it checks clients' receipts against, its release state file (``he-state``,
-    default beside the key) and ``min-contributions``."""
+    default beside the key), ``min-contributions`` and ``he-allow-without-dp`` (its own
+    opt-in to runs without DP, engine-flower.md §12; default false)."""
     key = _get(cfg, "he-secret-key", "", str)
     registry = _get(cfg, "registry", "", str)
     if not key or not registry:
@@ -228,6 +230,7 @@ def key_holder_from_node_config(cfg: Mapping[str, Scalar]) -> KeyHolderNode:
         registry=load_registry(registry),
         state=_get(cfg, "he-state", "", str) or None,
         min_contributions=_get(cfg, "min-contributions", HE_MIN_CONTRIBUTIONS, int),
+        allow_without_dp=_get(cfg, "he-allow-without-dp", False, bool),
     )
 
 

@@ -233,6 +233,7 @@ class KeyHolderNode:
         registry: Mapping[int, bytes],
         state: str | os.PathLike[str] | None = None,
         min_contributions: int = HE_MIN_CONTRIBUTIONS,
+        allow_without_dp: bool = False,
     ) -> None:
         if min_contributions < HE_MIN_CONTRIBUTIONS:
             raise ConfigurationError(
@@ -244,6 +245,11 @@ class KeyHolderNode:
         self.registry = dict(registry)
         self.state_path = Path(state) if state else Path(f"{self.secret_key}.rounds.json")
         self.min_contributions = min_contributions
+        #: This node's own opt-in (``he-allow-without-dp``) to decrypt rounds of a run without
+        #: DP: it cannot check that the aggregate is the receipted sum, so without noise a
+        #: malicious server could have it decrypt one client's update (§12). Never the
+        #: server's config alone.
+        self.allow_without_dp = allow_without_dp
         self._backends: BackendCache = {}
 
     def handle(self, request: Mapping[str, Any], store: MutableMapping[str, Any]) -> dict[str, Any]:
@@ -264,6 +270,12 @@ class KeyHolderNode:
         job = JobTerms.from_text(text)
         if job.config.aggregation != "he":
             raise UnsafeRequestError("the key holder serves CKKS rounds only")
+        if job.config.dp == "none" and not self.allow_without_dp:
+            raise UnsafeRequestError(
+                "this key holder decrypts no round of a run without DP (it cannot check that "
+                "the aggregate is the sum of the receipted uploads, so the release could be one "
+                "client's update); its node config must set he-allow-without-dp = true"
+            )
         backend = verified_backend(job, self._backends)
         return job, backend
 
@@ -381,6 +393,27 @@ class KeyHolderNode:
 
 
 # ------------------------------------------------------------------------------ server side
+#: What a CKKS round without DP records (``allow_he_without_dp``, both sides opted in).
+WEAKENED_WITHOUT_DP = {
+    "opt_in": "allow_he_without_dp (server) and he-allow-without-dp (key holder)",
+    "key_holder_checks_sum": False,
+    "server_may_obtain": "one decryption per round of a ciphertext of its choice, e.g. one "
+    "client's update, without DP noise",
+}
+
+
+def cohort_too_small(cfg: Any, n: int) -> str:
+    """Why a CKKS round of ``n`` sampled clients cannot run (the key holder decrypts no sum of
+    fewer than :data:`HE_MIN_CONTRIBUTIONS`), or "" when it can. Decided before anyone is
+    asked, so the round computes and releases nothing and is not charged (§12)."""
+    if cfg.aggregation == "he" and n < HE_MIN_CONTRIBUTIONS:
+        return (
+            f"cohort of {n} is below the {HE_MIN_CONTRIBUTIONS} contributions the CKKS key "
+            "holder decrypts; nothing was sent or released"
+        )
+    return ""
+
+
 def find_key_holder(transport: Transport, *, timeout: float) -> int:
     """The engine node id of the one node that answers HELLO as the key holder."""
     replies = transport.exchange(
@@ -455,8 +488,9 @@ def _upload_round(
     if he:
         if key_holder is None:
             raise AbortError("no key holder for a CKKS round")
-        if n < HE_MIN_CONTRIBUTIONS:
-            raise AbortError(f"cohort of {n} is too small for CKKS (need ≥ {HE_MIN_CONTRIBUTIONS})")
+        reason = cohort_too_small(orch.cfg, n)
+        if reason:
+            raise AbortError(reason)
         t0 = time.perf_counter()
         rep = transport.exchange(
             {key_holder: {**base, "stage": KEYHOLDER_OPEN}},
@@ -566,6 +600,8 @@ def _upload_round(
             "release": {str(k): str(v) for k, v in metadata.items()},
             "key_holder": "own node",
         }
+        if orch.cfg.dp == "none":
+            protocol["weakened_threat_model"] = WEAKENED_WITHOUT_DP
     return AggregateOutcome(
         total=total,
         weight_total=weight_total,

@@ -37,8 +37,8 @@ from securefl.audit.ledger import canonical_json
 from securefl.audit.records import NodeRefusal
 from securefl.engine.client import SecAggNode
 from securefl.engine.identity import NodeIdentity, check_client_id
-from securefl.engine.server import NodeStages, Transport
-from securefl.engine.wire import ENGINE_WIRE_VERSION, HELLO, encode_config, model_digest
+from securefl.engine.server import NodeStages, Transport, advertise_request
+from securefl.engine.wire import ENGINE_WIRE_VERSION, HELLO, model_digest
 from securefl.engine.wire import field as get_field
 from securefl.errors import (
     AbortError,
@@ -62,7 +62,7 @@ from securefl.fl.orchestrator import (
     sha256_of,
 )
 from securefl.fl.secure import RingInputs, SecAggAggregator
-from securefl.secagg import ClientPolicy, SecAggConfig, ServerProtocol, Stage
+from securefl.secagg import ClientPolicy, SecAggConfig, ServerProtocol
 from securefl.secagg.driver import drive_round
 from securefl.tensors import FloatVector
 
@@ -175,6 +175,15 @@ def check_engine_config(cfg: RunConfig) -> None:
     if cfg.dp not in ENGINE_DP:
         raise UnsupportedCombinationError(
             f"dp {cfg.dp!r} does not run on the engine yet (only {', '.join(ENGINE_DP)})",
+            parameter="dp",
+        )
+    if cfg.aggregation == "he" and cfg.dp == "none" and not cfg.allow_he_without_dp:
+        raise UnsupportedCombinationError(
+            "CKKS on an engine without DP: the key holder cannot check that the aggregate it "
+            "decrypts is the sum of the receipted uploads, so a malicious server could have one "
+            "client's update decrypted each round; use dp central (the default) or local, or "
+            "set allow_he_without_dp = true (recorded as a weakened threat model; the key "
+            "holder must opt in too)",
             parameter="dp",
         )
     if cfg.audit_canaries:
@@ -544,14 +553,7 @@ def run_remote_round(
         stages = NodeStages(
             CohortTransport(transport, [node_of[u] for u in ids if u in node_of]),
             config,
-            first_request={
-                "v": ENGINE_WIRE_VERSION,
-                "stage": int(Stage.ADVERTISE_KEYS),
-                "session": config.session_id,
-                "config": encode_config(config),
-                "plan": text,
-                "global": global_state,
-            },
+            first_request=advertise_request(config, text, global_state),
             timeout=stage_timeout,
             round_index=plan.index,
             advertise_timeout=train_timeout,
@@ -666,7 +668,12 @@ def run_job(
                 node_of = {**node_of, **discover_nodes(transport, timeout=stage_timeout)}
             t0 = time.perf_counter()
             if cfg.aggregation in ("he", "plain"):
-                from securefl.engine.he_job import run_upload_round
+                from securefl.engine.he_job import cohort_too_small, run_upload_round
+
+                too_small = cohort_too_small(cfg, len(plan.members))
+                if too_small:
+                    orch.skip_remote_round(plan, too_small)
+                    continue
 
                 res = run_upload_round(
                     orch,

@@ -164,6 +164,19 @@ def make_config(
     )
 
 
+def advertise_request(config: SecAggConfig, plan_text: str, global_state: bytes) -> Record:
+    """The first (AdvertiseKeys) request of a round: the session's configuration, the plan the
+    model digest binds, and the global model (NodeStages adds each node's challenge)."""
+    return {
+        "v": ENGINE_WIRE_VERSION,
+        "stage": int(Stage.ADVERTISE_KEYS),
+        "session": config.session_id,
+        "config": encode_config(config),
+        "plan": plan_text,
+        "global": global_state,
+    }
+
+
 class NodeStages:
     """The engine's side of :class:`securefl.secagg.driver.Transport`: SecAgg messages to and
     from engine nodes, one request/reply exchange per stage.
@@ -343,14 +356,7 @@ def run_secure_round(
     stages = NodeStages(
         transport,
         config,
-        first_request={
-            "v": ENGINE_WIRE_VERSION,
-            "stage": int(Stage.ADVERTISE_KEYS),
-            "session": config.session_id,
-            "config": encode_config(config),
-            "plan": plan_text,
-            "global": global_state,
-        },
+        first_request=advertise_request(config, plan_text, global_state),
         timeout=settings.stage_timeout,
         round_index=round_index,
     )

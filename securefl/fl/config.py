@@ -117,6 +117,12 @@ class RunConfig:
     # δ ≥ 1/population allows a mechanism that publishes one unit's data outright with
     # probability δ (Dwork & Roth 2014 §2.3); refused unless this is set, and then recorded.
     allow_large_delta: bool = False
+    # CKKS on an engine (securefl.engine.he_job) without DP: the key holder cannot check that
+    # the aggregate it decrypts is the sum of the receipted uploads, so a malicious server can
+    # get one individual update per round decrypted. Refused unless set (and the key holder's
+    # own node config opts in too); recorded as a weakened threat model. In-process runs hold
+    # server and key holder in one trusted process and ignore it.
+    allow_he_without_dp: bool = False
     # One-run empirical audit of the trained model (securefl.fl.canary_audit): m canary
     # clients, each included with a secret fair coin; 0 = no audit. Client-level DP or none.
     audit_canaries: int = 0
@@ -226,6 +232,7 @@ _ADDED_LATER: dict[str, Any] = {
     "feature_cache": True,
     "feature_cache_mb": 1024,
     "batched_training": False,
+    "allow_he_without_dp": False,
 }
 
 
@@ -334,7 +341,7 @@ def validate(cfg: RunConfig) -> None:
     if cfg.noise_multiplier is not None:
         # With DP on, z = 0 is no noise at all: refused before anything is recorded.
         _positive(cfg, "noise_multiplier", allow_zero=cfg.dp == "none")
-    for name in ("allow_large_delta", "feature_cache", "batched_training"):
+    for name in ("allow_large_delta", "allow_he_without_dp", "feature_cache", "batched_training"):
         if not isinstance(getattr(cfg, name), bool):
             raise ConfigurationError("must be true or false", parameter=name)
     if cfg.batched_training and cfg.dp == "local":

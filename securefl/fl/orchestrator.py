@@ -551,6 +551,19 @@ class Orchestrator:
             plan, outcome, abort_reason, losses=[], missing={}, train_s=train_s
         )
 
+    def skip_remote_round(self, plan: RoundPlan, reason: str) -> None:
+        """Close a projected round an engine could not start, before it asked anyone or
+        computed anything (a CKKS cohort below the key holder's minimum): ``round_aborted``
+        with ``released: false``, not charged, the model unchanged; the run goes on with the
+        next round. Re-run after a resume, it is skipped again (the same secret coins)."""
+        if plan.index != self.next_index:
+            raise ConfigurationError(
+                f"round {plan.index} is not the open round {self.next_index}", parameter="plan"
+            )
+        self.ledger.append_record(RoundAborted(released=False, reason=reason), round_id=plan.index)
+        self.next_index = plan.index + 1
+        _emit(self.callback, "refused", round=plan.index, reasons=[reason])
+
     def _close_round(
         self,
         plan: RoundPlan,

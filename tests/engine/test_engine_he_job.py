@@ -31,7 +31,8 @@ from securefl.engine.job import (
 )
 from securefl.engine.local import InProcessTransport
 from securefl.engine.wire import ENGINE_WIRE_VERSION, HELLO
-from securefl.errors import SecureFLError
+from securefl.errors import ConfigurationError, SecureFLError
+from securefl.fl import checkpoint as ckpt_mod
 from securefl.fl.config import RunConfig
 from securefl.fl.run import run_simulation
 
@@ -74,7 +75,7 @@ class Recording(InProcessTransport):
 
 
 def _cluster(
-    tmp: Path, *, pin: bool = True, **kw: Any
+    tmp: Path, *, pin: bool = True, kh_allow_without_dp: bool = False, **kw: Any
 ) -> tuple[Recording, dict[int, bytes], dict[int, NodeIdentity]]:
     """N client nodes and one key-holder node whose secret key lives outside any run dir."""
     (tmp / "sites").mkdir(parents=True, exist_ok=True)
@@ -87,7 +88,11 @@ def _cluster(
         100 + u: JobNode(ident, BuiltinTraining(), registry=registry, key_holder=pinned)
         for u, ident in ids.items()
     }
-    nodes[KH] = KeyHolderNode(tmp / "keyholder" / "ckks.secret", registry=registry)
+    nodes[KH] = KeyHolderNode(
+        tmp / "keyholder" / "ckks.secret",
+        registry=registry,
+        allow_without_dp=kh_allow_without_dp,
+    )
     return Recording(nodes, **kw), registry, ids
 
 
@@ -144,8 +149,8 @@ def test_he_job_records_the_simulations_events_and_the_server_never_gets_the_key
 def test_he_sum_is_right_and_a_dropped_client_is_not_in_it(tmp_path: Path) -> None:
     """No DP, one client gone before it uploads: the new model is the initial one plus the
     mean of the four survivors' own updates (recomputed here), within the CKKS release bound."""
-    transport, registry, _ = _cluster(tmp_path, drop_at={102: 0})
-    cfg = _cfg(tmp_path, "exact", dp="none", rounds=1)
+    transport, registry, _ = _cluster(tmp_path, drop_at={102: 0}, kh_allow_without_dp=True)
+    cfg = _cfg(tmp_path, "exact", dp="none", rounds=1, allow_he_without_dp=True)
     info, _ = server_model(cfg, with_evaluation=False)
     res = run_job(transport, cfg, info, registry=registry, stage_timeout=5)
     m = res.metrics[0]
@@ -156,6 +161,9 @@ def test_he_sum_is_right_and_a_dropped_client_is_not_in_it(tmp_path: Path) -> No
     expected = info.initial + cfg.effective_server_lr * np.mean(deltas, axis=0)
     with Ledger(tmp_path / "exact" / "ledger.sqlite") as led:
         done = next(e.payload for e in led.entries() if e.kind == "round_completed")
+    assert done["aggregation"]["weakened_threat_model"]["key_holder_checks_sum"] is False
+    report = json.loads((tmp_path / "exact" / "report.json").read_text())
+    assert "key_holder_checks_sum" in json.dumps(report["threat_model"]["aggregation"])
     bound = float(done["aggregation"]["release"]["released_error_bound"])
     assert 0 < bound < 1e-3
     err = np.max(np.abs(res.global_flat - expected))
@@ -193,13 +201,150 @@ def test_plain_job_is_the_recorded_weak_mode_with_the_simulations_events(tmp_pat
 
 def test_clients_refuse_without_a_pinned_key_holder(tmp_path: Path) -> None:
     """A node that cannot tell the key holder's public key from the server's refuses."""
-    transport, registry, _ = _cluster(tmp_path, pin=False)
-    cfg = _cfg(tmp_path, "nopin", dp="none", rounds=1)
+    transport, registry, _ = _cluster(tmp_path, pin=False, kh_allow_without_dp=True)
+    cfg = _cfg(tmp_path, "nopin", dp="none", rounds=1, allow_he_without_dp=True)
     info, _ = server_model(cfg, with_evaluation=False)
     res = run_job(transport, cfg, info, registry=registry, stage_timeout=5)
     assert res.metrics[0]["n_participants"] == 0
     assert len(transport.errors) == 5
     assert all("pinned key holder" in why for why in transport.errors.values())
+
+
+def test_he_without_dp_is_refused_unless_the_server_and_the_key_holder_opt_in(
+    tmp_path: Path,
+) -> None:
+    """The key holder cannot check that what it decrypts is the receipted sum: without DP a
+    malicious server could get one client's update decrypted per round. The server refuses
+    such a run unless ``allow_he_without_dp``; the key holder, which does not trust the
+    server's config, refuses to open its rounds unless its own config opts in, and the
+    refusal is in the server's ledger. (Both opted in: test_he_sum_is_right_…, which checks
+    the weakened threat model is recorded.) The in-process run is unchanged."""
+    transport, registry, _ = _cluster(tmp_path)
+    cfg = _cfg(tmp_path, "nodp", dp="none", rounds=1)
+    info, _ = server_model(cfg, with_evaluation=False)
+    with pytest.raises(ConfigurationError) as refused:
+        run_job(transport, cfg, info, registry=registry, stage_timeout=5)
+    assert refused.value.parameter == "dp" and "allow_he_without_dp" in str(refused.value)
+    assert not (tmp_path / "nodp").exists()  # refused before anything was written
+
+    opted = cfg.replace(out=str(tmp_path / "half"), allow_he_without_dp=True)
+    res = run_job(transport, opted, info, registry=registry, stage_timeout=5)
+    assert res.metrics[0]["n_participants"] == 0
+    assert np.array_equal(res.global_flat, info.initial)
+    assert set(transport.errors) == {KH} and "he-allow-without-dp" in transport.errors[KH]
+    with Ledger(tmp_path / "half" / "ledger.sqlite") as led:
+        assert led.verify().ok
+        refusals = [e.payload for e in led.entries() if e.kind == "node_refusal"]
+        started = next(e.payload for e in led.entries() if e.kind == "run_started")
+    assert [r["node"] for r in refusals] == [KH]
+    assert started["config"]["allow_he_without_dp"] is True  # the opt-in is recorded
+    # in process, server and key holder are one trusted process: no opt-in needed
+    assert RunConfig(**{**BASE, "dp": "none"}).allow_he_without_dp is False
+
+
+def test_a_cohort_below_three_is_skipped_uncharged_and_the_run_goes_on(tmp_path: Path) -> None:
+    """Two sampled clients cannot make a CKKS round (the key holder decrypts no sum of fewer
+    than 3): nobody is asked, nothing is released or charged, the ledger says so, and the
+    run goes on to the next round (here: every round, then the end of the run)."""
+    transport, registry, _ = _cluster(tmp_path)
+    cfg = _cfg(tmp_path, "small", rounds=2, clients_per_round=2, noise_multiplier=Z)
+    info, _ = server_model(cfg, with_evaluation=False)
+    asked: list[int] = []
+    real = transport.exchange
+
+    def counting(requests: Any, *, timeout: float, round_index: int) -> Any:
+        asked.extend(r["stage"] for r in requests.values())
+        return real(requests, timeout=timeout, round_index=round_index)
+
+    transport.exchange = counting  # type: ignore[method-assign]
+    res = run_job(transport, cfg, info, registry=registry, stage_timeout=5)
+    assert set(asked) == {HELLO} and not transport.errors  # no round request left the server
+    assert res.epsilon == 0.0 and np.array_equal(res.global_flat, info.initial)
+    with Ledger(tmp_path / "small" / "ledger.sqlite") as led:
+        assert led.verify().ok
+        entries = list(led.entries())
+    aborted = [e for e in entries if e.kind == "round_aborted"]
+    assert [e.round_id for e in aborted] == [0, 1]
+    assert all(e.payload["released"] is False and "below" in e.payload["reason"] for e in aborted)
+    assert not [e for e in entries if e.kind == "round_completed"]
+    assert any(e.kind == "run_finished" for e in entries)
+
+
+class _ServerDies(Exception):
+    pass
+
+
+def test_resume_under_he_after_the_server_dies_charges_no_round_twice(tmp_path: Path) -> None:
+    """The ServerApp dies twice: between rounds 0 and 1 (round 1's open never leaves), then
+    inside round 1 after the uploads (the decrypt request never leaves; the key holder holds
+    round 1 open). Started again each time on the same run directory it finishes with the
+    ε and the events of an uninterrupted run; each round is recorded and released once."""
+    transport, registry, _ = _cluster(tmp_path / "a")
+    cfg = _cfg(tmp_path, "r", noise_multiplier=Z)
+    info, _ = server_model(cfg, with_evaluation=False)
+    real = transport.exchange
+
+    def dies_at(at_round: int, stage: int) -> Any:
+        def exchange(requests: Any, *, timeout: float, round_index: int) -> Any:
+            if round_index == at_round and any(q["stage"] == stage for q in requests.values()):
+                raise _ServerDies
+            return real(requests, timeout=timeout, round_index=round_index)
+
+        return exchange
+
+    for stage in (KEYHOLDER_OPEN, KEYHOLDER_DECRYPT):
+        transport.exchange = dies_at(1, stage)  # type: ignore[method-assign]
+        with pytest.raises(_ServerDies):
+            run_job(transport, cfg, info, registry=registry, stage_timeout=5)
+        assert ckpt_mod.load(tmp_path / "r").rounds_done == 1  # type: ignore[union-attr]
+    transport.exchange = real  # type: ignore[method-assign]
+    res = run_job(transport, cfg, info, registry=registry, stage_timeout=5)
+    other, registry_u, _ = _cluster(tmp_path / "u")
+    full = run_job(
+        other,
+        cfg.replace(out=str(tmp_path / "u" / "run"), key_dir=str(tmp_path / "u" / "k")),
+        info,
+        registry=registry_u,
+        stage_timeout=5,
+    )
+    assert res.rounds_completed == 2 and full.rounds_completed == 2
+    assert not transport.errors and not other.errors
+    assert res.epsilon == pytest.approx(full.epsilon, rel=1e-12)
+    events = {}
+    for name, path in (("resumed", tmp_path / "r"), ("full", tmp_path / "u" / "run")):
+        with Ledger(path / "ledger.sqlite") as led:
+            assert led.verify().ok
+            done = [e for e in led.entries() if e.kind == "round_completed"]
+            events[name] = [(e.round_id, e.payload["dp_event"]) for e in done]
+    assert [r for r, _ in events["resumed"]] == [0, 1]
+    assert events["resumed"] == events["full"]
+    state = json.loads((tmp_path / "a" / "keyholder" / "ckks.secret.rounds.json").read_text())
+    assert [run["released"] for run in state.values()] == [[0, 1]]
+
+
+def test_local_dpsgd_under_he_runs_on_the_engine(tmp_path: Path) -> None:
+    """Cross-silo DP-SGD inside each node, CKKS aggregation: the key holder releases the sum
+    without adding noise of its own (each update is already example-level DP), the event is
+    the worst declared site's, as the run's backend computes it."""
+    from securefl.fl import privacy
+    from securefl.fl.run import load_data
+
+    cfg = _cfg(tmp_path, "silo", dp="local", rounds=1, delta=1e-6)
+    sizes = tuple(len(c) for c in load_data(cfg)[0])
+    transport, registry, _ = _cluster(tmp_path / "c")
+    info, _ = server_model(cfg, with_evaluation=False)
+    res = run_job(transport, cfg, info, registry=registry, stage_timeout=5, client_examples=sizes)
+    assert not transport.errors and res.metrics[0]["n_participants"] == 5
+    event = job_backend(cfg, res.noise_multiplier, info.layout.size, sizes).round_event()
+    assert res.epsilon == pytest.approx(privacy.epsilon_of(cfg, [event]), rel=1e-12)
+    with Ledger(tmp_path / "silo" / "ledger.sqlite") as led:
+        assert led.verify().ok
+        started = next(e.payload for e in led.entries() if e.kind == "run_started")
+        done = next(e.payload for e in led.entries() if e.kind == "round_completed")
+    assert started["privacy_unit"] == "example"
+    assert done["aggregation"]["key_holder"] == "own node"
+    assert "central_noise" not in done["aggregation"]["release"]
+    assert "weakened_threat_model" not in done["aggregation"]
 
 
 # ------------------------------------------------------------------ the key holder alone

@@ -150,6 +150,7 @@ def test_fields_added_later_leave_old_digests_unchanged() -> None:
     later |= {"clip_mode", "clip_target_quantile", "clip_lr", "clip_count_noise_std"}
     later |= {"mechanism", "ftrl_max_participations", "ftrl_min_separation"}
     later |= {"feature_cache", "feature_cache_mb", "batched_training"}
+    later |= {"allow_he_without_dp"}
     where = {"out", "rounds", "name", "key_dir"}
     body = {k: v for k, v in cfg.to_dict().items() if k not in where | later}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
