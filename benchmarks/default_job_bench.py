@@ -10,11 +10,13 @@ everything else equal — over 5 seeds, and prints one JSON line with
 * ``epsilon`` / ``delta`` / ``privacy_unit`` / ``noise_multiplier`` — the guarantee the DP runs
   declare (ε spent, max over seeds);
 * ``wall_s_dp`` / ``wall_s_nonprivate`` — per-run wall time (model load, ledger and reports
-  included; the README promises ~2 minutes for the default run).
+  included; the README promises ~2 minutes for the default run), with ``load_avg`` (the
+  machine's 1/5/15-minute load before and after: the times are meaningless without it).
 
 The seed fixes the synthetic data and its partition; client sampling, masks and DP noise come
-from a CSPRNG, so each run also draws fresh coins. ``--quick``: 2 seeds. ``--set key=value``
-overrides a default (a TOML literal), to try a recipe.
+from a CSPRNG, so each run also draws fresh coins. ``--quick``: 2 seeds. ``--seed-list 3,4``
+runs exactly those seeds (to extend an earlier measurement without repeating it).
+``--set key=value`` overrides a default (a TOML literal), to try a recipe.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -74,15 +77,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 seeds instead of 5")
     ap.add_argument("--seeds", type=int, default=None, help="number of seeds (0, 1, …)")
+    ap.add_argument(
+        "--seed-list", default=None, help="comma-separated seeds to run (overrides --seeds)"
+    )
     ap.add_argument("--set", dest="sets", action="append", default=[], help="key=value")
     args = ap.parse_args(argv)
     n = args.seeds if args.seeds is not None else (2 if args.quick else 5)
+    seeds = list(range(n))
+    if args.seed_list is not None:
+        seeds = [int(x) for x in args.seed_list.split(",") if x.strip()]
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            ap.error("--seed-list needs distinct non-negative integers, e.g. 3,4")
     base = _override(args.sets)
+    load_before = os.getloadavg()
     dp_runs: list[dict[str, Any]] = []
     np_runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="default-job-bench-") as tmp:
         root = Path(tmp)
-        for seed in range(n):
+        for seed in seeds:
             for runs, extra in ((dp_runs, {}), (np_runs, {"dp": "none"})):
                 r = one_run({**base, **extra, "seed": seed}, root)
                 runs.append(r)
@@ -96,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     eps = max(d["epsilon"] for d in dp_runs)
     result = {
         "benchmark": "default_job",
-        "seeds": n,
+        "seeds": seeds,
         "overrides": base,
         "dp": dp_runs[0]["dp"],
         "privacy_unit": dp_runs[0]["privacy_unit"],
@@ -111,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         "target_ratio_min": 0.9,
         "wall_s_dp": [round(d["wall_s"], 1) for d in dp_runs],
         "wall_s_nonprivate": [round(p["wall_s"], 1) for p in np_runs],
+        # 1/5/15-minute load averages before and after: wall times on a shared machine.
+        "load_avg": [[round(x, 2) for x in load_before], [round(x, 2) for x in os.getloadavg()]],
     }
     print(json.dumps(result))
     return 0

@@ -145,14 +145,24 @@ def compose(events: Sequence[Mapping[str, Any]]) -> Any:
 
 
 def epsilon(
-    accountant: str, event: Any, delta: float, adjacency: str = "add-remove"
+    accountant: str,
+    event: Any,
+    delta: float,
+    adjacency: str = "add-remove",
+    *,
+    instance: Any = None,
 ) -> float | None:
     """ε at ``delta`` under the named accountant and adjacency (``"add-remove"`` or
-    ``"replace-one"``); ``None`` if that accountant cannot soundly account for the event."""
+    ``"replace-one"``); ``None`` if that accountant cannot soundly account for the event.
+    ``instance``: an accountant of that name and adjacency to reuse (its PLDs are memoised)."""
     from securefl.dp.accounting import get_accountant
     from securefl.dp.errors import UnsupportedEventError
 
-    acc = get_accountant(accountant, neighboring=_NEIGHBORING[adjacency])
+    acc = (
+        instance
+        if instance is not None
+        else get_accountant(accountant, neighboring=_NEIGHBORING[adjacency])
+    )
     if not acc.supports(event):
         return None
     try:
@@ -334,9 +344,14 @@ def epsilon_curve(
     PRV are recomputed at each point (callers pass fewer points for them).
     """
     if accountant != "rdp":
+        from securefl.dp.accounting import get_accountant
+
+        # One accountant for all points: the PLD accountant then builds each distinct
+        # round's PLD once and only composes further (bit-identical ε).
+        acc = get_accountant(accountant, neighboring=_NEIGHBORING[adjacency])
         out: list[float | None] = []
         for ev in cumulative_events(events, points):
-            eps = epsilon(accountant, ev, delta, adjacency)
+            eps = epsilon(accountant, ev, delta, adjacency, instance=acc)
             out.append(eps)
         return out
     import numpy as np

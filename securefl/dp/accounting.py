@@ -577,6 +577,10 @@ class RdpAccountant:
 # --------------------------------------------------------------------------- PLD
 
 
+#: PLDs one :class:`PldAccountant` keeps for reuse (a run's round events and their prefixes).
+_PLD_MEMO_SIZE = 64
+
+
 class PldAccountant:
     """Privacy-loss-distribution accountant built on ``dp_accounting.pld`` (pessimistic).
 
@@ -600,6 +604,11 @@ class PldAccountant:
             "value_discretization_interval", value_discretization_interval
         )
         self.exact_discrete_1d = bool(exact_discrete_1d)
+        # PLDs already built by this instance, by (event, grid, adjacency): a run
+        # asks for ε after every round and calibration asks for ε of the same round event at
+        # each bisection step. dp_accounting's PLDs are immutable values (compose and
+        # self_compose return new objects), so reuse gives bit-identical ε.
+        self._memo: dict[tuple[DpEvent, float, str], Any] = {}
 
     def _exact_1d(self, event: DpEvent) -> bool:
         return (
@@ -623,6 +632,20 @@ class PldAccountant:
         return self._pld(mapped)
 
     def _pld(self, event: DpEvent) -> Any:
+        key = (event, self.value_discretization_interval, self.neighboring)
+        try:
+            hit = self._memo.get(key)
+        except TypeError:  # an event with an unhashable field: build it every time
+            return self._build_pld(event)
+        if hit is not None:
+            return hit
+        out = self._build_pld(event)
+        if len(self._memo) >= _PLD_MEMO_SIZE:
+            self._memo.pop(next(iter(self._memo)))  # oldest first
+        self._memo[key] = out
+        return out
+
+    def _build_pld(self, event: DpEvent) -> Any:
         from dp_accounting.pld import privacy_loss_distribution as pld_lib
 
         vdi = self.value_discretization_interval

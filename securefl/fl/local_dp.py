@@ -46,6 +46,7 @@ def attach_local_dp(backend: Any) -> None:
     if not sizes:
         raise ConfigurationError("local DP needs the client dataset sizes", parameter="dp")
     chosen: dict[float, DpEvent] = {}  # z → worst event; the same every round
+    acc = privacy.accountant_for(cfg)  # one accountant: its PLDs are reused across steps
 
     def per_client(z: float) -> dict[int, DpEvent]:
         return {n: client_event(n, cfg.local_epochs, cfg.batch_size, z) for n in sizes}
@@ -53,13 +54,13 @@ def attach_local_dp(backend: Any) -> None:
     def worst(z: float) -> DpEvent:
         if z not in chosen:
             events = per_client(z)
-            eps = {n: privacy.epsilon_of(cfg, [e]) for n, e in events.items()}
+            eps = {n: privacy.epsilon_of(cfg, [e], accountant=acc) for n, e in events.items()}
             chosen[z] = events[max(eps, key=lambda n: eps[n])]
         return chosen[z]
 
     z = cfg.noise_multiplier
     if z is None:
-        z = privacy.calibrate(cfg, worst)
+        z = privacy.calibrate(cfg, worst, accountant=acc)
     backend.noise_multiplier = z
     backend.event_for = worst
     backend.trainer = DpSgdTrainer(

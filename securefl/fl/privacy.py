@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from securefl.dp.accounting import get_accountant
+from securefl.dp.accounting import Accountant, get_accountant
 from securefl.dp.events import (
     ComposedEvent,
     DpEvent,
@@ -71,13 +71,23 @@ def compose(events: Sequence[DpEvent]) -> DpEvent:
     return grouped[0] if len(grouped) == 1 else ComposedEvent(tuple(grouped))
 
 
-def epsilon_of(cfg: RunConfig, events: Sequence[DpEvent]) -> float:
-    """ε at cfg.delta of the composition of ``events`` (0 for none, ∞ if non-private)."""
+def accountant_for(cfg: RunConfig) -> Accountant:
+    """The run's accountant. Keep one per run: the PLD accountant reuses the PLDs it built
+    (the round event at every bisection step and after every round), bit-identical ε."""
+    return get_accountant(cfg.accountant, neighboring=neighboring(cfg))
+
+
+def epsilon_of(
+    cfg: RunConfig, events: Sequence[DpEvent], *, accountant: Accountant | None = None
+) -> float:
+    """ε at cfg.delta of the composition of ``events`` (0 for none, ∞ if non-private).
+
+    ``accountant``: the run's :func:`accountant_for` (a fresh one when None)."""
     if not events:
         return 0.0
     if any(isinstance(e, NonPrivateEvent) for e in events):
         return math.inf
-    acc = get_accountant(cfg.accountant, neighboring=neighboring(cfg))  # type: ignore[arg-type]
+    acc = accountant if accountant is not None else accountant_for(cfg)
     event = compose(events)
     if not acc.supports(event):
         raise ConfigurationError(
@@ -93,15 +103,18 @@ def calibrate(
     *,
     tolerance: float = 1e-3,
     max_z: float = 1e4,
+    accountant: Accountant | None = None,
 ) -> float:
     """Smallest noise multiplier z with ε(cfg.rounds rounds) ≤ target_epsilon (bisection).
 
     ``build(z)`` is the round event for z: calibration uses the very event the loop records.
+    ``accountant``: reused at every step (one PLD per distinct round event).
     """
+    acc = accountant if accountant is not None else accountant_for(cfg)
     make = build
 
     def eps(z: float) -> float:
-        return epsilon_of(cfg, [make(z)] * cfg.rounds)
+        return epsilon_of(cfg, [make(z)] * cfg.rounds, accountant=acc)
 
     hi = 1.0
     while eps(hi) > cfg.target_epsilon:
@@ -127,9 +140,12 @@ class PrivacyAccount:
 
     cfg: RunConfig
     events: list[DpEvent]
+    accountant: Accountant | None = field(default=None, repr=False, compare=False)
 
     def epsilon(self, extra: Sequence[DpEvent] = ()) -> float:
-        return epsilon_of(self.cfg, [*self.events, *extra])
+        if self.accountant is None:  # one per run: its PLDs are reused round after round
+            self.accountant = accountant_for(self.cfg)
+        return epsilon_of(self.cfg, [*self.events, *extra], accountant=self.accountant)
 
     def to_list(self) -> list[dict[str, Any]]:
         return [e.to_dict() for e in self.events]
