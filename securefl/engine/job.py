@@ -418,8 +418,8 @@ def verified_backend(job: JobTerms, cache: BackendCache | None = None) -> Backen
 
 class WorstCaseDpSgd:
     """The run's DP-SGD trainer behind the node's own check that the announced event covers
-    its dataset: its own per-round ε (its q = 1/⌈n/B⌉ and step count) must not exceed the
-    announced worst case's. ε is not monotone in n (more examples, more steps), so the
+    its dataset: its own ε over the run's rounds (its q = 1/⌈n/B⌉ and step count) must not
+    exceed the announced worst case's. ε is not monotone in n (more examples, more steps), so the
     check is on ε, not on the size."""
 
     def __init__(self, inner: Any, cfg: RunConfig, announced: Mapping[str, Any]) -> None:
@@ -436,7 +436,10 @@ class WorstCaseDpSgd:
         z = self.inner.noise_multiplier
         own = client_event(n, self.cfg.local_epochs, self.cfg.batch_size, z)
         worst = event_from_dict(self.announced)
-        if privacy.epsilon_of(self.cfg, [own]) > privacy.epsilon_of(self.cfg, [worst]) * (1 + 1e-9):
+        run = self.cfg.rounds  # the run's ε, not one round's: the order can flip (fl.local_dp)
+        if privacy.epsilon_of(self.cfg, [own] * run) > privacy.epsilon_of(
+            self.cfg, [worst] * run
+        ) * (1 + 1e-9):
             raise UnsafeRequestError(
                 f"DP-SGD on this node's {n} examples spends more than the announced event "
                 "(the worst of the declared dataset sizes)"
