@@ -9,6 +9,8 @@ everything else equal — over 5 seeds, and prints one JSON line with
   (target: ``ratio_min`` ≥ 0.9, i.e. the model is useful at the run's ε on every seed);
 * ``epsilon`` / ``delta`` / ``privacy_unit`` / ``noise_multiplier`` — the guarantee the DP runs
   declare (ε spent, max over seeds);
+* ``cpu_s_dp`` — per-run CPU time of the DP runs (all threads): on a shared, loaded machine the
+  wall time measures the other jobs, the CPU time what the run itself costs.
 * ``wall_s_dp`` / ``wall_s_nonprivate`` — per-run wall time (model load, ledger and reports
   included; the README promises ~2 minutes for the default run), with ``load_avg`` (the
   machine's 1/5/15-minute load before and after: the times are meaningless without it).
@@ -59,9 +61,9 @@ def one_run(overrides: dict[str, Any], root: Path) -> dict[str, Any]:
         key_dir=str(root / "keys"),
         **overrides,
     )
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = run_simulation(cfg, resume=False)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {
         "accuracy": res.accuracy,
         "epsilon": res.epsilon,
@@ -70,6 +72,7 @@ def one_run(overrides: dict[str, Any], root: Path) -> dict[str, Any]:
         "privacy_unit": ledger_mod.privacy_unit(cfg) if cfg.dp != "none" else None,
         "dp": cfg.dp,
         "wall_s": wall,
+        "cpu_s": cpu,
     }
 
 
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_ratio_min": 0.9,
         "wall_s_dp": [round(d["wall_s"], 1) for d in dp_runs],
         "wall_s_nonprivate": [round(p["wall_s"], 1) for p in np_runs],
+        "cpu_s_dp": [round(d["cpu_s"], 1) for d in dp_runs],
         # 1/5/15-minute load averages before and after: wall times on a shared machine.
         "load_avg": [[round(x, 2) for x in load_before], [round(x, 2) for x in os.getloadavg()]],
     }
