@@ -133,22 +133,22 @@ DEVICE = Recipe(  # the --sweep device choice (benchmarks/README.md)
     clients=1000,
     rounds=50,
     rate=0.2,
-    local_epochs=5,
-    local_lr=5.0,
+    local_epochs=2,
+    local_lr=1.0,
     batch_size=8,
-    clip=2.0,
-    server_optimizer="fedavg",
-    server_lr=1.0,
+    clip=1.0,
+    server_optimizer="fedadam",  # β₁ = server_momentum 0.9, β₂ 0.99, τ 1e-3 (defaults)
+    server_lr=0.05,
     cosine=True,
 )
-SILO = Recipe(
+SILO = Recipe(  # the --sweep silo choice (benchmarks/README.md)
     clients=5,
     rounds=20,
     rate=1.0,
-    local_epochs=1,
+    local_epochs=2,
     local_lr=4.0,
-    batch_size=256,
-    clip=1.0,
+    batch_size=1024,
+    clip=0.5,
     server_optimizer="fedavgm",
 )
 
@@ -442,16 +442,27 @@ def run_one(
 
 
 def grid(
-    task: Task, seeds: Sequence[int], eps_points: dict[str, tuple[float, ...]], secagg: bool
+    task: Task,
+    seeds: Sequence[int],
+    eps_points: dict[str, tuple[float, ...]],
+    secagg: bool,
+    device_z: dict[float, float] | None = None,
+    regimes: Sequence[str] = ("device", "silo"),
+    dump: Path | None = None,
 ) -> dict[str, dict[str, list[Outcome]]]:
-    """Every regime × (no DP, each ε) × seed on the test split: outcomes[regime][ε key]."""
-    out: dict[str, dict[str, list[Outcome]]] = {"device": {}, "silo": {}}
-    z_of: dict[float, float | None] = {}
+    """Every regime × (no DP, each ε) × seed on the test split: outcomes[regime][ε key].
+
+    ``device_z`` reuses a cross-device noise multiplier already calibrated for the same
+    (q, T, δ, ε) (it depends on nothing else); the ledger still charges, and the JSON reports,
+    the ε each run spent. ``dump``: rewrite :func:`dump_outcomes` there after every seed (a
+    split grid keeps its finished seeds if it is stopped)."""
+    out: dict[str, dict[str, list[Outcome]]] = {regime: {} for regime in regimes}
+    z_of: dict[float, float | None] = dict(device_z or {})
     with tempfile.TemporaryDirectory(prefix="utility-bench-") as tmp:
         root = Path(tmp)
         for seed in seeds:
             print(f"seed {seed}", flush=True)
-            for regime in ("device", "silo"):
+            for regime in regimes:
                 for eps in (None, *eps_points[regime]):
                     t0 = time.perf_counter()
                     z = z_of.get(eps) if regime == "device" and eps is not None else None
@@ -465,6 +476,9 @@ def grid(
                         f"ε spent {o.epsilon:.3f}, {time.perf_counter() - t0:.1f} s)",
                         flush=True,
                     )
+            if dump is not None:
+                done = list(seeds[: list(seeds).index(seed) + 1])
+                dump.write_text(json.dumps(dump_outcomes(out, done)) + "\n")
     return out
 
 
@@ -486,6 +500,23 @@ SWEEP: dict[str, dict[str, Recipe]] = {
         "fedavg1 cosine": replace(_DA, cosine=True),
         "fedavg1 cosine clip2": replace(_DA, cosine=True, clip=2.0),
         "fedavg1 cosine clip4": replace(_DA, cosine=True, clip=4.0),
+        "fedadam0.05 e2 lr1 cosine clip1": replace(
+            _D0,
+            server_optimizer="fedadam",
+            server_lr=0.05,
+            local_epochs=2,
+            local_lr=1.0,
+            cosine=True,
+        ),
+        "fedadam0.1 e2 lr1 cosine clip0.5": replace(
+            _D0,
+            server_optimizer="fedadam",
+            server_lr=0.1,
+            local_epochs=2,
+            local_lr=1.0,
+            cosine=True,
+            clip=0.5,
+        ),
     },
     "silo": {
         "fedavgm1-m0.9": _S0,
@@ -493,6 +524,13 @@ SWEEP: dict[str, dict[str, Recipe]] = {
         "fedavg1": replace(_S0, server_optimizer="fedavg"),
         "fedavg1 cosine": replace(_S0, server_optimizer="fedavg", cosine=True),
         "fedavgm1-m0.9 cosine epochs2": replace(_S0, cosine=True, local_epochs=2),
+        "b512 e2 clip0.5": replace(_S0, batch_size=512, local_epochs=2, clip=0.5),
+        "b1024 e1": replace(_S0, batch_size=1024),
+        "b512 e2 clip0.5 lr8": replace(_S0, batch_size=512, local_epochs=2, clip=0.5, local_lr=8.0),
+        "b1024 e2 clip0.5": replace(_S0, batch_size=1024, local_epochs=2, clip=0.5),
+        "b1024 e2 clip0.5 lr8": replace(
+            _S0, batch_size=1024, local_epochs=2, clip=0.5, local_lr=8.0
+        ),
     },
 }
 
@@ -523,6 +561,42 @@ def sweep(regime: str, task: Task, names: Sequence[str] | None, seeds: Sequence[
                 (row["val_nodp"]["median"] + row[f"val_eps{eps:g}"]["median"]) / 2, 4
             )
             print(json.dumps(row), flush=True)
+
+
+# --- a grid split over processes (seed subsets), merged afterwards ---------------------------
+def dump_outcomes(out: dict[str, dict[str, list[Outcome]]], seeds: Sequence[int]) -> dict[str, Any]:
+    """The outcomes of a (partial) grid without the models, for :func:`load_outcomes`."""
+    return {
+        "seeds": list(seeds),
+        "outcomes": {
+            regime: {
+                key: [[o.accuracy, o.noise_multiplier, o.epsilon] for o in runs]
+                for key, runs in d.items()
+            }
+            for regime, d in out.items()
+        },
+    }
+
+
+def load_outcomes(parts: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[Outcome]]]:
+    """Merge dumped partial grids, in seed order (each seed in exactly one part)."""
+    rows: dict[str, dict[str, list[tuple[int, Outcome]]]] = {}
+    for part in parts:
+        for regime, d in part["outcomes"].items():
+            for key, runs in d.items():
+                for seed, (acc, z, eps) in zip(part["seeds"], runs, strict=True):
+                    rows.setdefault(regime, {}).setdefault(key, []).append(
+                        (seed, Outcome(acc, z, eps, {}))
+                    )
+    for regime, d in rows.items():
+        for key, runs in d.items():
+            seeds = sorted(seed for seed, _ in runs)
+            if len(set(seeds)) != len(seeds):
+                raise ValueError(f"{regime} ε={key}: a seed appears in two parts: {seeds}")
+    return {
+        regime: {key: [o for _, o in sorted(runs, key=lambda r: r[0])] for key, runs in d.items()}
+        for regime, d in rows.items()
+    }
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -636,6 +710,22 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, default=None, help="default 5 (quick: 1)")
     parser.add_argument(
+        "--seed-list", default="", help="run only these seeds (comma-separated; with --dump)"
+    )
+    parser.add_argument(
+        "--device-z",
+        default="",
+        help="reuse calibrated cross-device noise multipliers, e.g. '3=2.4092,8=1.2266' "
+        "(valid for the same q, T, δ; the ledger's ε spent is still reported)",
+    )
+    parser.add_argument(
+        "--regimes", default="device,silo", help="run only these regimes (with --dump)"
+    )
+    parser.add_argument("--dump", type=Path, help="write this part's outcomes (no result)")
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", help="build the result from --dump files of a split grid"
+    )
+    parser.add_argument(
         "--device-secagg",
         action="store_true",
         help="cross-device DP through SecAgg+ with DistributedDP (about 50 s a round for "
@@ -677,11 +767,25 @@ def main() -> None:
             names = [n for n in args.candidates.split(",") if n]
             sweep(args.sweep, task, names, seeds=(0, 1))
             return
+        secagg = bool(args.device_secagg)
+        if args.merge:
+            out = load_outcomes([json.loads(p.read_text()) for p in args.merge])
+        else:
+            if args.seed_list:
+                seeds = [int(v) for v in args.seed_list.split(",")]
+            else:
+                seeds = list(range(args.seeds if args.seeds else (1 if quick else 5)))
+            device_z = {
+                float(k): float(v)
+                for k, v in (kv.split("=") for kv in args.device_z.split(",") if kv)
+            }
+            regimes = [r for r in args.regimes.split(",") if r]
+            eps_points = EPS_QUICK if quick else EPS_FULL
+            out = grid(task, seeds, eps_points, secagg, device_z, regimes, args.dump)
+            if args.dump is not None:
+                return
         probe, probe_c = linear_probe(task)
         print(f"linear probe: {probe:.4f} (C = {probe_c})", flush=True)
-        seeds = list(range(args.seeds if args.seeds else (1 if quick else 5)))
-        secagg = bool(args.device_secagg)
-        out = grid(task, seeds, EPS_QUICK if quick else EPS_FULL, secagg)
     speedup = clients_per_s_speedup(quick)
     dvc = discrete_vs_continuous()
     result = {

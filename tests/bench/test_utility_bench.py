@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -153,3 +154,21 @@ def test_result_and_curve() -> None:
     assert "| 3 | 0.720 [0.700–0.810] | — |" in md
     assert "| `acc_ratio_eps1_silo` | 0.875 [0.750–1.000] | ≥ 0.85 |" in md
     assert "benchmarks/results/privacy_utility.svg" in md
+
+
+def test_split_grid_merges_in_seed_order() -> None:
+    """Parts dumped by separate processes (--seed-list/--dump) merge into the grid's own
+    outcome lists, in seed order; a seed run twice is refused."""
+    a = {"device": {"inf": [ub.Outcome(0.7, None, 0.0, {})]}}
+    b = {
+        "device": {
+            "inf": [ub.Outcome(0.6, None, 0.0, {}), ub.Outcome(0.8, None, 0.0, {})],
+        }
+    }
+    silo = {"silo": {"inf": [ub.Outcome(0.5, None, 0.0, {})]}}
+    parts = [ub.dump_outcomes(b, [2, 0]), ub.dump_outcomes(a, [1]), ub.dump_outcomes(silo, [1])]
+    merged = ub.load_outcomes(parts)  # a regime may run in its own process, same seeds
+    assert [o.accuracy for o in merged["device"]["inf"]] == [0.8, 0.7, 0.6]
+    assert [o.accuracy for o in merged["silo"]["inf"]] == [0.5]
+    with pytest.raises(ValueError, match="two parts"):
+        ub.load_outcomes([ub.dump_outcomes(a, [1]), ub.dump_outcomes(a, [1])])
