@@ -49,6 +49,11 @@ from the seed), so a seed fixes the partition and local data order but not the c
 runs of the same seed differ by about ±0.01 without DP. Hence 5 seeds and medians.
 
 ``--save`` writes ``results/utility_bench.json`` and ``results/privacy_utility.svg``.
+
+On a loaded machine the grid can be split over processes: ``--seed-list 0,3 --regimes silo
+--dump part.json`` (rewritten after every seed), then ``--merge part*.json --save``;
+``--device-z 3=2.4092,8=1.2266`` reuses the cross-device noise multipliers calibrated for
+(q, T, δ) = (0.2, 50, 1e-5) instead of recalibrating in every process.
 """
 
 from __future__ import annotations
@@ -632,6 +637,7 @@ def result_of(
     }
     return {
         "seeds": len(dev["inf"]),
+        "seeds_silo": len(silo["inf"]),
         "acc_linear_probe": round(probe, 4),
         "acc_nonprivate": round(nonprivate, 4),
         "acc_nonprivate_spread": summary([o.accuracy for o in dev["inf"]]),
@@ -721,6 +727,12 @@ def main() -> None:
     parser.add_argument(
         "--regimes", default="device,silo", help="run only these regimes (with --dump)"
     )
+    parser.add_argument(
+        "--speedup-from",
+        type=Path,
+        help="take clients_per_s_speedup from this saved result instead of rerunning "
+        "train_bench.py",
+    )
     parser.add_argument("--dump", type=Path, help="write this part's outcomes (no result)")
     parser.add_argument(
         "--merge", type=Path, nargs="+", help="build the result from --dump files of a split grid"
@@ -786,7 +798,14 @@ def main() -> None:
                 return
         probe, probe_c = linear_probe(task)
         print(f"linear probe: {probe:.4f} (C = {probe_c})", flush=True)
-    speedup = clients_per_s_speedup(quick)
+    if args.speedup_from is not None:
+        saved = json.loads(args.speedup_from.read_text())
+        speedup = (
+            saved.get("clients_per_s_speedup"),
+            f"{saved.get('clients_per_s_speedup_note', '')} (copied from {args.speedup_from.name})",
+        )
+    else:
+        speedup = clients_per_s_speedup(quick)
     dvc = discrete_vs_continuous()
     result = {
         "mode": "quick" if quick else "full",

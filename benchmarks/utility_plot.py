@@ -140,14 +140,15 @@ def markdown(result: Mapping[str, Any], command: str) -> str:
     ]
     ratio_rows = ["| ratio (DP ÷ no DP, same seed) | median [min–max] | target |", "|---|---|---|"]
     ratio_rows += [f"| `{k}` | {_cell(result[k])} | {t} |" for k, t in targets]
-    n = result["seeds"]
+    n, n_silo = result["seeds"], result.get("seeds_silo", result["seeds"])
+    seeds = f"{n} seeds" if n == n_silo else f"{n} (cross-device) and {n_silo} (cross-silo) seeds"
     return "\n".join(
         [
             "### Privacy–utility",
             "",
             "Test accuracy of a softmax head on frozen all-MiniLM-L6-v2 embeddings, trained with "
             "securefl on the Pang & Lee movie-review data (3 classes, 11,069 train / 2,767 test "
-            f"texts; `benchmarks/utility_bench.py`), median over {n} seeds [min–max]. "
+            f"texts; `benchmarks/utility_bench.py`), median over {seeds} [min–max]. "
             "Cross-device: 1,000 clients, ~200 sampled a round (Poisson q = 0.2), 50 rounds, "
             "client-level DP (the privacy unit is a client's whole data). Cross-silo: 5 sites, "
             "20 rounds, DP-SGD inside each site and SecAgg across sites (the unit is one "
