@@ -166,6 +166,7 @@ class Outcome:
     noise_multiplier: float | None
     epsilon: float
     state: dict[str, Any]  # the final global model (as the loop's server optimiser left it)
+    seed: int | None = None  # set when merged from a split grid (ratios pair by seed)
 
 
 # --- model: a softmax head on frozen embeddings -----------------------------------------------
@@ -591,7 +592,7 @@ def load_outcomes(parts: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[O
             for key, runs in d.items():
                 for seed, (acc, z, eps) in zip(part["seeds"], runs, strict=True):
                     rows.setdefault(regime, {}).setdefault(key, []).append(
-                        (seed, Outcome(acc, z, eps, {}))
+                        (seed, Outcome(acc, z, eps, {}, seed))
                     )
     for regime, d in rows.items():
         for key, runs in d.items():
@@ -606,8 +607,14 @@ def load_outcomes(parts: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[O
 
 # --- main ----------------------------------------------------------------------------------
 def ratio(num: Sequence[Outcome], den: Sequence[Outcome]) -> dict[str, Any]:
-    """DP ÷ non-private accuracy of the same seed, summarised over seeds."""
-    return summary([a.accuracy / b.accuracy for a, b in zip(num, den, strict=True)])
+    """DP ÷ non-private accuracy of the same seed, summarised over seeds (paired by seed
+    when the outcomes carry one: a stopped split grid may lack a seed's DP run)."""
+    if all(o.seed is not None for o in (*num, *den)):
+        by_seed = {o.seed: o for o in den}
+        pairs = [(a, by_seed[a.seed]) for a in num if a.seed in by_seed]
+    else:
+        pairs = list(zip(num, den, strict=True))
+    return summary([a.accuracy / b.accuracy for a, b in pairs])
 
 
 def result_of(
@@ -622,12 +629,15 @@ def result_of(
     """The benchmark's JSON object from the grid's outcomes."""
     dev, silo = out["device"], out["silo"]
     nonprivate = statistics.median(o.accuracy for o in dev["inf"])
-    ratios = {
-        "acc_ratio_eps8_device": ratio(dev["8"], dev["inf"]),
-        "acc_ratio_eps3_device": ratio(dev["3"], dev["inf"]),
-        "acc_ratio_eps8_silo": ratio(silo["8"], silo["inf"]),
-        "acc_ratio_eps1_silo": ratio(silo["1"], silo["inf"]),
+    wanted = {
+        "acc_ratio_eps8_device": (dev, "8"),
+        "acc_ratio_eps3_device": (dev, "3"),
+        "acc_ratio_eps8_silo": (silo, "8"),
+        "acc_ratio_eps1_silo": (silo, "1"),
     }
+    ratios = {
+        k: ratio(d[e], d["inf"]) for k, (d, e) in wanted.items() if e in d
+    }  # all, unless stopped
     speedup, speedup_note = speedup
     floors = {
         "acc_ratio_eps8_device": 0.95,
@@ -638,6 +648,7 @@ def result_of(
     return {
         "seeds": len(dev["inf"]),
         "seeds_silo": len(silo["inf"]),
+        "runs_per_point": {f"{r}_{k}": len(v) for r, d in out.items() for k, v in d.items()},
         "acc_linear_probe": round(probe, 4),
         "acc_nonprivate": round(nonprivate, 4),
         "acc_nonprivate_spread": summary([o.accuracy for o in dev["inf"]]),
@@ -666,6 +677,8 @@ def result_of(
             "nonprivate_ge_probe": nonprivate >= probe,
             **{
                 f"{k[len('acc_ratio_') :]}_ge_{v}": ratios[k]["median"] >= v
+                if k in ratios
+                else None
                 for k, v in floors.items()
             },
             "discrete_le_1.02": dvc <= 1.02,

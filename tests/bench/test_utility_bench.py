@@ -172,3 +172,23 @@ def test_split_grid_merges_in_seed_order() -> None:
     assert [o.accuracy for o in merged["silo"]["inf"]] == [0.5]
     with pytest.raises(ValueError, match="two parts"):
         ub.load_outcomes([ub.dump_outcomes(a, [1]), ub.dump_outcomes(a, [1])])
+
+
+def test_stopped_split_grid_pairs_ratios_by_seed() -> None:
+    """A seed whose DP run did not finish is left out of that ratio (not mispaired), and a
+    point no seed reached is reported as not run rather than failing."""
+    part = {
+        "device": {"inf": [[0.8, None, 0.0]], "3": [[0.72, 2.4, 2.9]], "8": [[0.8, 1.2, 7.9]]},
+        "silo": {"inf": [[0.5, None, 0.0]], "1": [[0.45, 9.0, 1.0]]},
+    }
+    only_nodp = {"device": {"inf": [[0.6, None, 0.0]]}, "silo": {"inf": [[0.9, None, 0.0]]}}
+    out = ub.load_outcomes(
+        [{"seeds": [4], "outcomes": only_nodp}, {"seeds": [1], "outcomes": part}]
+    )
+    res = ub.result_of(out, 0.7, secagg=False, speedup=(None, "n/a"), dvc=1.0, data_info={})
+    assert res["acc_ratio_eps3_device"]["values"] == [0.9]  # seed 1 only: 0.72 / 0.8
+    assert res["acc_ratio_eps1_silo"]["values"] == [0.9]
+    assert "acc_ratio_eps8_silo" not in res and res["targets_met"]["eps8_silo_ge_0.95"] is None
+    assert res["runs_per_point"]["device_inf"] == 2
+    md = utility_plot.markdown(res, "cmd")
+    assert "not run (stopped)" in md and "(n = 1)" in md
