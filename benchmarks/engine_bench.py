@@ -18,11 +18,17 @@
   flwr + securefl: ``clientapp_import_s`` measures the import alone). The figure subtracted
   is exactly this difference; ``flower_round_s`` and ``inprocess_round_s`` are the raw medians.
 * ``wire_bytes_per_param`` — bytes a surviving client sends, all stages (advertise, shares,
-  masked input, unmask), per parameter: ``bytes_up / survivors / d`` of the d = 10^5 round;
-  ``ring_bits`` is the width of the masked-input ring (DDGauss under distributed DP), sent as
-  one 32-bit word per coordinate; ``encoded_dimension`` the coordinates masked (DDGauss pads d
-  to a power of two for its Hadamard rotation) and ``wire_bytes_per_encoded_coordinate`` the
-  bytes per masked coordinate.
+  masked input, unmask), per parameter: ``bytes_up / survivors / d`` of the d = 10^5 round.
+  ``bytes_up`` is counted by the engine server (:mod:`securefl.engine.server`) as the
+  ``payload`` (+ ``binding``) bytes of each reply it accepts, after the transport has decoded
+  them, so it is the same figure over Flower and in process (``wire_bytes_per_param_flower``
+  checks it); Flower's own record framing is not in it. ``ring_bits`` is the width of the
+  masked-input ring (DDGauss under distributed DP: 24), sent **bit-packed** at that width
+  (SecAgg wire version 2, ``protocols/secagg.md`` §5: ``⌈d'·b/8⌉`` bytes; version 1 sent a
+  32-bit word per coordinate); ``encoded_dimension`` d' is the coordinates masked (DDGauss pads
+  d only to a multiple of its Hadamard block, ``protocols/dp.md`` §4.3; it used to pad to the
+  next power of two, 10^5 → 131,072) and ``wire_bytes_per_encoded_coordinate`` the bytes per
+  masked coordinate (b/8 plus the other stages' few hundred bytes).
 * ``large_d_round_s`` / ``large_d_peak_mb_per_node`` (with ``large_d``) — one SecAgg+ round
   on the Flower cluster at d = 10^7 (``--quick``: 10^6); the peak is the largest VmHWM of a
   node's ``flwr-clientapp`` processes (polled from ``/proc`` every 0.1 s; the process that
@@ -172,8 +178,8 @@ def ring_bits(run_dir: Path) -> int:
 
 
 def encoded_length(d: int) -> int:
-    """Coordinates the nodes actually mask at dimension d (DDGauss pads to a power of two for
-    its randomized Hadamard rotation; fixed point does not pad)."""
+    """Coordinates the nodes actually mask at dimension d (DDGauss pads to a multiple of its
+    Hadamard block, ``securefl.dp.distributed.rotation_block``; fixed point does not pad)."""
     from securefl.engine.job import job_backend, ring_encoder, secagg_of
     from securefl.fl.config import from_mapping
 

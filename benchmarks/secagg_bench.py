@@ -71,6 +71,7 @@ def secagg_plus_round(
     import hashlib
     import random
 
+    from securefl.encoding.packing import packed_size
     from securefl.secagg import (
         THREAT_MODELS,
         ClientPolicy,
@@ -110,7 +111,8 @@ def secagg_plus_round(
     wall = time.perf_counter() - start
     if not np.array_equal(result.total, inputs.expected_sum(result.survivors)):
         raise SystemExit("secure sum differs from the plain sum")
-    masked_bytes = 56 + 16 + 4 * d  # header + masked-input fields + 4 bytes per parameter
+    # header + masked-input fields + the values bit-packed at b bits (secagg.md §5, wire v2)
+    masked_bytes = 56 + 16 + packed_size(d, config.bits)
     return {
         "n": n,
         "d": d,

@@ -220,7 +220,7 @@ def bench_flower(d: int = 2**20, k: int = 16, repeats: int = 3) -> dict[str, flo
         "ours_encode_s": statistics.median(encode_t[1:]),
         "flower_speedup": flower_s / ours_s,
         "flower_upload_bytes_per_param": 8.0,
-        "upload_bytes_per_param": float(plan.bytes_per_param),
+        "upload_bytes_per_param": plan.bits / 8,  # bit-packed (secagg.md §5, wire v2)
         "ring_bits": float(plan.bits),
     }
 

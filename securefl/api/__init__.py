@@ -18,6 +18,8 @@ Every run writes a signed ledger and an audit report to ``run_dir``. See ``examp
 from securefl.api.federation import Federation, Round, TrainContext, Trainer
 from securefl.api.specs import (
     CKKS,
+    DPFTRL,
+    AdaptiveClip,
     CentralDP,
     DistributedDP,
     FixedSize,
@@ -33,6 +35,8 @@ from securefl.vocabulary import Adjacency, ThreatModel
 
 __all__ = [
     "CKKS",
+    "DPFTRL",
+    "AdaptiveClip",
     "Adjacency",
     "CentralDP",
     "DistributedDP",

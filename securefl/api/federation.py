@@ -77,6 +77,14 @@ class Round:
         self.index = plan.index
         self.cohort: tuple[int, ...] = plan.cohort
         self.state: dict[str, Any] = fed.layout.unflatten(plan.global_flat)
+        #: This round's client-level clip (adaptive clipping moves it; else the fixed clip).
+        self.clip: float | None = (
+            plan.clip
+            if plan.clip is not None
+            else fed.cfg.clip
+            if fed.cfg.client_level_dp
+            else None
+        )
 
     def make_private(self, client: int, module: Any, optimizer: Any, data_loader: Any) -> Any:
         """Wrap a client's torch objects for DP-SGD (Opacus); returns the session whose
@@ -127,8 +135,11 @@ class Round:
         privacy = fed.privacy
         if isinstance(privacy, LocalDPSGD):
             self._check_dp_sgd(client, num_examples)
-        if fed.cfg.client_level_dp:
-            flat, _ = clip_l2(flat, fed.cfg.clip)
+        indicator: int | None = None
+        if fed.cfg.client_level_dp:  # this round's clip (adaptive clipping announces it)
+            clip = self._plan.clip if self._plan.clip is not None else fed.cfg.clip
+            flat, norm = clip_l2(flat, clip)
+            indicator = int(norm <= clip)
         self._updates[client] = ClientUpdate(
             client_id=client,
             round_index=self.index,
@@ -137,6 +148,7 @@ class Round:
             num_examples=int(num_examples),
             train_loss=float(train_loss),
             local_steps=0,
+            clip_indicator=indicator,
         )
 
     def _check_dp_sgd(self, client: int, num_examples: int) -> None:

@@ -92,12 +92,50 @@ class NoDP:
 
 
 @dataclass(frozen=True)
+class AdaptiveClip:
+    """Adaptive clipping (Andrew et al. 2021): the clip starts at the privacy spec's ``clip``
+    and tracks the ``target_quantile`` of update norms, from a noised count of clipped-
+    indicator bits sent inside the secure sum (σ_b = ``count_noise_std``, None: cohort/20).
+    The privacy target covers update and count together (protocols/fl.md §3.3)."""
+
+    target_quantile: float = 0.5
+    lr: float = 0.2
+    count_noise_std: float | None = None
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "clip_mode": "adaptive",
+            "clip_target_quantile": float(self.target_quantile),
+            "clip_lr": float(self.lr),
+            "clip_count_noise_std": self.count_noise_std,
+        }
+
+
+@dataclass(frozen=True)
+class DPFTRL:
+    """DP-FTRL with tree aggregation (Kairouz et al. 2021) instead of per-round noise: no
+    sampling amplification; each client takes part in at most ``max_participations`` rounds,
+    any two at least ``min_separation`` apart (enforced). Central noise by the server."""
+
+    max_participations: int = 1
+    min_separation: int = 1
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "mechanism": "ftrl",
+            "ftrl_max_participations": self.max_participations,
+            "ftrl_min_separation": self.min_separation,
+        }
+
+
+@dataclass(frozen=True)
 class _ClientLevel:
     clip: float
     epsilon: float | None = None
     noise_multiplier: float | None = None
     delta: float = 1e-5
     accountant: str = "rdp"
+    adaptive_clip: AdaptiveClip | None = None
     mode = ""
 
     def __post_init__(self) -> None:
@@ -121,6 +159,8 @@ class _ClientLevel:
         }
         if self.epsilon is not None:
             out["target_epsilon"] = float(self.epsilon)
+        if self.adaptive_clip is not None:
+            out.update(self.adaptive_clip.fields())
         return out
 
 
@@ -131,6 +171,13 @@ class CentralDP(_ClientLevel):
     server after SecAgg — which then sees the noiseless sum, recorded — or the CKKS key holder)."""
 
     mode = "central"
+    ftrl: DPFTRL | None = None  # DP-FTRL tree noise instead of per-round noise
+
+    def fields(self) -> dict[str, Any]:
+        out = super().fields()
+        if self.ftrl is not None:
+            out.update(self.ftrl.fields())
+        return out
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,14 @@
 
 Kairouz, Liu, Steinke, "The Distributed Discrete Gaussian Mechanism for Federated Learning
 with Secure Aggregation" (ICML 2021), Alg. 1–2. Client: clip to L2 norm c, flatten with a
-randomized Hadamard rotation HD (signs D from shared randomness; pad to a power of 2), scale
-by 1/γ, conditional randomized rounding (retry until ‖rounded‖₂ ≤ Δ₂, §4.1), add its own
-N_Z(0, σ²)^d noise, reduce mod 2^b. The resulting unsigned vector is the input of the secure
-aggregation round (``securefl.secagg.simulate.run_round`` sums mod 2^b), so the server only
-ever sees a sum that already carries the noise of every surviving client. Server: read the
-sum mod 2^b as signed, multiply by γ, undo the rotation, drop the padding, divide by the
-fixed denominator.
+randomized Hadamard rotation HD (signs D from shared randomness; H block-diagonal
+Walsh–Hadamard with power-of-two blocks, d padded only to a multiple of the block: see
+:func:`rotation_block`), scale by 1/γ, conditional randomized rounding (retry until
+‖rounded‖₂ ≤ Δ₂, §4.1), add its own N_Z(0, σ²)^d noise, reduce mod 2^b. The resulting
+unsigned vector is the input of the secure aggregation round
+(``securefl.secagg.simulate.run_round`` sums mod 2^b), so the server only ever sees a sum
+that already carries the noise of every surviving client. Server: read the sum mod 2^b as
+signed, multiply by γ, undo the rotation, drop the padding, divide by the fixed denominator.
 
 Accounting (``DistributedDiscreteGaussianEvent``): the sum of n discrete Gaussians with
 sensitivity Δ₂ (the rounding bound, in grid units) and Δ₁ = min(Δ₂², √d·Δ₂) (integer vectors:
@@ -41,47 +42,85 @@ IntVector = npt.NDArray[np.int64]
 #: KLS §4.1 default: the conditional rounding succeeds with probability ≥ 1 − β.
 DEFAULT_BETA = math.exp(-0.5)
 MAX_ROUNDING_TRIES = 1000
+#: Coordinates per chunk of the rounding's uniforms (bounds the temporaries, stays in cache).
+_CHUNK = 1 << 16
+
+
+#: At most this many Hadamard blocks (rounded up) per vector: zero padding < 2·d/MAX_BLOCKS.
+MAX_BLOCKS = 64
+#: Vectors up to this size are one block, padded to the next power of two (KLS as written).
+MIN_BLOCK = 1024
+
+
+def rotation_block(d: int) -> int:
+    """Block size B of the rotation: next power of two ≥ max(⌈d/64⌉, min(d, 1024)).
+
+    H = I_{d'/B} ⊗ H_B is orthonormal like the full transform, so ‖HDx‖₂ = ‖x‖₂ and every
+    privacy bound (Δ₂ enforced by conditional rounding, KLS Thm 1) holds unchanged with d' the
+    encoded length; only the flattening that makes modular wrap rare is weaker: a coordinate
+    is sub-Gaussian with scale ‖x_block‖/√B ≤ ‖x‖/√B instead of ‖x‖/√d' (at most √64 = 8×,
+    which :func:`suggest_bits` budgets for). Padding is < max(1024, 2·d/64) zero coordinates
+    instead of up to d (d = 10^5 → 100,352, was 131,072; 10^7 → 10,223,616, was 16,777,216).
+    """
+    d = v.count("dimension", d, minimum=1)
+    want = max(-(-d // MAX_BLOCKS), min(d, MIN_BLOCK))
+    return 1 << (want - 1).bit_length()
 
 
 def padded_dimension(d: int) -> int:
-    """Smallest power of two ≥ d (the Walsh–Hadamard transform needs one)."""
-    d = v.count("dimension", d, minimum=1)
-    return 1 << (d - 1).bit_length()
+    """Encoded length d': d rounded up to a multiple of :func:`rotation_block` (for d ≤ 1024
+    the next power of two, one block)."""
+    block = rotation_block(d)
+    return -(-d // block) * block
 
 
 def rotation_signs(seed: bytes, d_pad: int) -> npt.NDArray[np.float64]:
     """±1 diagonal D from a 32-byte shared seed (AES-CTR keystream; public to all parties)."""
+    return np.where(_rotation_bits(seed, d_pad), -1.0, 1.0)
+
+
+def _rotation_bits(seed: bytes, d_pad: int) -> npt.NDArray[np.bool_]:
+    """Where D is −1 (one byte per coordinate instead of a float)."""
     if not isinstance(seed, bytes) or len(seed) != 32:
         raise InvalidParameterError("must be 32 bytes", parameter="rotation_seed")
-    bits = CryptoRandom(seed).bits(d_pad)
-    return np.where(bits, -1.0, 1.0)
+    return CryptoRandom(seed).bits(d_pad)
 
 
-def _fwht(x: FloatVector) -> FloatVector:
-    """Orthonormal fast Walsh–Hadamard transform (its own inverse)."""
-    n = x.shape[0]
-    y = x.astype(np.float64, copy=True)
+def _fwht_(y: FloatVector, block: int) -> FloatVector:
+    """In place: orthonormal Walsh–Hadamard transform of each contiguous ``block`` of ``y``
+    (its own inverse). The butterflies of the full transform stopped at span ``block``."""
+    n = y.shape[0]
+    if block < 1 or block & (block - 1) or n % block:
+        raise InvalidParameterError(
+            f"{block} is not a power of two dividing {n}", parameter="block"
+        )
+    half = np.empty(n // 2, dtype=np.float64)
     h = 1
-    while h < n:
-        y = y.reshape(-1, 2, h)
-        a = y[:, 0, :].copy()
-        y[:, 0, :] += y[:, 1, :]
-        y[:, 1, :] = a - y[:, 1, :]
-        y = y.reshape(n)
+    while h < block:
+        pairs = y.reshape(-1, 2, h)
+        top = half.reshape(-1, h)
+        np.copyto(top, pairs[:, 0, :])
+        pairs[:, 0, :] += pairs[:, 1, :]
+        np.subtract(top, pairs[:, 1, :], out=pairs[:, 1, :])
         h *= 2
-    return y / math.sqrt(n)
+    y /= math.sqrt(block)
+    return y
 
 
-def rotate(x: FloatVector, signs: FloatVector) -> FloatVector:
-    """H·D·x (x zero-padded to len(signs))."""
-    padded = np.zeros(signs.shape[0], dtype=np.float64)
-    padded[: x.shape[0]] = x
-    return _fwht(padded * signs)
+def rotate(x: FloatVector, signs: FloatVector, block: int | None = None) -> FloatVector:
+    """H·D·x with x zero-padded to len(signs) and H block-diagonal with ``block``-sized
+    Walsh–Hadamard blocks (default: one block, the whole padded vector)."""
+    y = np.zeros(signs.shape[0], dtype=np.float64)
+    y[: x.shape[0]] = x
+    y *= signs
+    return _fwht_(y, signs.shape[0] if block is None else block)
 
 
-def unrotate(y: FloatVector, signs: FloatVector, d: int) -> FloatVector:
+def unrotate(y: FloatVector, signs: FloatVector, d: int, block: int | None = None) -> FloatVector:
     """(H·D)⁻¹·y = D·H·y, truncated to the first d coordinates."""
-    return (_fwht(y) * signs)[:d]
+    out = _fwht_(np.array(y, dtype=np.float64), signs.shape[0] if block is None else block)
+    out *= signs
+    return out[:d]
 
 
 @dataclass(frozen=True)
@@ -115,7 +154,12 @@ class DDGaussConfig:
 
     @property
     def padded_dimension(self) -> int:
+        """Encoded length d' (a multiple of :attr:`rotation_block`): what clients mask."""
         return padded_dimension(self.dimension)
+
+    @property
+    def rotation_block(self) -> int:
+        return rotation_block(self.dimension)
 
     @property
     def dtype(self) -> type[np.unsignedinteger[Any]]:
@@ -161,6 +205,7 @@ class DDGaussConfig:
             "mechanism": "ddgauss",
             "dimension": self.dimension,
             "padded_dimension": self.padded_dimension,
+            "rotation_block": self.rotation_block,
             "clip": self.clip,
             "granularity": self.granularity,
             "client_sigma": self.client_sigma,
@@ -217,13 +262,28 @@ def conditional_round(
     x: FloatVector, bound: float, rng: CryptoRandom, *, max_tries: int = MAX_ROUNDING_TRIES
 ) -> IntVector:
     """Randomized rounding (up w.p. the fractional part), retried until ‖result‖₂ ≤ bound."""
+    return _conditional_round_(np.array(x, dtype=np.float64), bound, rng, max_tries=max_tries)
+
+
+def _conditional_round_(
+    x: FloatVector, bound: float, rng: CryptoRandom, *, max_tries: int = MAX_ROUNDING_TRIES
+) -> IntVector:
+    """:func:`conditional_round` that overwrites ``x`` with its fractional part: three d-vectors
+    live (floor, fraction, result) and the uniforms are drawn in chunks (the keystream is read
+    in the same order whatever the chunking, so the result is that of one d-sized draw)."""
+    n = x.shape[0]
     floor = np.floor(x)
-    frac = x - floor
-    base = floor.astype(np.int64)
+    frac = np.subtract(x, floor, out=x)
+    z = np.empty(n, dtype=np.int64)
     for _ in range(max_tries):
-        u = (rng.uint64(x.shape[0]) >> np.uint64(11)).astype(np.float64) * 2.0**-53
-        z = base + (u < frac).astype(np.int64)
-        if float(np.sqrt(np.dot(z.astype(np.float64), z.astype(np.float64)))) <= bound:
+        square = 0.0
+        for start in range(0, n, _CHUNK):
+            stop = min(n, start + _CHUNK)
+            u = (rng.uint64(stop - start) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+            part = floor[start:stop] + (u < frac[start:stop])
+            square += float(np.dot(part, part))
+            z[start:stop] = part
+        if math.sqrt(square) <= bound:
             return z
     raise AbortError(f"conditional rounding failed {max_tries} times (bound {bound:.4g})")
 
@@ -235,7 +295,11 @@ def client_encode(
     rotation_seed: bytes,
     rng: CryptoRandom | None = None,
 ) -> npt.NDArray[np.unsignedinteger[Any]]:
-    """One client's noisy, rotated, rounded vector mod 2^b: the secure-aggregation input."""
+    """One client's noisy, rotated, rounded vector mod 2^b: the secure-aggregation input.
+
+    Works in place on one padded float vector (signs as bits, not floats): about 4 d'-sized
+    words live at the peak (fraction, floor, rounded, noise) besides the caller's update.
+    """
     rng = rng or CryptoRandom()
     x = np.asarray(update, dtype=np.float64)
     if x.shape != (config.dimension,):
@@ -243,13 +307,21 @@ def client_encode(
             f"expected shape ({config.dimension},), got {x.shape}", parameter="update"
         )
     clipped, _ = clip_l2(x, config.clip)
-    signs = rotation_signs(rotation_seed, config.padded_dimension)
-    scaled = rotate(clipped, signs) / config.granularity
-    rounded = conditional_round(scaled, config.rounding_bound, rng)
-    noisy = rounded + discrete_gaussian(config.padded_dimension, config.client_sigma, rng=rng)
-    mask = np.uint64((1 << config.bits) - 1) if config.bits < 64 else np.uint64(2**64 - 1)
-    wrapped = noisy.view(np.uint64) & mask  # two's complement, then mod 2^b
-    return wrapped.astype(config.dtype)
+    y = np.zeros(config.padded_dimension, dtype=np.float64)
+    y[: config.dimension] = clipped
+    del clipped
+    negate = _rotation_bits(rotation_seed, config.padded_dimension)
+    np.negative(y, out=y, where=negate)  # D·x
+    del negate
+    _fwht_(y, config.rotation_block)  # H·D·x
+    y /= config.granularity
+    noisy = _conditional_round_(y, config.rounding_bound, rng)
+    del y
+    noisy += discrete_gaussian(config.padded_dimension, config.client_sigma, rng=rng)
+    wrapped = noisy.view(np.uint64)  # two's complement, then mod 2^b
+    if config.bits < 64:
+        wrapped &= np.uint64((1 << config.bits) - 1)
+    return wrapped.astype(config.dtype, copy=False)
 
 
 def server_decode(
@@ -265,18 +337,20 @@ def server_decode(
         raise InvalidParameterError(
             f"expected unsigned shape ({config.padded_dimension},)", parameter="total"
         )
-    u = arr.astype(np.uint64)
-    if config.bits < 64:
-        half = np.uint64(1 << (config.bits - 1))
-        signed = (u ^ half).astype(np.int64) - np.int64(1 << (config.bits - 1))
-    else:
-        signed = u.view(np.int64)
-    signs = rotation_signs(rotation_seed, config.padded_dimension)
-    y = signed.astype(np.float64) * config.granularity
     denom = (
         config.expected_cohort if denominator is None else v.positive("denominator", denominator)
     )
-    return unrotate(y, signs, config.dimension) / denom
+    signed = arr.astype(np.uint64).view(np.int64)
+    if config.bits < 64:  # the b-bit two's complement value: (u XOR 2^(b−1)) − 2^(b−1)
+        half = np.int64(1 << (config.bits - 1))
+        signed ^= half
+        signed -= half
+    y = signed.astype(np.float64)
+    del signed
+    y *= config.granularity
+    _fwht_(y, config.rotation_block)  # H is its own inverse
+    np.negative(y, out=y, where=_rotation_bits(rotation_seed, config.padded_dimension))
+    return y[: config.dimension] / denom
 
 
 def sum_mod(vectors: list[npt.NDArray[Any]], config: DDGaussConfig) -> npt.NDArray[Any]:
@@ -291,9 +365,11 @@ def sum_mod(vectors: list[npt.NDArray[Any]], config: DDGaussConfig) -> npt.NDArr
 
 def suggest_bits(config_like: DDGaussConfig, n_clients: int, *, tail_sigmas: float = 8.0) -> int:
     """Ring width so a coordinate of the sum of n clients stays within ±2^(b−1) with margin:
-    n·(c/(γ√d)·k... ) — KLS §5: |coord| ≲ k·√(n)·√(c²/(γ²d) + σ²) + n·(tail of rotation)."""
+    n·(c/(γ√d)·k... ) — KLS §5: |coord| ≲ k·√(n)·√(c²/(γ²d) + σ²) + n·(tail of rotation).
+    d is the rotation block B, not d': a block flattens only its own share of the norm, and
+    in the worst case one block holds all of it."""
     n = v.count("n_clients", n_clients, minimum=1)
-    c, g, d = config_like.clip, config_like.granularity, config_like.padded_dimension
+    c, g, d = config_like.clip, config_like.granularity, config_like.rotation_block
     per = math.sqrt(c**2 / (g**2 * d) + config_like.client_sigma**2 + 0.25)
     spread = tail_sigmas * math.sqrt(n) * per + n * tail_sigmas * c / (g * math.sqrt(d))
     return min(64, max(2, math.ceil(math.log2(spread + 1)) + 2))

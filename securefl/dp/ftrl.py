@@ -39,8 +39,9 @@ private. With secure aggregation the server still sees the noiseless round sum.
 
 from __future__ import annotations
 
+import base64
 import math
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,22 @@ IntVector = npt.NDArray[np.int64]
 
 #: Largest |node sum| on the grid: a prefix adds at most 64 noisy nodes, so 64·2^56 < 2^63.
 _MAX_GRID = 1 << 56
+
+
+def _b64(a: IntVector) -> str:
+    return base64.b64encode(np.ascontiguousarray(a, dtype="<i8").tobytes()).decode()
+
+
+def _unb64(text: Any, dimension: int) -> IntVector:
+    if not isinstance(text, str):
+        raise InvalidParameterError("must be base64 text", parameter="state")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError as exc:
+        raise InvalidParameterError("invalid base64", parameter="state") from exc
+    if len(raw) != 8 * dimension:
+        raise InvalidParameterError("vector of the wrong length", parameter="state")
+    return np.frombuffer(raw, dtype="<i8").astype(np.int64)
 
 
 def _ctz(t: int) -> int:
@@ -293,6 +310,38 @@ class TreeAggregator:
         self._noisy[level] = node + discrete_gaussian(self.dimension, self.sigma, rng=self._rng)
         return self.noisy_prefix()
 
+    def state(self) -> dict[str, Any]:
+        """The tree's state (SECRET: exact node sums and their noise) as JSON-able data."""
+        return {
+            "dimension": self.dimension,
+            "sigma": self.sigma,
+            "restart_every": self.restart_every,
+            "rounds": self.rounds,
+            "exact": {str(k): _b64(a) for k, a in self._exact.items()},
+            "noisy": {str(k): _b64(a) for k, a in self._noisy.items()},
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state` into a fresh tree with the same parameters (typed errors)."""
+        if self.rounds:
+            raise InvalidParameterError("tree already in use", parameter="state")
+        for key in ("dimension", "sigma", "restart_every"):
+            if state.get(key) != getattr(self, key):
+                raise InvalidParameterError(f"{key} differs from the tree's", parameter="state")
+        rounds = v.count("rounds", state.get("rounds"))
+        exact, noisy = state.get("exact"), state.get("noisy")
+        if not isinstance(exact, Mapping) or not isinstance(noisy, Mapping):
+            raise InvalidParameterError("exact/noisy must be tables", parameter="state")
+        if set(exact) != set(noisy):
+            raise InvalidParameterError("exact and noisy levels differ", parameter="state")
+        self.rounds = rounds
+        levels = {int(k) for k in exact}
+        expected = {i for i in range(64) if (self.position >> i) & 1}
+        if levels != expected:
+            raise InvalidParameterError("levels do not match the round count", parameter="state")
+        self._exact = {int(k): _unb64(a, self.dimension) for k, a in exact.items()}
+        self._noisy = {int(k): _unb64(a, self.dimension) for k, a in noisy.items()}
+
     def noisy_prefix(self) -> IntVector:
         out = np.zeros(self.dimension, dtype=np.int64)
         for noisy in self._noisy.values():
@@ -381,3 +430,46 @@ class DpFtrlServer:
 
     def params(self) -> dict[str, Any]:
         return self.config.to_dict(self.rounds, self.dimension)
+
+    def eligible(self, pid: Hashable) -> bool:
+        """Whether ``pid`` may take part in the next round under the declared schedule."""
+        past = self._history.get(pid, [])
+        if len(past) >= self.config.max_participations:
+            return False
+        return not past or self.rounds + 1 - past[-1] >= self.config.min_separation
+
+    def state(self) -> dict[str, Any]:
+        """Everything the next round depends on (SECRET: holds the tree's noise)."""
+        return {
+            "tree": self._tree.state(),
+            "previous": _b64(self._previous),
+            "history": [[pid, list(r)] for pid, r in self._history.items()],
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        config: DpFtrlConfig,
+        dimension: int,
+        state: Mapping[str, Any],
+        *,
+        rng: CryptoRandom | None = None,
+    ) -> DpFtrlServer:
+        """A server continuing from :meth:`state` (same config and dimension)."""
+        server = cls(config, dimension, rng=rng)
+        tree = state.get("tree")
+        history = state.get("history")
+        if not isinstance(tree, Mapping) or not isinstance(history, list):
+            raise InvalidParameterError("tree/history missing", parameter="state")
+        server._tree.load_state(tree)
+        server._previous = _unb64(state.get("previous"), server.dimension)
+        for item in history:
+            if (
+                not isinstance(item, list)
+                or len(item) != 2
+                or not isinstance(item[1], list)
+                or not all(isinstance(r, int) and 1 <= r <= server.rounds for r in item[1])
+            ):
+                raise InvalidParameterError("malformed participation history", parameter="state")
+            server._history[item[0]] = list(item[1])
+        return server

@@ -84,7 +84,8 @@ class RingPlan:
 
     @property
     def dtype(self) -> type[np.unsignedinteger[Any]]:
-        """Word type on the wire and in the masking accumulator."""
+        """Word type in memory and in the masking accumulator (the SecAgg wire packs b bits
+        per value, ``protocols/secagg.md`` §5)."""
         return np.uint32 if self.bits <= 32 else np.uint64
 
     @property
@@ -98,6 +99,7 @@ class RingPlan:
 
     @property
     def bytes_per_param(self) -> int:
+        """Bytes of one :attr:`dtype` word (in memory; on the wire a value takes b/8)."""
         return 4 if self.bits <= 32 else 8
 
     @property

@@ -154,7 +154,8 @@ class SecAggNode:
                 "session": config.session_id,
                 "config": field(request, "config", bytes),
                 "seed": seed,
-                "values": values.astype(values.dtype.newbyteorder("<")).tobytes(),
+                # one copy (astype + tobytes made two of the d-vector)
+                "values": np.ascontiguousarray(values, values.dtype.newbyteorder("<")).tobytes(),
                 "transcript": b"",
             }
         )

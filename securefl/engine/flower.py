@@ -24,9 +24,9 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -151,17 +151,24 @@ class FlowerTransport:
     def node_ids(self) -> list[int]:
         return sorted(int(n) for n in self.grid.get_node_ids())
 
+    def message(
+        self, node: int, request: Mapping[str, Any], *, timeout: float, round_index: int
+    ) -> Message:
+        """The Flower message carrying ``request`` to ``node`` (subclasses change its type or
+        content; the push/pull loop of :meth:`exchange` is the same for all)."""
+        return Message(
+            to_content(request),
+            dst_node_id=node,
+            message_type=MESSAGE_TYPE,
+            group_id=str(round_index),
+            ttl=timeout + 10.0,  # a request nobody fetched in time expires, never runs late
+        )
+
     def exchange(
         self, requests: Mapping[int, Mapping[str, Any]], *, timeout: float, round_index: int
     ) -> dict[int, Mapping[str, Any]]:
         messages = [
-            Message(
-                to_content(request),
-                dst_node_id=node,
-                message_type=MESSAGE_TYPE,
-                group_id=str(round_index),
-                ttl=timeout + 10.0,  # a request nobody fetched in time expires, never runs late
-            )
+            self.message(node, request, timeout=timeout, round_index=round_index)
             for node, request in requests.items()
         ]
         # push, then pull every POLL_S (Grid.send_and_receive sleeps 3 s between pulls)
@@ -313,7 +320,15 @@ def _client_secagg(msg: Message, context: Context) -> Message:
     return answer(msg, context, node_from_context)
 
 
-def answer(msg: Message, context: Context, make_node: Callable[[Context], SecAggNode]) -> Message:
+class Handler(Protocol):
+    """What :func:`answer` asks: a SecAgg(+) node, a job node or the CKKS key holder."""
+
+    def handle(
+        self, request: Mapping[str, Any], store: MutableMapping[str, Any]
+    ) -> dict[str, Any]: ...
+
+
+def answer(msg: Message, context: Context, make_node: Callable[[Context], Handler]) -> Message:
     """One request to ``make_node(context)``'s node; its round state in ``context.state``."""
     store: dict[str, Any] = {}
     if STATE_RECORD in context.state.config_records:

@@ -24,7 +24,12 @@ client id), ``training`` (``"package.module:factory"``, default the built-in
 the node's :class:`~securefl.engine.job.LocalTraining`; it reads its own keys, ``data`` included,
 from the node config), ``node-policy`` (TOML; with it the node keeps its own signed
 ``node-ledger`` under ``node-key-dir`` and refuses rounds its policy forbids), ``threat-model``,
-``min-threshold``. Both factories are imported by name in the app's processes, so their module
+``min-threshold``, ``key-holder-fingerprint`` (hex; needed for ``aggregation = "he"``: the
+CKKS key holder's public-context fingerprint the node encrypts to). The key holder's node
+config instead: ``role = "keyholder"``, ``he-secret-key`` (its CKKS secret key, made by
+:func:`securefl.engine.he_job.init_key_holder`, outside any run directory), ``registry``,
+``he-state`` and ``min-contributions`` (:class:`~securefl.engine.he_job.KeyHolderNode`). Both
+factories are imported by name in the app's processes, so their module
 must be importable there (installed with the app, not only on the host that submits the run).
 Spec: ``protocols/engine-flower.md`` §10.
 """
@@ -48,6 +53,7 @@ from securefl.engine.flower import (
     policy_from_node_config,
     wait_for_nodes,
 )
+from securefl.engine.he_job import HE_MIN_CONTRIBUTIONS, KEYHOLDER_ROLE, KeyHolderNode
 from securefl.engine.identity import load_identity, load_registry
 from securefl.engine.job import JobNode, JobTerms, LocalTraining, run_job
 from securefl.engine.task import Scalar, load_factory
@@ -166,12 +172,15 @@ def _server_main(grid: Grid, context: Context) -> None:
 
 
 # ---------------------------------------------------------------------- client
-def job_node_from_context(context: Context) -> JobNode:
-    """The node's identity, registry, data and (optional) own policy from its node config.
+def job_node_from_context(context: Context) -> JobNode | KeyHolderNode:
+    """The node's identity, registry, data and (optional) own policy from its node config;
+    with ``role = "keyholder"`` the CKKS key holder instead (never a client).
 
     Flower starts a process per message and only the first stage trains and consults the
     policy: training, policy and ledger are opened on first use, not for every stage."""
     cfg = context.node_config
+    if _get(cfg, "role", "client", str) == KEYHOLDER_ROLE:
+        return key_holder_from_node_config(cfg)
     key_path = _get(cfg, "identity-key", "", str)
     if not key_path:
         raise ConfigurationError("the node config needs identity-key", parameter="identity-key")
@@ -188,6 +197,37 @@ def job_node_from_context(context: Context) -> JobNode:
         policy=policy_from_node_config(cfg),
         guard=guard,
         terms_of=_round_terms if guard is not None else None,
+        key_holder=_fingerprint(_get(cfg, "key-holder-fingerprint", "", str)),
+    )
+
+
+def _fingerprint(text: str) -> bytes | None:
+    if not text:
+        return None
+    try:
+        fp = bytes.fromhex(text)
+    except ValueError:
+        fp = b""
+    if len(fp) != 32:
+        raise ConfigurationError("must be 64 hex digits", parameter="key-holder-fingerprint")
+    return fp
+
+
+def key_holder_from_node_config(cfg: Mapping[str, Scalar]) -> KeyHolderNode:
+    """The CKKS key holder: its secret key (``he-secret-key``, outside any run directory),
+    the registry it checks clients' receipts against, its release state file (``he-state``,
+    default beside the key) and ``min-contributions``."""
+    key = _get(cfg, "he-secret-key", "", str)
+    registry = _get(cfg, "registry", "", str)
+    if not key or not registry:
+        raise ConfigurationError(
+            "a key holder needs he-secret-key and registry", parameter="he-secret-key"
+        )
+    return KeyHolderNode(
+        key,
+        registry=load_registry(registry),
+        state=_get(cfg, "he-state", "", str) or None,
+        min_contributions=_get(cfg, "min-contributions", HE_MIN_CONTRIBUTIONS, int),
     )
 
 

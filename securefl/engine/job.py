@@ -26,7 +26,7 @@ import json
 import math
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -71,10 +71,17 @@ JOB_TASK = "securefl.job/v1"
 JOB_VERSION = 1
 MAX_JOB_BYTES = 1 << 20
 MAX_SITES = 100_000
+#: Engine stages of the one-exchange aggregations (securefl.engine.he_job): a client's CKKS
+#: or plaintext upload, and the key holder's open / decrypt requests.
+HE_UPLOAD = 20
+PLAIN_UPLOAD = 21
+KEYHOLDER_OPEN = 30
+KEYHOLDER_DECRYPT = 31
+UPLOAD_STAGES = (HE_UPLOAD, PLAIN_UPLOAD)
 #: Configuration fields that stay at the server: where it writes, its keys, its policy file.
 SERVER_ONLY = ("out", "key_dir", "policy")
 #: Aggregations and DP modes the engine job runs (the others are refused, not approximated).
-ENGINE_AGGREGATIONS = ("secagg", "secagg+")
+ENGINE_AGGREGATIONS = ("plain", "secagg", "secagg+", "he")
 ENGINE_DP = ("none", "central", "distributed", "local")
 
 
@@ -175,6 +182,10 @@ def check_engine_config(cfg: RunConfig) -> None:
             "the canary audit needs the simulated population; run it with securefl simulate",
             parameter="audit_canaries",
         )
+    if cfg.clip_mode != "fixed" or cfg.mechanism != "fedavg":  # adaptive clip / DP-FTRL
+        raise UnsupportedCombinationError(
+            "run adaptive clipping / DP-FTRL with securefl simulate", parameter="mechanism"
+        )
 
 
 def job_backend(
@@ -252,7 +263,8 @@ class JobNode(SecAggNode):
 
     Before it computes anything it checks the announced terms against the configuration they
     name (event, threshold, noise floor) and, with ``guard``, against its own policy
-    (``terms_of`` turns the checked job into what the guard reads)."""
+    (``terms_of`` turns the checked job into what the guard reads). ``key_holder``: the
+    fingerprint of the CKKS key holder's public context, for ``aggregation = "he"``."""
 
     def __init__(
         self,
@@ -263,6 +275,7 @@ class JobNode(SecAggNode):
         policy: ClientPolicy | None = None,
         guard: Admission | None = None,
         terms_of: TermsOf | None = None,
+        key_holder: bytes | None = None,
     ) -> None:
         super().__init__(
             identity,
@@ -276,34 +289,62 @@ class JobNode(SecAggNode):
         self.training = training
         self.guard = guard
         self.terms_of = terms_of
-        self._backends: dict[tuple[str, float | None, int, Any], Backend] = {}
+        #: The CKKS key holder's public-context fingerprint this node encrypts to (pinned out
+        #: of band); without it the node refuses CKKS rounds: it could not tell the key
+        #: holder's public key from one the server made (securefl.engine.he_job).
+        self.key_holder = key_holder
+        self._backends: BackendCache = {}
 
     def _backend(self, job: JobTerms) -> Backend:
-        key = (job.config.digest(), job.noise_multiplier, job.dimension, job.client_examples)
-        if key not in self._backends:
-            self._backends[key] = job_backend(
-                job.config, job.noise_multiplier, job.dimension, job.client_examples
+        return verified_backend(job, self._backends)
+
+    def check_job(self, job: JobTerms, global_state: bytes) -> CheckedJob:
+        """The checks every aggregation shares (SecAgg(+), CKKS, plain): the configuration
+        runs on the engine, the announced event is the configuration's, the model has the
+        announced size."""
+        backend = self._backend(job)
+        if len(global_state) != 8 * job.dimension:
+            raise MalformedMessageError("global model has the wrong size")
+        global_flat = np.frombuffer(global_state, dtype="<f8").astype(np.float64)
+        return CheckedJob(job, backend, backend.round_event().to_dict(), global_flat)
+
+    def local_update(self, checked: CheckedJob) -> ClientUpdate:
+        """This node's trained (clipped) update for a checked job (after its guard admitted)."""
+        job = checked.job
+        client = self.identity.client_id - 1
+        if job.config.dp == "local":
+            trainer = WorstCaseDpSgd(checked.backend.trainer, job.config, checked.event)
+            update = self.training(
+                job.config, checked.global_flat, client, job.round_index, trainer=trainer
             )
-        return self._backends[key]
+        else:
+            update = self.training(job.config, checked.global_flat, client, job.round_index)
+        update.validate(job.layout_digest, job.dimension)
+        return update
+
+    def handle(self, request: Mapping[str, Any], store: MutableMapping[str, Any]) -> dict[str, Any]:
+        """SecAgg(+) stages as :class:`SecAggNode`; a CKKS or plain upload request
+        (:mod:`securefl.engine.he_job`) is one stateless exchange."""
+        stage = request.get("stage")
+        if type(stage) is int and stage in UPLOAD_STAGES:
+            if get_field(request, "v", int) != ENGINE_WIRE_VERSION:
+                raise MalformedMessageError("unsupported engine wire version")
+            store.clear()
+            from securefl.engine.he_job import answer_upload
+
+            return answer_upload(self, request)
+        return super().handle(request, store)
 
     def round_input(
         self, config: SecAggConfig, plan_text: str, global_state: bytes
     ) -> npt.NDArray[np.unsignedinteger[Any]]:
         job = JobTerms.from_text(plan_text)
-        check_engine_config(job.config)
         if job.round_index != config.round_index:
             raise UnsafeRequestError("job terms name another round than the session")
         if job.layout_digest != config.layout_digest:
             raise UnsafeRequestError("job terms name another layout than the session")
-        if len(global_state) != 8 * job.dimension:
-            raise MalformedMessageError("global model has the wrong size")
-        backend = self._backend(job)
-        event = backend.round_event().to_dict()
-        if json.loads(canonical_json(event)) != json.loads(canonical_json(job.event)):
-            raise UnsafeRequestError(
-                "the announced DP event is not the event of the announced configuration"
-            )
-        agg = secagg_of(backend)
+        checked = self.check_job(job, global_state)
+        agg = secagg_of(checked.backend)
         degree, threshold, _info = agg.parameters(config.n)
         if config.threshold < threshold:
             raise UnsafeRequestError(
@@ -312,8 +353,7 @@ class JobNode(SecAggNode):
             )
         if config.degree != degree:
             raise UnsafeRequestError("the neighbour graph degree is not the run's")
-        global_flat = np.frombuffer(global_state, dtype="<f8").astype(np.float64)
-        context = round_context(config.layout_digest, global_flat)
+        context = round_context(config.layout_digest, checked.global_flat)
         encoder = ring_encoder(agg)
         probe = encoder({}, {}, config.n, context, config.round_index)
         if config.bits != probe.bits or config.dimension != probe.dimension:
@@ -326,18 +366,45 @@ class JobNode(SecAggNode):
         if self.guard is not None:
             terms = self.terms_of(job, config) if self.terms_of is not None else job
             self.guard.admit(terms)  # records the contribution or the refusal
+        update = self.local_update(checked)
         client = self.identity.client_id - 1
-        if job.config.dp == "local":
-            trainer = WorstCaseDpSgd(backend.trainer, job.config, event)
-            update = self.training(
-                job.config, global_flat, client, job.round_index, trainer=trainer
-            )
-        else:
-            update = self.training(job.config, global_flat, client, job.round_index)
-        update.validate(job.layout_digest, job.dimension)
         ring = encoder({client: update.delta}, {client: 1.0}, config.n, context, job.round_index)
         values: npt.NDArray[np.unsignedinteger[Any]] = ring.values[client]
         return values
+
+
+@dataclass(frozen=True)
+class CheckedJob:
+    """Terms a node (or the key holder) verified, with the backend rebuilt from them."""
+
+    job: JobTerms
+    backend: Backend
+    event: dict[str, Any]
+    global_flat: FloatVector
+
+
+BackendCache = dict[tuple[str, float | None, int, Any], Backend]
+
+
+def verified_backend(job: JobTerms, cache: BackendCache | None = None) -> Backend:
+    """The run's backend rebuilt from the announced configuration, after checking the
+    configuration runs on the engine and the announced DP event is the one it implies.
+
+    Every party that acts on terms (client nodes, the CKKS key holder) calls this; none
+    trusts the event or noise the server states alone."""
+    check_engine_config(job.config)
+    key = (job.config.digest(), job.noise_multiplier, job.dimension, job.client_examples)
+    backend = None if cache is None else cache.get(key)
+    if backend is None:
+        backend = job_backend(job.config, job.noise_multiplier, job.dimension, job.client_examples)
+        if cache is not None:
+            cache[key] = backend
+    event = backend.round_event().to_dict()
+    if json.loads(canonical_json(event)) != json.loads(canonical_json(job.event)):
+        raise UnsafeRequestError(
+            "the announced DP event is not the event of the announced configuration"
+        )
+    return backend
 
 
 class WorstCaseDpSgd:
@@ -418,6 +485,21 @@ class RemoteRound:
     node_errors: dict[int, str]
 
 
+def job_terms(orch: Orchestrator, plan: RoundPlan) -> JobTerms:
+    """What the server announces for ``plan`` (the same for every aggregation)."""
+    layout = orch.model.layout
+    return JobTerms(
+        run_id=orch.run_id,
+        round_index=plan.index,
+        config=orch.cfg,
+        noise_multiplier=orch.noise_multiplier,
+        dimension=layout.size,
+        layout_digest=layout.digest(),
+        event=plan.event.to_dict(),
+        client_examples=tuple(orch.client_sizes) if orch.cfg.dp == "local" else None,
+    )
+
+
 def run_remote_round(
     orch: Orchestrator,
     plan: RoundPlan,
@@ -441,17 +523,7 @@ def run_remote_round(
         context = round_context(layout.digest(), plan.global_flat)
         encoder = ring_encoder(agg)
         ring = encoder({}, {}, n, context, plan.index)
-        terms = JobTerms(
-            run_id=orch.run_id,
-            round_index=plan.index,
-            config=orch.cfg,
-            noise_multiplier=orch.noise_multiplier,
-            dimension=layout.size,
-            layout_digest=layout.digest(),
-            event=plan.event.to_dict(),
-            client_examples=tuple(orch.client_sizes) if orch.cfg.dp == "local" else None,
-        )
-        text = terms.to_text()
+        text = job_terms(orch, plan).to_text()
         global_state = np.ascontiguousarray(plan.global_flat, dtype="<f8").tobytes()
         ids = {c + 1: registry[c + 1] for c in members}
         config = SecAggConfig.create(
@@ -494,7 +566,7 @@ def run_remote_round(
         )
         t_round = time.perf_counter() - t0
     except AbortError as exc:
-        errors = _new_errors(transport, errors_before)
+        errors = new_node_errors(transport, errors_before)
         return RemoteRound(None, str(exc), {}, errors)
     t1 = time.perf_counter()
     total, weight_total = ring.decode(result.total)
@@ -515,12 +587,27 @@ def run_remote_round(
         },
         protocol={**agg.info(), **_info, "bits": ring.bits, "engine": True, **ring.info},
     )
-    return RemoteRound(outcome, "", dict(stages.rejected), _new_errors(transport, errors_before))
+    return RemoteRound(
+        outcome, "", dict(stages.rejected), new_node_errors(transport, errors_before)
+    )
 
 
-def _new_errors(transport: Transport, before: Mapping[int, str]) -> dict[int, str]:
+def new_node_errors(transport: Transport, before: Mapping[int, str]) -> dict[int, str]:
+    """The nodes whose transport error changed since ``before`` (this round's errors)."""
     now = dict(getattr(transport, "errors", {}))
     return {n: why for n, why in now.items() if before.get(n) != why}
+
+
+def close_remote_round(
+    orch: Orchestrator, plan: RoundPlan, res: RemoteRound, *, train_s: float
+) -> None:
+    """Record each node's error of the round as ``node_refusal``, then close the round with
+    what the engine computed (or its abort)."""
+    for node, why in sorted(res.node_errors.items()):
+        orch.ledger.append_record(
+            NodeRefusal(node=node, reason=why, stage=None, error=None), round_id=plan.index
+        )
+    orch.complete_remote_round(plan, res.outcome, abort_reason=res.abort_reason, train_s=train_s)
 
 
 def run_job(
@@ -546,7 +633,10 @@ def run_job(
     ``stage_timeout``); a node that answers later drops out of the round like any other.
 
     Simulated dropouts are off (``dropout_rate`` is forced to 0: the engine's dropouts are
-    real). A node's refusal is recorded in the server's ledger as ``node_refusal``."""
+    real). A node's refusal is recorded in the server's ledger as ``node_refusal``.
+    ``aggregation = "he"`` needs a key-holder node on the transport (its own process; the
+    server never holds the secret key) and ``"plain"`` is the recorded weak mode in which the
+    server sees every update (:mod:`securefl.engine.he_job`)."""
     check_engine_config(cfg)
     if (cfg.dp == "local") != (client_examples is not None):
         raise ConfigurationError(
@@ -562,6 +652,11 @@ def run_job(
             parameter="registry",
         )
     node_of = discover_nodes(transport, timeout=stage_timeout)
+    key_holder = None
+    if cfg.aggregation == "he":
+        from securefl.engine.he_job import find_key_holder
+
+        key_holder = find_key_holder(transport, timeout=stage_timeout)
     sizes = tuple(client_examples) if client_examples is not None else ()
     with Orchestrator(
         cfg, model, client_sizes=sizes, evaluate=evaluate, resume=resume, callback=callback
@@ -570,25 +665,30 @@ def run_job(
             if any(c + 1 not in node_of for c in plan.members):
                 node_of = {**node_of, **discover_nodes(transport, timeout=stage_timeout)}
             t0 = time.perf_counter()
-            res = run_remote_round(
-                orch,
-                plan,
-                transport,
-                registry=registry,
-                node_of=node_of,
-                stage_timeout=stage_timeout,
-                train_timeout=train_timeout,
-                progress=progress,
-            )
-            for node, why in sorted(res.node_errors.items()):
-                orch.ledger.append_record(
-                    NodeRefusal(node=node, reason=why, stage=None, error=None),
-                    round_id=plan.index,
+            if cfg.aggregation in ("he", "plain"):
+                from securefl.engine.he_job import run_upload_round
+
+                res = run_upload_round(
+                    orch,
+                    plan,
+                    transport,
+                    registry=registry,
+                    node_of=node_of,
+                    key_holder=key_holder,
+                    stage_timeout=stage_timeout,
+                    train_timeout=train_timeout,
+                    progress=progress,
                 )
-            orch.complete_remote_round(
-                plan,
-                res.outcome,
-                abort_reason=res.abort_reason,
-                train_s=time.perf_counter() - t0,
-            )
+            else:
+                res = run_remote_round(
+                    orch,
+                    plan,
+                    transport,
+                    registry=registry,
+                    node_of=node_of,
+                    stage_timeout=stage_timeout,
+                    train_timeout=train_timeout,
+                    progress=progress,
+                )
+            close_remote_round(orch, plan, res, train_s=time.perf_counter() - t0)
         return orch.finish()

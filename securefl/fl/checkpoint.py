@@ -43,6 +43,9 @@ class Checkpoint:
     rng: dict[str, Any]
     metrics: list[dict[str, Any]]
     server_state: ServerState | None = None  # the server optimiser's memory (absent: restart)
+    # Public state of the release mechanism (adaptive clip; DP-FTRL tree position and the
+    # SHA-256 of its secret state kept in the key directory): securefl.fl.mechanisms.
+    mechanism_state: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         raw = np.ascontiguousarray(self.global_flat, dtype="<f8").tobytes()
@@ -62,6 +65,11 @@ class Checkpoint:
                 "metrics": self.metrics,
                 **(
                     {} if self.server_state is None else {"server_state": _state(self.server_state)}
+                ),
+                **(
+                    {}
+                    if self.mechanism_state is None
+                    else {"mechanism_state": self.mechanism_state}
                 ),
             },
             sort_keys=True,
@@ -91,6 +99,9 @@ class Checkpoint:
             last = d["last_round_entry"]
             if last is not None and not isinstance(last, dict):
                 raise ResumeError("last_round_entry must be null or an object")
+            mech = d.get("mechanism_state")
+            if mech is not None and not isinstance(mech, dict):
+                raise ResumeError("mechanism_state must be null or an object")
             return cls(
                 rounds_done=rounds_done,
                 global_flat=flat,
@@ -103,6 +114,7 @@ class Checkpoint:
                 rng=_typed(d, "rng", dict),
                 metrics=_objects(d, "metrics"),
                 server_state=_read_state(d.get("server_state"), len(flat)),
+                mechanism_state=mech,
             )
         except (KeyError, TypeError, ValueError, RecursionError) as exc:
             # RecursionError: JSON nested deeper than the parser's limit

@@ -59,8 +59,9 @@ def simulate(
 ) -> None:
     """Federated LoRA fine-tuning of all-MiniLM-L6-v2 with secure aggregation and DP.
 
-    The bare command runs the default job (160 clients, 10 rounds, SecAgg+, client-level DP at
-    ε = 8) and writes metrics, checkpoint, ledger and audit report to the run directory.
+    The bare command runs the main job (securefl/fl/default.toml: 5 sites, SecAgg+, DP-SGD in
+    each site, example-level ε = 8) and writes metrics, checkpoint, ledger and audit report to
+    the run directory.
     """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -89,9 +90,8 @@ def simulate(
     try:
         if config is not None:
             cfg = config_mod.load(config, **overrides)
-        else:
-            base = config_mod.RunConfig().to_dict()
-            cfg = config_mod.from_mapping({**base, **overrides})
+        else:  # the main job: securefl/fl/default.toml
+            cfg = config_mod.load(config_mod.MAIN_JOB, **overrides)
         if cfg.out is None:
             cfg = cfg.replace(out=str(Path("runs") / cfg.name))
     except SecureFLError as exc:

@@ -32,6 +32,9 @@ class ClientUpdate:
     num_examples: int
     train_loss: float
     local_steps: int
+    # Adaptive clipping (Andrew et al. 2021): 1 if the unclipped update's norm was ≤ the
+    # round's clip, else 0; it travels only inside the noised secure sum (None: fixed clip).
+    clip_indicator: int | None = None
 
     def validate(self, layout_digest: bytes, dimension: int) -> None:
         if self.layout_digest != layout_digest:
@@ -125,8 +128,10 @@ def client_step(
     train = trainer if trainer is not None else local_train
     loss, steps = train(model, data, spec, seed=derive_seed(seed, round_index, client_id))
     delta = model.get_flat() - global_flat
+    indicator: int | None = None
     if spec.clip is not None:
-        delta, _ = clip_l2(delta, spec.clip)
+        delta, norm = clip_l2(delta, spec.clip)
+        indicator = int(norm <= spec.clip)
     return ClientUpdate(
         client_id=client_id,
         round_index=round_index,
@@ -135,6 +140,7 @@ def client_step(
         num_examples=len(data),
         train_loss=loss,
         local_steps=steps,
+        clip_indicator=indicator,
     )
 
 

@@ -27,21 +27,26 @@ DpMode = Literal["auto", "none", "central", "distributed", "local"]
 Sampling = Literal["poisson", "fixed"]
 AccountantName = Literal["rdp", "pld", "prv"]
 SecAggModel = Literal["semi-honest", "semi-malicious"]
+ClipMode = Literal["fixed", "adaptive"]
+Mechanism = Literal["fedavg", "ftrl"]
 
 AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 DP_MODES: tuple[str, ...] = get_args(DpMode)
 SAMPLINGS: tuple[str, ...] = get_args(Sampling)
 ACCOUNTANTS: tuple[str, ...] = get_args(AccountantName)
 SECAGG_MODELS: tuple[str, ...] = get_args(SecAggModel)
+CLIP_MODES: tuple[str, ...] = get_args(ClipMode)
+MECHANISMS: tuple[str, ...] = get_args(Mechanism)
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """All knobs of one simulated federated LoRA fine-tuning run.
 
-    Defaults give the README's main job: MiniLM + LoRA, 160 clients (≈32 per round), SecAgg+ with
-    client-level distributed DP (the discrete Gaussian added by the clients inside the masking
-    ring, Kairouz, Liu, Steinke 2021) at ε = 8, δ = 1e-5, 10 rounds.
+    Defaults are the cross-device regime (``cross_device.toml``): MiniLM + LoRA, 160 clients
+    (≈32 per round), SecAgg+ with client-level distributed DP (the discrete Gaussian added by
+    the clients inside the masking ring, Kairouz, Liu, Steinke 2021) at ε = 8, δ = 1e-5, 10
+    rounds. The README's main job is :data:`MAIN_JOB` (cross-silo, example-level DP-SGD).
 
     ``dp = "auto"`` (the default) resolves when the config is built, so the recorded config
     names the mode that ran: with masking secure aggregation it is ``distributed`` — no single
@@ -107,6 +112,22 @@ class RunConfig:
     # clients, each included with a secret fair coin; 0 = no audit. Client-level DP or none.
     audit_canaries: int = 0
     accountant: AccountantName = "rdp"
+    # Client-level clip: "fixed" (= clip every round) or "adaptive" (Andrew et al. 2021): the
+    # clip tracks the clip_target_quantile of update norms, starting at `clip`, stepping
+    # geometrically with clip_lr from a noised count of clipped-indicator bits (σ_b =
+    # clip_count_noise_std, None: expected cohort / 20) sent inside the secure sum
+    # (securefl.fl.mechanisms, protocols/fl.md "Adaptive clipping").
+    clip_mode: ClipMode = "fixed"
+    clip_target_quantile: float = 0.5
+    clip_lr: float = 0.2
+    clip_count_noise_std: float | None = None
+    # Release mechanism of client-level central DP: "fedavg" (noise on each round's sum,
+    # amplified by sampling) or "ftrl" (DP-FTRL, tree-aggregated noise on prefix sums, no
+    # sampling amplification: Kairouz et al. 2021). FTRL's participation schedule: each client
+    # at most ftrl_max_participations rounds, any two at least ftrl_min_separation apart.
+    mechanism: Mechanism = "fedavg"
+    ftrl_max_participations: int = 1
+    ftrl_min_separation: int = 1
     epsilon_budget: float | None = None  # None = target_epsilon when DP is on, else no budget
     policy: str | None = None  # path of an audit BudgetPolicy (TOML/JSON); overrides the above
     # --- outputs ---------------------------------------------------------------------------
@@ -178,12 +199,21 @@ def server_optimizer_of(cfg: RunConfig) -> ServerOptimizer:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+#: What the bare ``securefl simulate`` runs (the README's main job).
+MAIN_JOB = Path(__file__).with_name("default.toml")
 # Fields added after run directories existed: at their defaults they leave the digest as it
 # was, so a run started by an earlier version still resumes.
 _ADDED_LATER: dict[str, Any] = {
     "audit_canaries": 0,
     "server_optimizer": "fedavg",
     "server_momentum": 0.9,
+    "clip_mode": "fixed",
+    "clip_target_quantile": 0.5,
+    "clip_lr": 0.2,
+    "clip_count_noise_std": None,
+    "mechanism": "fedavg",
+    "ftrl_max_participations": 1,
+    "ftrl_min_separation": 1,
 }
 
 
@@ -196,8 +226,11 @@ def default_dp_mode(aggregation: str) -> str:
 
 
 def noiseless_sum_seen_by(cfg: RunConfig) -> list[str]:
-    """Which parties hold the un-noised aggregate (or more) under ``cfg`` — for the ledger."""
-    if cfg.dp == "distributed":
+    """Which parties hold the un-noised aggregate (or more) under ``cfg`` — for the ledger.
+
+    Local DP-SGD noises every update inside its site before it leaves: nobody else holds a
+    noiseless one (or their sum)."""
+    if cfg.dp in ("distributed", "local"):
         return []
     if cfg.aggregation == "plain":
         return ["server"]  # it sees every (clipped) update, hence their sum too
@@ -227,6 +260,8 @@ def validate(cfg: RunConfig) -> None:
         "local_epochs",
         "batch_size",
         "eval_every",
+        "ftrl_max_participations",
+        "ftrl_min_separation",
     ):
         value = getattr(cfg, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -276,6 +311,8 @@ def validate(cfg: RunConfig) -> None:
         ("sampling", SAMPLINGS),
         ("accountant", ACCOUNTANTS),
         ("secagg_model", SECAGG_MODELS),
+        ("clip_mode", CLIP_MODES),
+        ("mechanism", MECHANISMS),
     ):
         if getattr(cfg, name) not in allowed:
             raise ConfigurationError(
@@ -300,6 +337,12 @@ def validate(cfg: RunConfig) -> None:
         )
     if cfg.epsilon_budget is not None:
         _positive(cfg, "epsilon_budget")
+    _positive(cfg, "clip_lr")
+    q = cfg.clip_target_quantile
+    if not (isinstance(q, int | float) and 0.0 < q < 1.0):
+        raise ConfigurationError(f"must lie in (0, 1), got {q!r}", parameter="clip_target_quantile")
+    if cfg.clip_count_noise_std is not None:
+        _positive(cfg, "clip_count_noise_std")
     m = cfg.audit_canaries
     if not isinstance(m, int) or isinstance(m, bool) or not (m == 0 or 4 <= m <= 100_000):
         raise ConfigurationError(
@@ -351,10 +394,66 @@ def check_combination(cfg: RunConfig) -> None:
         raise UnsupportedCombinationError(
             "noise_multiplier given but dp = 'none'", parameter="noise_multiplier"
         )
+    check_mechanism(cfg)
     if cfg.aggregation == "secagg+" and cfg.n_clients < 3:
         raise UnsupportedCombinationError(
             "secagg+ needs at least 3 clients for a neighbour graph", parameter="n_clients"
         )
+
+
+def check_mechanism(cfg: RunConfig) -> None:
+    """Refuse adaptive clipping / DP-FTRL where they are not implemented, saying why.
+
+    - Both need client-level DP (``central`` or, for adaptive clipping, ``distributed``): the
+      clip and the tree noise protect one client's updates.
+    - Adaptive clipping sends the clipped-indicator bit as one extra coordinate of the
+      secure sum, noised jointly with the update (central: plain, SecAgg(+), CKKS key holder;
+      distributed: DDGauss in the SecAgg(+) ring). It is not combined with DP-FTRL, nor with
+      the canary audit (canaries are clipped to the fixed clip).
+    - DP-FTRL adds its noise where one party holds the tree's secret state: the server after
+      plain or SecAgg(+) aggregation. Under CKKS that party would be the key holder, which
+      has no tree hook yet; distributed tree noise is not implemented either. Its accounting
+      is zCDP, so it runs with the RDP accountant only.
+    """
+    if cfg.clip_mode == "adaptive":
+        if not cfg.client_level_dp:
+            raise UnsupportedCombinationError(
+                f"adaptive clipping needs client-level DP (central or distributed), not "
+                f"dp = {cfg.dp!r}",
+                parameter="clip_mode",
+            )
+        if cfg.mechanism != "fedavg":
+            raise UnsupportedCombinationError(
+                "adaptive clipping with DP-FTRL is not implemented", parameter="clip_mode"
+            )
+        if cfg.audit_canaries:
+            raise UnsupportedCombinationError(
+                "the canary audit clips canaries to the fixed clip; use clip_mode = 'fixed'",
+                parameter="clip_mode",
+            )
+    if cfg.mechanism == "ftrl":
+        if cfg.dp != "central":
+            raise UnsupportedCombinationError(
+                f"DP-FTRL needs central noise (dp = 'central'), not dp = {cfg.dp!r}: "
+                "distributed tree noise is not implemented",
+                parameter="mechanism",
+            )
+        if cfg.aggregation == "he":
+            raise UnsupportedCombinationError(
+                "DP-FTRL under CKKS would need the key holder to keep the tree state; not "
+                "implemented (use plain or secagg/secagg+ with dp = 'central')",
+                parameter="mechanism",
+            )
+        if cfg.audit_canaries:
+            raise UnsupportedCombinationError(
+                "the canary audit is not wired into DP-FTRL", parameter="mechanism"
+            )
+        if cfg.accountant != "rdp":
+            raise UnsupportedCombinationError(
+                "DP-FTRL is accounted in zCDP (per-round increments of the tree's ρ), which "
+                f"the RDP accountant composes exactly; not with accountant {cfg.accountant!r}",
+                parameter="accountant",
+            )
 
 
 def from_mapping(values: Mapping[str, Any]) -> RunConfig:
@@ -392,6 +491,9 @@ def from_mapping(values: Mapping[str, Any]) -> RunConfig:
         "noise_multiplier",
         "epsilon_budget",
         "update_bound",
+        "clip_target_quantile",
+        "clip_lr",
+        "clip_count_noise_std",
     ):
         if isinstance(flat.get(key), int) and not isinstance(flat.get(key), bool):
             flat[key] = float(flat[key])
@@ -414,6 +516,13 @@ def load(path: str | Path, **overrides: Any) -> RunConfig:
     run = values.get("run", values)
     if not isinstance(run, Mapping):
         raise ConfigurationError("[run] must be a table", parameter="run")
-    merged = dict(run)
+    # Flatten the file's sections first: a flag named like a section (``rounds``, ``model``,
+    # ``data``) overrides that field, not the whole section.
+    merged: dict[str, Any] = {}
+    for key, value in run.items():
+        if isinstance(value, Mapping) and key != "extra":
+            merged.update(value)
+        else:
+            merged[key] = value
     merged.update({k: v for k, v in overrides.items() if v is not None})
     return from_mapping(merged)

@@ -39,17 +39,23 @@ def client_event(n_examples: int, spec_epochs: int, batch_size: int, z: float) -
 
 def attach_local_dp(backend: Any) -> None:
     cfg = backend.cfg
-    sizes = sorted(set(backend.client_sizes))
+    # A client's event depends on its size only through its batch count ⌈n/B⌉: one
+    # representative size per count (the accountant is the slow part of a small run).
+    by_batches = {max(1, math.ceil(n / cfg.batch_size)): n for n in backend.client_sizes}
+    sizes = sorted(by_batches.values())
     if not sizes:
         raise ConfigurationError("local DP needs the client dataset sizes", parameter="dp")
+    chosen: dict[float, DpEvent] = {}  # z → worst event; the same every round
 
     def per_client(z: float) -> dict[int, DpEvent]:
         return {n: client_event(n, cfg.local_epochs, cfg.batch_size, z) for n in sizes}
 
     def worst(z: float) -> DpEvent:
-        events = per_client(z)
-        eps = {n: privacy.epsilon_of(cfg, [e]) for n, e in events.items()}
-        return events[max(eps, key=lambda n: eps[n])]
+        if z not in chosen:
+            events = per_client(z)
+            eps = {n: privacy.epsilon_of(cfg, [e]) for n, e in events.items()}
+            chosen[z] = events[max(eps, key=lambda n: eps[n])]
+        return chosen[z]
 
     z = cfg.noise_multiplier
     if z is None:

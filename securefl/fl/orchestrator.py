@@ -52,7 +52,14 @@ from securefl.fl.backends import Backend, make_backend
 from securefl.fl.canary_audit import CanaryAudit
 from securefl.fl.client import ClientUpdate
 from securefl.fl.config import RunConfig, server_optimizer_of
-from securefl.fl.errors import ResumeError
+from securefl.fl.errors import ResumeError, UnsupportedCombinationError
+from securefl.fl.mechanisms import (
+    AdaptiveClipLoop,
+    FtrlLoop,
+    adaptive_noise_multiplier,
+    ftrl_noise_multiplier,
+    mechanism_config,
+)
 from securefl.fl.privacy import PrivacyAccount
 from securefl.fl.sampling import load_or_create_secret, sample_clients, simulate_dropouts
 from securefl.fl.server_optim import ServerState, init_state, server_step
@@ -132,6 +139,7 @@ class RoundPlan:
     global_flat: FloatVector
     started_at: float
     canaries: tuple[int, ...] = ()  # sampled canary clients (audit runs; they train nothing)
+    clip: float | None = None  # this round's client-level clip (announced; adaptive clipping)
 
     @property
     def members(self) -> tuple[int, ...]:
@@ -257,8 +265,32 @@ class Orchestrator:
         backend_cfg = self.population_cfg
         if existing is not None and existing.noise_multiplier is not None:
             backend_cfg = backend_cfg.replace(noise_multiplier=existing.noise_multiplier)
+        # Adaptive clipping: the mechanism runs on the joint (d+1)-vector with clip c_J;
+        # DP-FTRL: the tree's per-node z (securefl.fl.mechanisms).
+        dimension = model.layout.size
+        mech_state = existing.mechanism_state if existing is not None else None
+        self.adaptive: AdaptiveClipLoop | None = None
+        self.ftrl: FtrlLoop | None = None
+        if cfg.clip_mode == "adaptive":
+            z = adaptive_noise_multiplier(backend_cfg, dimension)
+            saved_clip = (mech_state or {}).get("adaptive_clip")
+            self.adaptive = AdaptiveClipLoop(backend_cfg, dimension, z, clip=saved_clip)
+            self.adaptive.tracker.rounds = int((mech_state or {}).get("adaptive_rounds", 0))
+            backend_cfg = mechanism_config(backend_cfg, z)
+            dimension += 1
+        elif cfg.mechanism == "ftrl":
+            z = ftrl_noise_multiplier(backend_cfg, dimension)
+            backend_cfg = backend_cfg.replace(noise_multiplier=z)
+            self.ftrl = FtrlLoop(
+                backend_cfg,
+                dimension,
+                z,
+                key_dir=key_dir,
+                run_id=self.run_id,
+                checkpoint_state=mech_state,
+            )
         self.backend: Backend = make_backend(
-            backend_cfg, dimension=model.layout.size, client_sizes=sizes, observer=observer
+            backend_cfg, dimension=dimension, client_sizes=sizes, observer=observer
         )
         self.noise_multiplier = self.backend.noise_multiplier
         self.policy = ledger_mod.load_policy(cfg)
@@ -357,12 +389,14 @@ class Orchestrator:
 
     def _try_round(self) -> RoundPlan | None:
         r = self.next_index
-        event = self.backend.round_event()
+        event = self.ftrl.round_event() if self.ftrl is not None else self.backend.round_event()
         # The cohort is drawn first (secret keyed coins; nothing is computed or released yet)
         # so that the policy sees this round's real secure-aggregation threshold and cohort.
         t_round = time.perf_counter()
         cohort, performed = sample_clients(self.population_cfg, self._key, r)
-        if self.cfg.client_level_dp:  # local DP-SGD claims no client sampling
+        if self.ftrl is not None:  # no amplification claimed: the schedule bounds the rest
+            cohort = self.ftrl.eligible(cohort)
+        elif self.cfg.client_level_dp:  # local DP-SGD claims no client sampling
             from securefl.dp.participation import assert_sampling_matches
 
             assert_sampling_matches(event, performed)
@@ -370,6 +404,10 @@ class Orchestrator:
             **self._round_info(r, self.backend.planned_protocol_info(len(cohort))),
             "cohort_size": len(cohort),
         }
+        if self.adaptive is not None:  # the round's terms announce its clip
+            round_info["aggregation"]["adaptive_clip"] = {"clip": self.adaptive.clip}
+        if self.ftrl is not None:
+            round_info["aggregation"]["dp_ftrl"] = {"tree_round": self.ftrl.rounds + 1}
         if self.policy is not None:
             decision = self.policy.check_round(self.ledger, event, round_info)
             if not decision.allowed:
@@ -414,6 +452,7 @@ class Orchestrator:
             self.global_flat.copy(),
             t_round,
             canaries=tuple(c for c in cohort if c >= n_real),
+            clip=self.adaptive.clip if self.adaptive is not None else None,
         )
 
     def weight(self, update: ClientUpdate) -> float:
@@ -459,8 +498,14 @@ class Orchestrator:
         try:
             if not updates:
                 raise AbortError("no client of the cohort sent an update")
+            inputs = {c: u.delta for c, u in updates.items()}
+            if self.adaptive is not None:  # the client's side: [Δ/C_t, 2κ(b − ½)]
+                inputs = {
+                    c: self.adaptive.encode(c, u.delta, u.clip_indicator)
+                    for c, u in updates.items()
+                }
             outcome = self.backend.aggregate(
-                {c: u.delta for c, u in updates.items()},
+                inputs,
                 weights,
                 dropouts=dropouts,
                 round_index=r,
@@ -490,6 +535,10 @@ class Orchestrator:
             raise ConfigurationError(
                 f"round {plan.index} is not the open round {self.next_index}", parameter="plan"
             )
+        if self.adaptive is not None:
+            raise UnsupportedCombinationError(
+                "adaptive clipping is not wired into remote aggregation", parameter="clip_mode"
+            )
         if outcome is not None:
             if outcome.total.shape != (self.model.layout.size,):
                 raise ConfigurationError("aggregate has the wrong shape", parameter="outcome")
@@ -515,14 +564,30 @@ class Orchestrator:
         cfg, layout = self.cfg, self.model.layout
         r = plan.index
         t1 = time.perf_counter()
-        mean, noise_s = self.backend.release_mean(outcome, cfg)
+        mech_record: dict[str, Any] = {}
+        if self.ftrl is not None:  # the tree adds the noise (zeros for an aborted round)
+            t_noise = time.perf_counter()
+            mean = self.ftrl.release(
+                None if outcome is None else outcome.total,
+                () if outcome is None else sorted(outcome.survivors),
+            )
+            noise_s = time.perf_counter() - t_noise
+            mech_record["dp_ftrl"] = self.ftrl.round_record(released=mean is not None)
+        else:
+            mean, noise_s = self.backend.release_mean(outcome, cfg)
+        if self.adaptive is not None:
+            if mean is not None:
+                mean, clip_info = self.adaptive.release(mean)
+            else:
+                clip_info = {"clip": self.adaptive.clip, "next_clip": self.adaptive.clip}
+            mech_record["adaptive_clip"] = clip_info
         new_flat = plan.global_flat.copy()
         if mean is not None:  # an aborted round releases nothing and moves nothing
             new_flat, self.server_state = server_step(
                 self.server_optimizer, plan.global_flat, mean, self.server_state
             )
         t_server = time.perf_counter() - t1
-        record: dict[str, Any] = {"round": r}
+        record: dict[str, Any] = {"round": r, **mech_record}
         t2 = time.perf_counter()
         prev = self.metrics[-1] if self.metrics else {}
         accuracy, loss = prev.get("accuracy", math.nan), prev.get("loss", math.nan)
@@ -586,7 +651,7 @@ class Orchestrator:
             privacy_unit=round_info["privacy_unit"],
             adjacency=round_info["adjacency"],
             aggregation=ledger_mod.jsonable(
-                {**round_info["aggregation"], **record.pop("protocol")}
+                {**round_info["aggregation"], **record.pop("protocol"), **mech_record}
             ),
             accuracy=_finite(record["accuracy"]),
             loss=_finite(record["loss"]),
@@ -597,6 +662,11 @@ class Orchestrator:
         entry = completed.to_payload()
         self.metrics.append(record)
         self.global_flat = new_flat
+        mechanism_state: dict[str, Any] | None = None
+        if self.adaptive is not None:
+            mechanism_state = self.adaptive.state()
+        if self.ftrl is not None:  # the secret tree first, then the checkpoint naming it
+            mechanism_state = self.ftrl.save(ckpt_mod.atomic_write_text)
         ckpt_mod.save(
             self.run_dir,
             ckpt_mod.Checkpoint(
@@ -611,6 +681,7 @@ class Orchestrator:
                 rng={"scheme": "numpy.default_rng([seed, round, purpose])", "seed": cfg.seed},
                 metrics=[ledger_mod.jsonable(m) for m in self.metrics],
                 server_state=self.server_state,
+                mechanism_state=mechanism_state,
             ),
         )
         self.ledger.append_record(completed, round_id=r)
@@ -706,7 +777,7 @@ class Orchestrator:
             planned_rounds=cfg.rounds,
             code_version=j(code_version()),
             aggregation=j(self.backend.protocol_info()),
-            dp=None if cfg.dp == "none" else j(self.backend.dp_info()),
+            dp=None if cfg.dp == "none" else j(self._dp_info()),
             delta=cfg.delta,
             accountant=cfg.accountant,
             sampling={
@@ -734,6 +805,17 @@ class Orchestrator:
                 }
             ),
         )
+
+    def _dp_info(self) -> dict[str, Any]:
+        """The backend's DP description, with what adaptive clipping / DP-FTRL change."""
+        info = self.backend.dp_info()
+        if self.adaptive is not None:
+            info["adaptive_clipping"] = self.adaptive.info()
+            info["clip"] = self.cfg.clip  # initial clip; the mechanism's clip is joint_clip
+        if self.ftrl is not None:
+            info["mechanism"] = self.ftrl.info(self.cfg.rounds)
+            info["denominator"] = self.ftrl.config.expected_cohort
+        return info
 
     def _write_metrics(self) -> None:
         text = "".join(

@@ -10,6 +10,7 @@ checks, sampling, aggregation, DP noise, checkpoints and the ledger.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from securefl.fl.aggregation import WireObserver
 from securefl.fl.client import ClientUpdate, TrainSpec, client_step, evaluate
@@ -113,12 +114,13 @@ def run_simulation(
         while (plan := orch.next_round()) is not None:
             t0 = time.perf_counter()
             updates: dict[int, ClientUpdate] = {}
+            round_spec = spec if plan.clip is None else replace(spec, clip=plan.clip)
             for cid in plan.cohort:
                 updates[cid] = client_step(
                     model,
                     plan.global_flat,
                     clients[cid],
-                    spec,
+                    round_spec,
                     client_id=cid,
                     round_index=plan.index,
                     seed=cfg.seed,

@@ -273,7 +273,8 @@ class SecAggConfig:
 
     @property
     def word_bytes(self) -> int:
-        """Bytes per masked parameter on the wire: 4 for b ≤ 32 (uint32), else 8."""
+        """Bytes per masked parameter in memory: 4 for b ≤ 32 (uint32), else 8 (the wire packs
+        b bits per parameter, ``protocols/secagg.md`` §5)."""
         return 4 if self.bits <= 32 else 8
 
     @cached_property

@@ -5,8 +5,9 @@ variant). Every message carries a fixed 56-byte header — magic, version, type,
 id, round, sender, recipient, body length — then a body of fixed-width or length-prefixed
 fields, little-endian. :func:`decode` validates everything before building an object: exact
 lengths, counts within limits, ids in range, lists strictly increasing (so no duplicates and
-exactly one encoding per value), reserved bytes zero, masked values below 2^b, and, when a
-config is given, ids in the cohort and dimension/bits equal to the config. Anything else is a
+exactly one encoding per value), reserved bytes zero, masked values packed at b bits with zero
+pad bits (so each is below 2^b), and, when a config is given, ids in the cohort and
+dimension/bits equal to the config. Anything else is a
 :class:`~securefl.errors.MalformedMessageError`; a parser exception never escapes.
 
 Lists are fixed-width records (a list of ciphertexts or shares has one length for all its
@@ -34,12 +35,15 @@ from typing import Any, ClassVar, Generic, TypeAlias, TypeVar, overload
 import numpy as np
 import numpy.typing as npt
 
+from securefl.encoding.packing import pack_bits, packed_size, unpack_bits
 from securefl.errors import MalformedMessageError
 from securefl.secagg.config import MAX_CLIENT_ID, MAX_DIMENSION, SecAggConfig
 from securefl.vocabulary import MAX_CLIENTS
 
 MAGIC = b"SFSA"
-WIRE_VERSION = 1
+#: 2: masked inputs are bit-packed at the ring width b (``ceil(d·b/8)`` bytes, §5); a
+#: version-1 message (one 32/64-bit word per value) is rejected as an unsupported version.
+WIRE_VERSION = 2
 SERVER_ID = 0
 HEADER = struct.Struct("<4sBBBB32sIIII")
 HEADER_BYTES = HEADER.size  # 56
@@ -278,8 +282,8 @@ def _same_length_list(
     return size, start, recs
 
 
-def _word_dtype(bits: int) -> np.dtype[Any]:
-    return np.dtype("<u4") if bits <= 32 else np.dtype("<u8")
+#: Masked-input body head: ``d:u32 b:u8 reserved[11]``, then the packed values.
+_MASKED_HEAD = struct.Struct("<IB11x")
 
 
 def pack_ids(ids: Ids) -> bytes:
@@ -398,7 +402,8 @@ def decode(data: bytes, *, config: SecAggConfig | None = None) -> Message:
 def max_message_bytes(config: SecAggConfig) -> int:
     """Largest valid message of a round: the masked input or an n-entry list (spec §10)."""
     per_entry = 4 + 2 + MAX_CIPHERTEXT_BYTES + 2 * KEY_BYTES + SIGNATURE_BYTES
-    return HEADER_BYTES + 16 + max(config.dimension * config.word_bytes, config.n * per_entry)
+    masked = packed_size(config.dimension, config.bits)
+    return HEADER_BYTES + _MASKED_HEAD.size + max(masked, config.n * per_entry)
 
 
 # ------------------------------------------------- one class per message: encoder, then decoder
@@ -523,7 +528,11 @@ class MaskedInputRequest(_CiphertextList):
 
 @dataclass(frozen=True, eq=False)
 class MaskedInput(Message):
-    """Round 2, client → server: y_u mod 2^b, 4 bytes per parameter for b ≤ 32 (else 8)."""
+    """Round 2, client → server: y_u mod 2^b, bit-packed: ⌈d·b/8⌉ bytes (3 per value at b = 24).
+
+    Values are held as uint32 (b ≤ 32) or uint64 words in memory and sent as the little-endian
+    b-bit stream of :mod:`securefl.encoding.packing` (spec §5, wire version 2).
+    """
 
     bits: int
     values: npt.NDArray[Any]
@@ -544,24 +553,17 @@ class MaskedInput(Message):
     __hash__ = None  # type: ignore[assignment]
 
     def _body(self) -> bytes:
-        word = _word_dtype(self.bits)
-        head = struct.pack("<IBB10x", self.values.shape[0], self.bits, word.itemsize)
-        return head + np.ascontiguousarray(self.values, dtype=word).tobytes()
+        d = self.values.shape[0]
+        return _MASKED_HEAD.pack(d, self.bits) + pack_bits(self.values, self.bits)
 
     @classmethod
     def _read(cls, r: _Reader, ctx: _Ctx, head: dict[str, Any]) -> Message:
         dimension = r.u32("dimension")
         bits = r.u8("bits")
-        word = r.u8("word size")
-        if r.take(10, "reserved") != bytes(10):
+        if r.take(11, "reserved") != bytes(11):
             raise MalformedMessageError("reserved masked-input bytes are not zero")
         if not 1 <= bits <= 64:
             raise MalformedMessageError(f"bits {bits} out of range 1..64")
-        dtype = _word_dtype(bits)
-        if word != dtype.itemsize:
-            raise MalformedMessageError(
-                f"word size {word} but {bits}-bit values use {dtype.itemsize}"
-            )
         if not 1 <= dimension <= MAX_DIMENSION:
             raise MalformedMessageError(f"dimension {dimension} out of range 1..{MAX_DIMENSION}")
         cfg = ctx.config
@@ -570,14 +572,9 @@ class MaskedInput(Message):
                 f"masked input has d={dimension}, b={bits}; the round has d={cfg.dimension}, "
                 f"b={cfg.bits}"
             )
-        if r.end - r.pos != dimension * word:
-            raise MalformedMessageError(
-                f"masked input body has {r.end - r.pos} bytes, expected {dimension * word}"
-            )
-        values = np.frombuffer(r.data, dtype=dtype, count=dimension, offset=r.pos)
+        # exact length and zero pad bits: every b-bit field is then < 2^b by construction
+        values = unpack_bits(memoryview(r.data)[: r.end], dimension, bits, offset=r.pos)
         r.pos = r.end
-        if bits < 8 * word and int(values.max()) >> bits:
-            raise MalformedMessageError(f"a masked value is not below 2^{bits}")
         return cls(**head, bits=bits, values=values)
 
 

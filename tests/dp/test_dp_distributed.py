@@ -215,3 +215,64 @@ def test_validation() -> None:
         client_encode(np.ones(11), cfg, rotation_seed=SEED)
     with pytest.raises(InvalidParameterError):
         client_encode(np.ones(10), cfg, rotation_seed=b"short")
+
+
+@pytest.mark.parametrize("d", [1, 3, 300, 1024, 1025, 65537, 100_000, 10**6, 10**7])
+def test_blockwise_rotation_pads_little(d: int) -> None:
+    """Wire version 2: d' is a multiple of a power-of-two block, not the next power of two
+    (d = 10^5 masked 131,072 coordinates, ×1.31 on the wire)."""
+    from securefl.dp.distributed import MAX_BLOCKS, MIN_BLOCK, rotation_block
+
+    block, padded = rotation_block(d), padded_dimension(d)
+    assert block & (block - 1) == 0 and padded % block == 0 and padded >= d
+    assert padded - d < max(MIN_BLOCK, 2 * d / MAX_BLOCKS)
+    assert padded // block <= MAX_BLOCKS
+    if d <= MIN_BLOCK:  # small vectors: one block, exactly KLS's power of two
+        assert padded == block == 1 << (d - 1).bit_length()
+
+
+def test_blockwise_rotation_is_orthonormal_per_block() -> None:
+    """H = I ⊗ H_B: norms kept (so Δ₂ and every DP bound hold), inverse exact, each block
+    flattens its own spike to 1/√B."""
+    from securefl.dp.distributed import rotation_block
+
+    d = 100_000
+    block, padded = rotation_block(d), padded_dimension(d)
+    assert (block, padded) == (2048, 100_352)
+    signs = rotation_signs(SEED, padded)
+    x = np.random.default_rng(3).normal(size=d)
+    y = rotate(x, signs, block)
+    assert np.linalg.norm(y) == pytest.approx(np.linalg.norm(x), rel=1e-12)
+    np.testing.assert_allclose(unrotate(y, signs, d, block), x, atol=1e-10)
+    spike = np.zeros(d)
+    spike[5 * block + 7] = 1.0
+    flat = rotate(spike, signs, block)
+    np.testing.assert_allclose(np.abs(flat[5 * block : 6 * block]), 1 / math.sqrt(block))
+    assert not flat[: 5 * block].any() and not flat[6 * block :].any()
+    with pytest.raises(InvalidParameterError, match="power of two"):
+        rotate(x, signs, 3000)
+
+
+def test_event_dimension_is_the_encoded_length() -> None:
+    """The accounting counts the coordinates actually noised (d'), smaller than the old power
+    of two: Δ₂ and Δ₁ can only shrink, so ε is no larger than under wire version 1."""
+    cfg = DDGaussConfig.for_noise_multiplier(
+        1.0,
+        dimension=100_000,
+        clip=1.0,
+        granularity=2**-16,
+        bits=24,
+        min_contributors=3,
+        expected_cohort=5,
+    )
+    assert cfg.event().dimension == cfg.padded_dimension == 100_352
+    old_d = 131_072
+    assert cfg.rounding_bound <= min(
+        math.sqrt(
+            2**32
+            + old_d / 4
+            + math.sqrt(2 * math.log(1 / cfg.beta)) * (2**16 + math.sqrt(old_d) / 2)
+        ),
+        2**16 + math.sqrt(old_d),
+    )
+    assert cfg.to_dict()["rotation_block"] == 2048

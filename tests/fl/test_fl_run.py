@@ -81,8 +81,12 @@ def test_budget_exhausted_round_is_refused_and_recorded(tmp_path: Path) -> None:
     assert all("minimum cohort" in r["reasons"][0] for r in res.refused[:-1])
     kinds = _kinds(out)
     refused = [r for k, r in kinds if k == "round_refused"]
-    assert refused == [res.rounds_completed]
-    assert ("round_projected", res.rounds_completed) not in kinds  # never started
+    # the budget refusal is the last one recorded; an earlier empty cohort (the sampling coins
+    # come from the key directory, so cohorts vary run to run) may add a min-cohort refusal
+    last = res.refused[-1]["round"]
+    assert refused and refused[-1] == last
+    assert set(refused) <= {r["round"] for r in res.refused}
+    assert ("round_projected", last) not in kinds  # never started
     # resuming does not get around the budget
     again = run_simulation(cfg)
     assert again.rounds_completed == res.rounds_completed and again.refused
@@ -190,6 +194,8 @@ def test_cli_simulate_writes_the_run_directory(tmp_path: Path) -> None:
         app,
         [
             "simulate",
+            "--config",  # the canary audit needs client-level DP: not the main job's regime
+            str(Path(__file__).parents[2] / "securefl" / "fl" / "cross_device.toml"),
             "--model",
             "tiny",
             "--rounds",

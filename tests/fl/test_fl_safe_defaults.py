@@ -24,8 +24,12 @@ def test_default_run_gives_no_party_a_noiseless_sum() -> None:
     assert cfg.aggregation == "secagg+"
     assert cfg.dp == "distributed"
     assert noiseless_sum_seen_by(cfg) == []
+    device = load(Path(__file__).parents[2] / "securefl" / "fl" / "cross_device.toml")
+    assert device.dp == "distributed"
+    # The main job noises every update inside its site (DP-SGD) under SecAgg+.
     shipped = load(Path(__file__).parents[2] / "securefl" / "fl" / "default.toml")
-    assert shipped.dp == "distributed"
+    assert (shipped.aggregation, shipped.dp) == ("secagg+", "local")
+    assert noiseless_sum_seen_by(shipped) == []
 
 
 @pytest.mark.parametrize(

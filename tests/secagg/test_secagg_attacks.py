@@ -33,7 +33,7 @@ from securefl.secagg import (
     simulation_config,
 )
 from securefl.secagg.derive import pairwise_mask_key, self_mask_key
-from securefl.secagg.messages import HEADER, HEADER_BYTES, max_message_bytes
+from securefl.secagg.messages import HEADER, HEADER_BYTES, WIRE_VERSION, max_message_bytes
 
 from .conftest import Harness, make_harness
 
@@ -216,7 +216,7 @@ def test_server_receive_bytes_never_raises(
         body = data.draw(st.binary(max_size=300))
         mtype = data.draw(st.integers(1, 9))
         blob = HEADER.pack(
-            b"SFSA", 1, mtype, data.draw(st.integers(0, 4)), 0, h.config.session_id, 0,
+            b"SFSA", WIRE_VERSION, mtype, data.draw(st.integers(0, 4)), 0, h.config.session_id, 0,
             data.draw(st.sampled_from([0, 1, 2])), data.draw(st.sampled_from([0, 1])), len(body)
         ) + body  # fmt: skip
     sender = data.draw(st.sampled_from([1, 2, 3, 4, 5, 6, 0]))

@@ -134,10 +134,11 @@ def test_min_cohort_enforced() -> None:
         )
 
 
-def test_upload_is_four_bytes_per_parameter() -> None:
+def test_upload_is_packed_at_the_ring_width() -> None:
+    """Wire version 2 (spec §5): b/8 bytes per parameter, not a 32/64-bit word."""
     ids = list(range(1, 6))
     d = 20000
-    for bits, word in ((20, 4), (32, 4), (33, 8)):
+    for bits, word in ((20, 2.5), (24, 3), (32, 4), (33, 4.125)):
         ident = SimulatedIdentities()
         cfg = simulation_config(
             ids, threshold=3, bits=bits, dimension=d, model_digest=MODEL, identities=ident

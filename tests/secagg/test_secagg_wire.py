@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from securefl.errors import MalformedMessageError
+from securefl.errors import ConfigurationError, MalformedMessageError
 from securefl.secagg import MaskedInput, Message, Stage, decode
 from securefl.secagg.messages import HEADER_BYTES, MESSAGE_CLASSES
 
@@ -119,8 +119,18 @@ def test_limits_and_values(transcript: tuple[Harness, list[bytes]]) -> None:
     too_big = MaskedInput(
         cfg.session_id, 0, 1, 0, bits=12, values=np.full(6, 4096, dtype=np.uint32)
     )
-    with pytest.raises(MalformedMessageError, match="below 2\\^12"):
-        decode(too_big.encode())
+    with pytest.raises(ConfigurationError, match="below 2\\^12"):
+        too_big.encode()  # the encoder refuses to truncate a value
+    # packed at b bits every field is < 2^b; the only spare bits are the last byte's pad bits
+    odd = MaskedInput(cfg.session_id, 0, 1, 0, bits=12, values=np.full(5, 4095, dtype=np.uint32))
+    blob = odd.encode()
+    assert len(blob) == HEADER_BYTES + 16 + 8 and decode(blob) == odd  # ⌈5·12/8⌉ = 8
+    with pytest.raises(MalformedMessageError, match="pad bits"):
+        decode(blob[:-1] + bytes([blob[-1] | 0x10]))
+    for cut in (blob[:-1], blob + b"\x00"):  # one byte short / long: body length field lies
+        fixed = cut[:52] + (len(cut) - HEADER_BYTES).to_bytes(4, "little") + cut[56:]
+        with pytest.raises(MalformedMessageError, match="packed values have"):
+            decode(fixed)
     wrong_d = MaskedInput(cfg.session_id, 0, 1, 0, bits=12, values=np.zeros(7, dtype=np.uint32))
     with pytest.raises(MalformedMessageError, match="d=7"):
         decode(wrong_d.encode(), config=cfg)
@@ -144,13 +154,22 @@ def test_random_bodies_never_crash(data: st.DataObject) -> None:
     """Valid headers with random bodies of every type: MalformedMessageError or canonical."""
     import struct
 
-    from securefl.secagg.messages import HEADER, MAGIC
+    from securefl.secagg.messages import HEADER, MAGIC, WIRE_VERSION
 
     cls = data.draw(st.sampled_from(list(MESSAGE_CLASSES.values())))
     body = data.draw(st.binary(max_size=200))
     sender, recipient = (1, 0) if cls.FROM_CLIENT else (0, 1)
     head = HEADER.pack(
-        MAGIC, 1, int(cls.TYPE), int(cls.STAGE), 0, bytes(32), 0, sender, recipient, len(body)
+        MAGIC,
+        WIRE_VERSION,
+        int(cls.TYPE),
+        int(cls.STAGE),
+        0,
+        bytes(32),
+        0,
+        sender,
+        recipient,
+        len(body),
     )
     blob = head + body
     try:
@@ -169,7 +188,13 @@ _MAX = 1 << 20  # list entries allowed without a config (spec §10)
 def _maximal(mtype: int, prefix: bytes, width: int, fill: dict[int, int]) -> bytes:
     """A message of type ``mtype`` whose body is ``prefix`` then 2^20 records of ``width``
     bytes: id 1, 2, … at offset 0, and byte ``fill[k]`` at offset k (built with numpy)."""
-    from securefl.secagg.messages import HEADER, MAGIC, MESSAGE_CLASSES, MessageType
+    from securefl.secagg.messages import (
+        HEADER,
+        MAGIC,
+        MESSAGE_CLASSES,
+        WIRE_VERSION,
+        MessageType,
+    )
 
     rec = np.zeros((_MAX, width), dtype=np.uint8)
     rec[:, :4] = np.arange(1, _MAX + 1, dtype="<u4").view(np.uint8).reshape(_MAX, 4)
@@ -179,7 +204,7 @@ def _maximal(mtype: int, prefix: bytes, width: int, fill: dict[int, int]) -> byt
     cls = MESSAGE_CLASSES[MessageType(mtype)]
     sender, recipient = (1, 0) if cls.FROM_CLIENT else (0, 1)
     head = HEADER.pack(
-        MAGIC, 1, mtype, int(cls.STAGE), 0, bytes(32), 0, sender, recipient, len(body)
+        MAGIC, WIRE_VERSION, mtype, int(cls.STAGE), 0, bytes(32), 0, sender, recipient, len(body)
     )
     return head + body
 
