@@ -455,13 +455,15 @@ def grid(
     device_z: dict[float, float] | None = None,
     regimes: Sequence[str] = ("device", "silo"),
     dump: Path | None = None,
+    points: Sequence[str] = (),
 ) -> dict[str, dict[str, list[Outcome]]]:
     """Every regime × (no DP, each ε) × seed on the test split: outcomes[regime][ε key].
 
     ``device_z`` reuses a cross-device noise multiplier already calibrated for the same
     (q, T, δ, ε) (it depends on nothing else); the ledger still charges, and the JSON reports,
     the ε each run spent. ``dump``: rewrite :func:`dump_outcomes` there after every seed (a
-    split grid keeps its finished seeds if it is stopped)."""
+    split grid keeps its finished seeds if it is stopped). ``points``: run only these ε keys
+    (``inf`` is the non-private run; empty: all), e.g. every seed's non-private run first."""
     out: dict[str, dict[str, list[Outcome]]] = {regime: {} for regime in regimes}
     z_of: dict[float, float | None] = dict(device_z or {})
     with tempfile.TemporaryDirectory(prefix="utility-bench-") as tmp:
@@ -470,6 +472,8 @@ def grid(
             print(f"seed {seed}", flush=True)
             for regime in regimes:
                 for eps in (None, *eps_points[regime]):
+                    if points and ("inf" if eps is None else f"{eps:g}") not in points:
+                        continue
                     t0 = time.perf_counter()
                     z = z_of.get(eps) if regime == "device" and eps is not None else None
                     o = run_one(regime, task, RECIPES[regime], eps, seed, root, z=z, secagg=secagg)
@@ -746,6 +750,14 @@ def main() -> None:
         help="take clients_per_s_speedup from this saved result instead of rerunning "
         "train_bench.py",
     )
+    parser.add_argument(
+        "--points", default="", help="run only these ε points, e.g. 'inf' or '3,8' (with --dump)"
+    )
+    parser.add_argument(
+        "--probe-from",
+        type=Path,
+        help="take acc_linear_probe from this saved result instead of refitting it (merging)",
+    )
     parser.add_argument("--dump", type=Path, help="write this part's outcomes (no result)")
     parser.add_argument(
         "--merge", type=Path, nargs="+", help="build the result from --dump files of a split grid"
@@ -806,11 +818,16 @@ def main() -> None:
             }
             regimes = [r for r in args.regimes.split(",") if r]
             eps_points = EPS_QUICK if quick else EPS_FULL
-            out = grid(task, seeds, eps_points, secagg, device_z, regimes, args.dump)
+            points = [p for p in args.points.split(",") if p]
+            out = grid(task, seeds, eps_points, secagg, device_z, regimes, args.dump, points)
             if args.dump is not None:
                 return
-        probe, probe_c = linear_probe(task)
-        print(f"linear probe: {probe:.4f} (C = {probe_c})", flush=True)
+        if args.probe_from is not None:  # deterministic (lbfgs on the same split): reuse it
+            probe = float(json.loads(args.probe_from.read_text())["acc_linear_probe"])
+            print(f"linear probe: {probe:.4f} (from {args.probe_from.name})", flush=True)
+        else:
+            probe, probe_c = linear_probe(task)
+            print(f"linear probe: {probe:.4f} (C = {probe_c})", flush=True)
     if args.speedup_from is not None:
         saved = json.loads(args.speedup_from.read_text())
         speedup = (

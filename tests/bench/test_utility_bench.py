@@ -6,6 +6,7 @@ summary/curve outputs are well formed."""
 from __future__ import annotations
 
 import itertools
+import json
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import replace
@@ -192,3 +193,17 @@ def test_stopped_split_grid_pairs_ratios_by_seed() -> None:
     assert res["runs_per_point"]["device_inf"] == 2
     md = utility_plot.markdown(res, "cmd")
     assert "not run (stopped)" in md and "(n = 1)" in md
+
+
+def test_grid_runs_only_the_chosen_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--points inf runs every seed's non-private run and nothing else (a split grid can put
+    the cheap runs first); the dumped part merges like any other."""
+    monkeypatch.setitem(ub.RECIPES, "device", TINY_DEVICE)
+    dump = tmp_path / "part.json"
+    out = ub.grid(
+        _task(), [0, 1], {"device": (3.0,)}, False, regimes=("device",), dump=dump, points=["inf"]
+    )
+    assert list(out["device"]) == ["inf"] and len(out["device"]["inf"]) == 2
+    merged = ub.load_outcomes([json.loads(dump.read_text())])
+    assert list(merged["device"]) == ["inf"]
+    assert [o.seed for o in merged["device"]["inf"]] == [0, 1]
