@@ -425,7 +425,9 @@ def run_one(
 ) -> Outcome:
     """One run of ``regime`` at ε = ``eps`` (None: no DP). Cross-device noise is calibrated
     to ε unless ``z`` is given (it depends on (q, T, δ) only, so one calibration serves every
-    seed); cross-silo always calibrates, to its worst-case site size of this seed's split."""
+    seed); cross-silo calibrates to the worst-case site of this seed's split unless ``z`` is
+    given (it depends on the sites' batch counts ⌈n/B⌉ only, so a seed whose split has the
+    same batch counts as an already calibrated one can reuse its z)."""
     if regime == "device":
         if eps is None:
             return run_device(task, recipe, NoDP(), Plain(), seed, root)
@@ -442,7 +444,7 @@ def run_one(
         max_grad_norm=recipe.clip,
         epochs=recipe.local_epochs,
         batch_size=recipe.batch_size,
-        epsilon=eps,
+        **({"epsilon": eps} if z is None else {"noise_multiplier": z}),
     )
     return run_silo(task, recipe, local, seed, root)
 
@@ -456,12 +458,14 @@ def grid(
     regimes: Sequence[str] = ("device", "silo"),
     dump: Path | None = None,
     points: Sequence[str] = (),
+    silo_z: dict[tuple[int, float], float] | None = None,
 ) -> dict[str, dict[str, list[Outcome]]]:
     """Every regime × (no DP, each ε) × seed on the test split: outcomes[regime][ε key].
 
     ``device_z`` reuses a cross-device noise multiplier already calibrated for the same
-    (q, T, δ, ε) (it depends on nothing else); the ledger still charges, and the JSON reports,
-    the ε each run spent. ``dump``: rewrite :func:`dump_outcomes` there after every seed (a
+    (q, T, δ, ε) (it depends on nothing else); ``silo_z`` maps (seed, ε) to a cross-silo one
+    (see :func:`run_one`); the ledger still charges, and the JSON reports, the ε each run
+    spent. ``dump``: rewrite :func:`dump_outcomes` there after every seed (a
     split grid keeps its finished seeds if it is stopped). ``points``: run only these ε keys
     (``inf`` is the non-private run; empty: all), e.g. every seed's non-private run first."""
     out: dict[str, dict[str, list[Outcome]]] = {regime: {} for regime in regimes}
@@ -476,6 +480,8 @@ def grid(
                         continue
                     t0 = time.perf_counter()
                     z = z_of.get(eps) if regime == "device" and eps is not None else None
+                    if regime == "silo" and eps is not None:
+                        z = (silo_z or {}).get((seed, eps))
                     o = run_one(regime, task, RECIPES[regime], eps, seed, root, z=z, secagg=secagg)
                     if regime == "device" and eps is not None:
                         z_of.setdefault(eps, o.noise_multiplier)
@@ -742,6 +748,12 @@ def main() -> None:
         "(valid for the same q, T, δ; the ledger's ε spent is still reported)",
     )
     parser.add_argument(
+        "--silo-z",
+        default="",
+        help="reuse calibrated cross-silo noise multipliers per seed, e.g. '2:1=20.3955' "
+        "(valid when the seed's sites have the same batch counts as the calibrated seed's)",
+    )
+    parser.add_argument(
         "--regimes", default="device,silo", help="run only these regimes (with --dump)"
     )
     parser.add_argument(
@@ -819,7 +831,13 @@ def main() -> None:
             regimes = [r for r in args.regimes.split(",") if r]
             eps_points = EPS_QUICK if quick else EPS_FULL
             points = [p for p in args.points.split(",") if p]
-            out = grid(task, seeds, eps_points, secagg, device_z, regimes, args.dump, points)
+            silo_z = {
+                (int(k.split(":")[0]), float(k.split(":")[1])): float(v)
+                for k, v in (kv.split("=") for kv in args.silo_z.split(",") if kv)
+            }
+            out = grid(
+                task, seeds, eps_points, secagg, device_z, regimes, args.dump, points, silo_z
+            )
             if args.dump is not None:
                 return
         if args.probe_from is not None:  # deterministic (lbfgs on the same split): reuse it

@@ -93,6 +93,10 @@ def test_silo_dp_sgd_inside_secagg(tmp_path: Path) -> None:
     assert 0.0 <= out.accuracy <= 1.0
     plain = ub.run_one("silo", _task(), TINY_SILO, None, 0, tmp_path)
     assert plain.noise_multiplier is None and plain.accuracy > 0.8
+    # --silo-z: a given noise multiplier is used as is (no calibration); the ledger charges it
+    z = 2 * out.noise_multiplier
+    reused = ub.run_one("silo", _task(), TINY_SILO, 8.0, 0, tmp_path, z=z)
+    assert reused.noise_multiplier == z and 0 < reused.epsilon < out.epsilon
 
 
 def test_cosine_local_lr() -> None:
