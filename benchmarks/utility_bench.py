@@ -53,7 +53,9 @@ runs of the same seed differ by about ±0.01 without DP. Hence 5 seeds and media
 On a loaded machine the grid can be split over processes: ``--seed-list 0,3 --regimes silo
 --dump part.json`` (rewritten after every seed), then ``--merge part*.json --save``;
 ``--device-z 3=2.4092,8=1.2266`` reuses the cross-device noise multipliers calibrated for
-(q, T, δ) = (0.2, 50, 1e-5) instead of recalibrating in every process.
+(q, T, δ) = (0.2, 50, 1e-5) instead of recalibrating in every process; ``--silo-z 2:1=20.3955``
+does the same for one seed's cross-silo run; ``--points inf,1`` runs only those ε points;
+``--probe-from`` reuses a saved probe accuracy when merging.
 """
 
 from __future__ import annotations
