@@ -49,6 +49,13 @@ from the seed), so a seed fixes the partition and local data order but not the c
 runs of the same seed differ by about ±0.01 without DP. Hence 5 seeds and medians.
 
 ``--save`` writes ``results/utility_bench.json`` and ``results/privacy_utility.svg``.
+
+On a loaded machine the grid can be split over processes: ``--seed-list 0,3 --regimes silo
+--dump part.json`` (rewritten after every seed), then ``--merge part*.json --save``;
+``--device-z 3=2.4092,8=1.2266`` reuses the cross-device noise multipliers calibrated for
+(q, T, δ) = (0.2, 50, 1e-5) instead of recalibrating in every process; ``--silo-z 2:1=20.3955``
+does the same for one seed's cross-silo run; ``--points inf,1`` runs only those ε points;
+``--probe-from`` reuses a saved probe accuracy when merging.
 """
 
 from __future__ import annotations
@@ -133,22 +140,22 @@ DEVICE = Recipe(  # the --sweep device choice (benchmarks/README.md)
     clients=1000,
     rounds=50,
     rate=0.2,
-    local_epochs=5,
-    local_lr=5.0,
+    local_epochs=2,
+    local_lr=1.0,
     batch_size=8,
-    clip=2.0,
-    server_optimizer="fedavg",
-    server_lr=1.0,
+    clip=1.0,
+    server_optimizer="fedadam",  # β₁ = server_momentum 0.9, β₂ 0.99, τ 1e-3 (defaults)
+    server_lr=0.05,
     cosine=True,
 )
-SILO = Recipe(
+SILO = Recipe(  # the --sweep silo choice (benchmarks/README.md)
     clients=5,
     rounds=20,
     rate=1.0,
-    local_epochs=1,
+    local_epochs=2,
     local_lr=4.0,
-    batch_size=256,
-    clip=1.0,
+    batch_size=1024,
+    clip=0.5,
     server_optimizer="fedavgm",
 )
 
@@ -161,6 +168,7 @@ class Outcome:
     noise_multiplier: float | None
     epsilon: float
     state: dict[str, Any]  # the final global model (as the loop's server optimiser left it)
+    seed: int | None = None  # set when merged from a split grid (ratios pair by seed)
 
 
 # --- model: a softmax head on frozen embeddings -----------------------------------------------
@@ -419,7 +427,9 @@ def run_one(
 ) -> Outcome:
     """One run of ``regime`` at ε = ``eps`` (None: no DP). Cross-device noise is calibrated
     to ε unless ``z`` is given (it depends on (q, T, δ) only, so one calibration serves every
-    seed); cross-silo always calibrates, to its worst-case site size of this seed's split."""
+    seed); cross-silo calibrates to the worst-case site of this seed's split unless ``z`` is
+    given (it depends on the sites' batch counts ⌈n/B⌉ only, so a seed whose split has the
+    same batch counts as an already calibrated one can reuse its z)."""
     if regime == "device":
         if eps is None:
             return run_device(task, recipe, NoDP(), Plain(), seed, root)
@@ -436,25 +446,44 @@ def run_one(
         max_grad_norm=recipe.clip,
         epochs=recipe.local_epochs,
         batch_size=recipe.batch_size,
-        epsilon=eps,
+        **({"epsilon": eps} if z is None else {"noise_multiplier": z}),
     )
     return run_silo(task, recipe, local, seed, root)
 
 
 def grid(
-    task: Task, seeds: Sequence[int], eps_points: dict[str, tuple[float, ...]], secagg: bool
+    task: Task,
+    seeds: Sequence[int],
+    eps_points: dict[str, tuple[float, ...]],
+    secagg: bool,
+    device_z: dict[float, float] | None = None,
+    regimes: Sequence[str] = ("device", "silo"),
+    dump: Path | None = None,
+    points: Sequence[str] = (),
+    silo_z: dict[tuple[int, float], float] | None = None,
 ) -> dict[str, dict[str, list[Outcome]]]:
-    """Every regime × (no DP, each ε) × seed on the test split: outcomes[regime][ε key]."""
-    out: dict[str, dict[str, list[Outcome]]] = {"device": {}, "silo": {}}
-    z_of: dict[float, float | None] = {}
+    """Every regime × (no DP, each ε) × seed on the test split: outcomes[regime][ε key].
+
+    ``device_z`` reuses a cross-device noise multiplier already calibrated for the same
+    (q, T, δ, ε) (it depends on nothing else); ``silo_z`` maps (seed, ε) to a cross-silo one
+    (see :func:`run_one`); the ledger still charges, and the JSON reports, the ε each run
+    spent. ``dump``: rewrite :func:`dump_outcomes` there after every seed (a
+    split grid keeps its finished seeds if it is stopped). ``points``: run only these ε keys
+    (``inf`` is the non-private run; empty: all), e.g. every seed's non-private run first."""
+    out: dict[str, dict[str, list[Outcome]]] = {regime: {} for regime in regimes}
+    z_of: dict[float, float | None] = dict(device_z or {})
     with tempfile.TemporaryDirectory(prefix="utility-bench-") as tmp:
         root = Path(tmp)
         for seed in seeds:
             print(f"seed {seed}", flush=True)
-            for regime in ("device", "silo"):
+            for regime in regimes:
                 for eps in (None, *eps_points[regime]):
+                    if points and ("inf" if eps is None else f"{eps:g}") not in points:
+                        continue
                     t0 = time.perf_counter()
                     z = z_of.get(eps) if regime == "device" and eps is not None else None
+                    if regime == "silo" and eps is not None:
+                        z = (silo_z or {}).get((seed, eps))
                     o = run_one(regime, task, RECIPES[regime], eps, seed, root, z=z, secagg=secagg)
                     if regime == "device" and eps is not None:
                         z_of.setdefault(eps, o.noise_multiplier)
@@ -465,6 +494,9 @@ def grid(
                         f"ε spent {o.epsilon:.3f}, {time.perf_counter() - t0:.1f} s)",
                         flush=True,
                     )
+            if dump is not None:
+                done = list(seeds[: list(seeds).index(seed) + 1])
+                dump.write_text(json.dumps(dump_outcomes(out, done)) + "\n")
     return out
 
 
@@ -486,6 +518,23 @@ SWEEP: dict[str, dict[str, Recipe]] = {
         "fedavg1 cosine": replace(_DA, cosine=True),
         "fedavg1 cosine clip2": replace(_DA, cosine=True, clip=2.0),
         "fedavg1 cosine clip4": replace(_DA, cosine=True, clip=4.0),
+        "fedadam0.05 e2 lr1 cosine clip1": replace(
+            _D0,
+            server_optimizer="fedadam",
+            server_lr=0.05,
+            local_epochs=2,
+            local_lr=1.0,
+            cosine=True,
+        ),
+        "fedadam0.1 e2 lr1 cosine clip0.5": replace(
+            _D0,
+            server_optimizer="fedadam",
+            server_lr=0.1,
+            local_epochs=2,
+            local_lr=1.0,
+            cosine=True,
+            clip=0.5,
+        ),
     },
     "silo": {
         "fedavgm1-m0.9": _S0,
@@ -493,6 +542,13 @@ SWEEP: dict[str, dict[str, Recipe]] = {
         "fedavg1": replace(_S0, server_optimizer="fedavg"),
         "fedavg1 cosine": replace(_S0, server_optimizer="fedavg", cosine=True),
         "fedavgm1-m0.9 cosine epochs2": replace(_S0, cosine=True, local_epochs=2),
+        "b512 e2 clip0.5": replace(_S0, batch_size=512, local_epochs=2, clip=0.5),
+        "b1024 e1": replace(_S0, batch_size=1024),
+        "b512 e2 clip0.5 lr8": replace(_S0, batch_size=512, local_epochs=2, clip=0.5, local_lr=8.0),
+        "b1024 e2 clip0.5": replace(_S0, batch_size=1024, local_epochs=2, clip=0.5),
+        "b1024 e2 clip0.5 lr8": replace(
+            _S0, batch_size=1024, local_epochs=2, clip=0.5, local_lr=8.0
+        ),
     },
 }
 
@@ -525,10 +581,52 @@ def sweep(regime: str, task: Task, names: Sequence[str] | None, seeds: Sequence[
             print(json.dumps(row), flush=True)
 
 
+# --- a grid split over processes (seed subsets), merged afterwards ---------------------------
+def dump_outcomes(out: dict[str, dict[str, list[Outcome]]], seeds: Sequence[int]) -> dict[str, Any]:
+    """The outcomes of a (partial) grid without the models, for :func:`load_outcomes`."""
+    return {
+        "seeds": list(seeds),
+        "outcomes": {
+            regime: {
+                key: [[o.accuracy, o.noise_multiplier, o.epsilon] for o in runs]
+                for key, runs in d.items()
+            }
+            for regime, d in out.items()
+        },
+    }
+
+
+def load_outcomes(parts: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[Outcome]]]:
+    """Merge dumped partial grids, in seed order (each seed in exactly one part)."""
+    rows: dict[str, dict[str, list[tuple[int, Outcome]]]] = {}
+    for part in parts:
+        for regime, d in part["outcomes"].items():
+            for key, runs in d.items():
+                for seed, (acc, z, eps) in zip(part["seeds"], runs, strict=True):
+                    rows.setdefault(regime, {}).setdefault(key, []).append(
+                        (seed, Outcome(acc, z, eps, {}, seed))
+                    )
+    for regime, d in rows.items():
+        for key, runs in d.items():
+            seeds = sorted(seed for seed, _ in runs)
+            if len(set(seeds)) != len(seeds):
+                raise ValueError(f"{regime} ε={key}: a seed appears in two parts: {seeds}")
+    return {
+        regime: {key: [o for _, o in sorted(runs, key=lambda r: r[0])] for key, runs in d.items()}
+        for regime, d in rows.items()
+    }
+
+
 # --- main ----------------------------------------------------------------------------------
 def ratio(num: Sequence[Outcome], den: Sequence[Outcome]) -> dict[str, Any]:
-    """DP ÷ non-private accuracy of the same seed, summarised over seeds."""
-    return summary([a.accuracy / b.accuracy for a, b in zip(num, den, strict=True)])
+    """DP ÷ non-private accuracy of the same seed, summarised over seeds (paired by seed
+    when the outcomes carry one: a stopped split grid may lack a seed's DP run)."""
+    if all(o.seed is not None for o in (*num, *den)):
+        by_seed = {o.seed: o for o in den}
+        pairs = [(a, by_seed[a.seed]) for a in num if a.seed in by_seed]
+    else:
+        pairs = list(zip(num, den, strict=True))
+    return summary([a.accuracy / b.accuracy for a, b in pairs])
 
 
 def result_of(
@@ -543,12 +641,15 @@ def result_of(
     """The benchmark's JSON object from the grid's outcomes."""
     dev, silo = out["device"], out["silo"]
     nonprivate = statistics.median(o.accuracy for o in dev["inf"])
-    ratios = {
-        "acc_ratio_eps8_device": ratio(dev["8"], dev["inf"]),
-        "acc_ratio_eps3_device": ratio(dev["3"], dev["inf"]),
-        "acc_ratio_eps8_silo": ratio(silo["8"], silo["inf"]),
-        "acc_ratio_eps1_silo": ratio(silo["1"], silo["inf"]),
+    wanted = {
+        "acc_ratio_eps8_device": (dev, "8"),
+        "acc_ratio_eps3_device": (dev, "3"),
+        "acc_ratio_eps8_silo": (silo, "8"),
+        "acc_ratio_eps1_silo": (silo, "1"),
     }
+    ratios = {
+        k: ratio(d[e], d["inf"]) for k, (d, e) in wanted.items() if e in d
+    }  # all, unless stopped
     speedup, speedup_note = speedup
     floors = {
         "acc_ratio_eps8_device": 0.95,
@@ -558,6 +659,8 @@ def result_of(
     }
     return {
         "seeds": len(dev["inf"]),
+        "seeds_silo": len(silo["inf"]),
+        "runs_per_point": {f"{r}_{k}": len(v) for r, d in out.items() for k, v in d.items()},
         "acc_linear_probe": round(probe, 4),
         "acc_nonprivate": round(nonprivate, 4),
         "acc_nonprivate_spread": summary([o.accuracy for o in dev["inf"]]),
@@ -586,6 +689,8 @@ def result_of(
             "nonprivate_ge_probe": nonprivate >= probe,
             **{
                 f"{k[len('acc_ratio_') :]}_ge_{v}": ratios[k]["median"] >= v
+                if k in ratios
+                else None
                 for k, v in floors.items()
             },
             "discrete_le_1.02": dvc <= 1.02,
@@ -636,6 +741,42 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, default=None, help="default 5 (quick: 1)")
     parser.add_argument(
+        "--seed-list", default="", help="run only these seeds (comma-separated; with --dump)"
+    )
+    parser.add_argument(
+        "--device-z",
+        default="",
+        help="reuse calibrated cross-device noise multipliers, e.g. '3=2.4092,8=1.2266' "
+        "(valid for the same q, T, δ; the ledger's ε spent is still reported)",
+    )
+    parser.add_argument(
+        "--silo-z",
+        default="",
+        help="reuse calibrated cross-silo noise multipliers per seed, e.g. '2:1=20.3955' "
+        "(valid when the seed's sites have the same batch counts as the calibrated seed's)",
+    )
+    parser.add_argument(
+        "--regimes", default="device,silo", help="run only these regimes (with --dump)"
+    )
+    parser.add_argument(
+        "--speedup-from",
+        type=Path,
+        help="take clients_per_s_speedup from this saved result instead of rerunning "
+        "train_bench.py",
+    )
+    parser.add_argument(
+        "--points", default="", help="run only these ε points, e.g. 'inf' or '3,8' (with --dump)"
+    )
+    parser.add_argument(
+        "--probe-from",
+        type=Path,
+        help="take acc_linear_probe from this saved result instead of refitting it (merging)",
+    )
+    parser.add_argument("--dump", type=Path, help="write this part's outcomes (no result)")
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", help="build the result from --dump files of a split grid"
+    )
+    parser.add_argument(
         "--device-secagg",
         action="store_true",
         help="cross-device DP through SecAgg+ with DistributedDP (about 50 s a round for "
@@ -677,12 +818,44 @@ def main() -> None:
             names = [n for n in args.candidates.split(",") if n]
             sweep(args.sweep, task, names, seeds=(0, 1))
             return
-        probe, probe_c = linear_probe(task)
-        print(f"linear probe: {probe:.4f} (C = {probe_c})", flush=True)
-        seeds = list(range(args.seeds if args.seeds else (1 if quick else 5)))
         secagg = bool(args.device_secagg)
-        out = grid(task, seeds, EPS_QUICK if quick else EPS_FULL, secagg)
-    speedup = clients_per_s_speedup(quick)
+        if args.merge:
+            out = load_outcomes([json.loads(p.read_text()) for p in args.merge])
+        else:
+            if args.seed_list:
+                seeds = [int(v) for v in args.seed_list.split(",")]
+            else:
+                seeds = list(range(args.seeds if args.seeds else (1 if quick else 5)))
+            device_z = {
+                float(k): float(v)
+                for k, v in (kv.split("=") for kv in args.device_z.split(",") if kv)
+            }
+            regimes = [r for r in args.regimes.split(",") if r]
+            eps_points = EPS_QUICK if quick else EPS_FULL
+            points = [p for p in args.points.split(",") if p]
+            silo_z = {
+                (int(k.split(":")[0]), float(k.split(":")[1])): float(v)
+                for k, v in (kv.split("=") for kv in args.silo_z.split(",") if kv)
+            }
+            out = grid(
+                task, seeds, eps_points, secagg, device_z, regimes, args.dump, points, silo_z
+            )
+            if args.dump is not None:
+                return
+        if args.probe_from is not None:  # deterministic (lbfgs on the same split): reuse it
+            probe = float(json.loads(args.probe_from.read_text())["acc_linear_probe"])
+            print(f"linear probe: {probe:.4f} (from {args.probe_from.name})", flush=True)
+        else:
+            probe, probe_c = linear_probe(task)
+            print(f"linear probe: {probe:.4f} (C = {probe_c})", flush=True)
+    if args.speedup_from is not None:
+        saved = json.loads(args.speedup_from.read_text())
+        speedup = (
+            saved.get("clients_per_s_speedup"),
+            f"{saved.get('clients_per_s_speedup_note', '')} (copied from {args.speedup_from.name})",
+        )
+    else:
+        speedup = clients_per_s_speedup(quick)
     dvc = discrete_vs_continuous()
     result = {
         "mode": "quick" if quick else "full",

@@ -111,8 +111,11 @@ def curve_svg(result: Mapping[str, Any], *, width: int = 680, height: int = 380)
     return "".join(out)
 
 
-def _cell(s: Mapping[str, float]) -> str:
-    return f"{s['median']:.3f} [{s['min']:.3f}–{s['max']:.3f}]"
+def _cell(s: Mapping[str, Any], seeds: int | None = None) -> str:
+    """median [min–max], with the run count when it differs from ``seeds``."""
+    text = f"{s['median']:.3f} [{s['min']:.3f}–{s['max']:.3f}]"
+    n = len(s.get("values", ()))
+    return text if seeds is None or n in (0, seeds) else f"{text} (n = {n})"
 
 
 def markdown(result: Mapping[str, Any], command: str) -> str:
@@ -128,10 +131,11 @@ def markdown(result: Mapping[str, Any], command: str) -> str:
     for e in eps:
         key = f"{e:g}"
         rows.append(
-            f"| {key} | {_cell(dev[key]) if key in dev else '—'} |"
-            f" {_cell(silo[key]) if key in silo else '—'} |"
+            f"| {key} | {_cell(dev[key], result['seeds']) if key in dev else '—'} |"
+            f" {_cell(silo[key], result['seeds']) if key in silo else '—'} |"
         )
-    rows.append(f"| no DP | {_cell(dev['inf'])} | {_cell(silo['inf'])} |")
+    n_all = result["seeds"]
+    rows.append(f"| no DP | {_cell(dev['inf'], n_all)} | {_cell(silo['inf'], n_all)} |")
     targets = [
         ("acc_ratio_eps8_device", "≥ 0.95"),
         ("acc_ratio_eps3_device", "≥ 0.90"),
@@ -139,15 +143,19 @@ def markdown(result: Mapping[str, Any], command: str) -> str:
         ("acc_ratio_eps1_silo", "≥ 0.85"),
     ]
     ratio_rows = ["| ratio (DP ÷ no DP, same seed) | median [min–max] | target |", "|---|---|---|"]
-    ratio_rows += [f"| `{k}` | {_cell(result[k])} | {t} |" for k, t in targets]
-    n = result["seeds"]
+    ratio_rows += [
+        f"| `{k}` | {_cell(result[k], n_all) if k in result else 'not run (stopped)'} | {t} |"
+        for k, t in targets
+    ]
+    n, n_silo = result["seeds"], result.get("seeds_silo", result["seeds"])
+    seeds = f"{n} seeds" if n == n_silo else f"{n} (cross-device) and {n_silo} (cross-silo) seeds"
     return "\n".join(
         [
             "### Privacy–utility",
             "",
             "Test accuracy of a softmax head on frozen all-MiniLM-L6-v2 embeddings, trained with "
             "securefl on the Pang & Lee movie-review data (3 classes, 11,069 train / 2,767 test "
-            f"texts; `benchmarks/utility_bench.py`), median over {n} seeds [min–max]. "
+            f"texts; `benchmarks/utility_bench.py`), median over {seeds} [min–max]. "
             "Cross-device: 1,000 clients, ~200 sampled a round (Poisson q = 0.2), 50 rounds, "
             "client-level DP (the privacy unit is a client's whole data). Cross-silo: 5 sites, "
             "20 rounds, DP-SGD inside each site and SecAgg across sites (the unit is one "

@@ -6,6 +6,7 @@ summary/curve outputs are well formed."""
 from __future__ import annotations
 
 import itertools
+import json
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import replace
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -91,6 +93,10 @@ def test_silo_dp_sgd_inside_secagg(tmp_path: Path) -> None:
     assert 0.0 <= out.accuracy <= 1.0
     plain = ub.run_one("silo", _task(), TINY_SILO, None, 0, tmp_path)
     assert plain.noise_multiplier is None and plain.accuracy > 0.8
+    # --silo-z: a given noise multiplier is used as is (no calibration); the ledger charges it
+    z = 2 * out.noise_multiplier
+    reused = ub.run_one("silo", _task(), TINY_SILO, 8.0, 0, tmp_path, z=z)
+    assert reused.noise_multiplier == z and 0 < reused.epsilon < out.epsilon
 
 
 def test_cosine_local_lr() -> None:
@@ -153,3 +159,55 @@ def test_result_and_curve() -> None:
     assert "| 3 | 0.720 [0.700–0.810] | — |" in md
     assert "| `acc_ratio_eps1_silo` | 0.875 [0.750–1.000] | ≥ 0.85 |" in md
     assert "benchmarks/results/privacy_utility.svg" in md
+
+
+def test_split_grid_merges_in_seed_order() -> None:
+    """Parts dumped by separate processes (--seed-list/--dump) merge into the grid's own
+    outcome lists, in seed order; a seed run twice is refused."""
+    a = {"device": {"inf": [ub.Outcome(0.7, None, 0.0, {})]}}
+    b = {
+        "device": {
+            "inf": [ub.Outcome(0.6, None, 0.0, {}), ub.Outcome(0.8, None, 0.0, {})],
+        }
+    }
+    silo = {"silo": {"inf": [ub.Outcome(0.5, None, 0.0, {})]}}
+    parts = [ub.dump_outcomes(b, [2, 0]), ub.dump_outcomes(a, [1]), ub.dump_outcomes(silo, [1])]
+    merged = ub.load_outcomes(parts)  # a regime may run in its own process, same seeds
+    assert [o.accuracy for o in merged["device"]["inf"]] == [0.8, 0.7, 0.6]
+    assert [o.accuracy for o in merged["silo"]["inf"]] == [0.5]
+    with pytest.raises(ValueError, match="two parts"):
+        ub.load_outcomes([ub.dump_outcomes(a, [1]), ub.dump_outcomes(a, [1])])
+
+
+def test_stopped_split_grid_pairs_ratios_by_seed() -> None:
+    """A seed whose DP run did not finish is left out of that ratio (not mispaired), and a
+    point no seed reached is reported as not run rather than failing."""
+    part = {
+        "device": {"inf": [[0.8, None, 0.0]], "3": [[0.72, 2.4, 2.9]], "8": [[0.8, 1.2, 7.9]]},
+        "silo": {"inf": [[0.5, None, 0.0]], "1": [[0.45, 9.0, 1.0]]},
+    }
+    only_nodp = {"device": {"inf": [[0.6, None, 0.0]]}, "silo": {"inf": [[0.9, None, 0.0]]}}
+    out = ub.load_outcomes(
+        [{"seeds": [4], "outcomes": only_nodp}, {"seeds": [1], "outcomes": part}]
+    )
+    res = ub.result_of(out, 0.7, secagg=False, speedup=(None, "n/a"), dvc=1.0, data_info={})
+    assert res["acc_ratio_eps3_device"]["values"] == [0.9]  # seed 1 only: 0.72 / 0.8
+    assert res["acc_ratio_eps1_silo"]["values"] == [0.9]
+    assert "acc_ratio_eps8_silo" not in res and res["targets_met"]["eps8_silo_ge_0.95"] is None
+    assert res["runs_per_point"]["device_inf"] == 2
+    md = utility_plot.markdown(res, "cmd")
+    assert "not run (stopped)" in md and "(n = 1)" in md
+
+
+def test_grid_runs_only_the_chosen_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--points inf runs every seed's non-private run and nothing else (a split grid can put
+    the cheap runs first); the dumped part merges like any other."""
+    monkeypatch.setitem(ub.RECIPES, "device", TINY_DEVICE)
+    dump = tmp_path / "part.json"
+    out = ub.grid(
+        _task(), [0, 1], {"device": (3.0,)}, False, regimes=("device",), dump=dump, points=["inf"]
+    )
+    assert list(out["device"]) == ["inf"] and len(out["device"]["inf"]) == 2
+    merged = ub.load_outcomes([json.loads(dump.read_text())])
+    assert list(merged["device"]) == ["inf"]
+    assert [o.seed for o in merged["device"]["inf"]] == [0, 1]
