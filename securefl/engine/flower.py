@@ -4,9 +4,10 @@ Every stage is one Flower ``Message`` of type ``train.secagg`` per node whose co
 ``RecordDict`` holding one ``ConfigRecord`` named ``securefl`` (scalar fields; the SecAgg(+)
 wire bytes in ``payload``) and, for bytes fields of 64 KiB or more (masked inputs, the global
 model, key shares), one ``ArrayRecord`` ``securefl.blobs`` of uint8 arrays (:func:`to_content`);
-a reply carries the node's answer the same way, or a Flower
-``Error`` when the node refuses. Node state between stages lives in ``context.state`` (see
-:mod:`securefl.engine.client`). Mapping and semantics: ``protocols/engine-flower.md``.
+a reply carries the node's answer the same way, or a Flower ``Error`` when the node refuses.
+Node state between stages lives in ``context.state``, its large fields in an encrypted
+node-local file (:mod:`securefl.engine.node_state`). Mapping and semantics:
+``protocols/engine-flower.md``.
 
 Run config (``[tool.flwr.app.config]`` or ``flwr run --run-config``): ``task``, ``num-rounds``,
 ``registry`` (path; empty = trust on first use), ``min-nodes``, ``node-wait-timeout``,
@@ -14,7 +15,9 @@ Run config (``[tool.flwr.app.config]`` or ``flwr run --run-config``): ``task``, 
 (0 = complete graph), ``min-cohort``, ``threat-model``, ``corrupt-fraction``, ``result-file``,
 ``progress-file``. Node config (``flower-supernode --node-config``): ``identity-key`` (path,
 required), ``registry`` (path, recommended), ``min-threshold``, ``min-cohort``,
-``threat-model``, plus whatever the task reads (``partition-id`` for the synthetic task).
+``threat-model``, ``state-dir`` (where large round state is spilled, encrypted; default
+``<tmp>/securefl-node-<uid>-<node id>``), plus whatever the task reads (``partition-id`` for
+the synthetic task).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import base64
 import hashlib
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
@@ -34,6 +38,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from securefl.engine.client import SecAggNode
 from securefl.engine.identity import load_identity, load_registry
+from securefl.engine.node_state import NodeStore
 from securefl.engine.server import (
     EngineRoundResult,
     RoundSettings,
@@ -328,26 +333,37 @@ class Handler(Protocol):
     ) -> dict[str, Any]: ...
 
 
+def node_state_dir(context: Context) -> Path:
+    """Where this node spills large round state (:mod:`securefl.engine.node_state`): node
+    config ``state-dir``, else ``<tmp>/securefl-node-<uid>-<node id>``; created 0700."""
+    configured = _get(context.node_config, "state-dir", "", str)
+    if configured:
+        return Path(configured)
+    return Path(tempfile.gettempdir()) / f"securefl-node-{os.geteuid()}-{context.node_id}"
+
+
 def answer(msg: Message, context: Context, make_node: Callable[[Context], Handler]) -> Message:
-    """One request to ``make_node(context)``'s node; its round state in ``context.state``."""
-    store: dict[str, Any] = {}
-    if STATE_RECORD in context.state.config_records:
-        store = dict(context.state.config_records[STATE_RECORD])
+    """One request to ``make_node(context)``'s node; its round state in ``context.state``,
+    large fields (the ring vector) in an encrypted node-local file (:class:`NodeStore`)."""
+    previous = context.state.config_records.get(STATE_RECORD)
+    store = NodeStore(node_state_dir(context))
     try:
+        store = NodeStore(store.directory, previous)
         node = make_node(context)
         request = from_content(msg.content)
         if request is None:
             raise ConfigurationError("message has no securefl record", parameter="content")
         reply = node.handle(request, store)
+        record = store.persist()
     except Exception as exc:  # refuse: the server sees an error reply and drops us
         store.clear()  # no round secret outlives a refusal or a crash of the client step
-        _save_state(context, store)
+        _save_state(context, {})
         # protocol errors say what was wrong; anything else only its type (could hold data)
         why = (
             f"{type(exc).__name__}: {exc}" if isinstance(exc, SecureFLError) else type(exc).__name__
         )
         return Message(Error(REFUSED, why), reply_to=msg)
-    _save_state(context, store)
+    _save_state(context, record)
     return Message(to_content(reply), reply_to=msg)
 
 

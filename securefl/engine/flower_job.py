@@ -25,7 +25,10 @@ the node's :class:`~securefl.engine.job.LocalTraining`; it reads its own keys, `
 from the node config), ``node-policy`` (TOML; with it the node keeps its own signed
 ``node-ledger`` under ``node-key-dir`` and refuses rounds its policy forbids), ``threat-model``,
 ``min-threshold``, ``key-holder-fingerprint`` (hex; needed for ``aggregation = "he"``: the
-CKKS key holder's public-context fingerprint the node encrypts to). The key holder's node
+CKKS key holder's public-context fingerprint the node encrypts to), ``state-dir`` (where the
+node's large round state is spilled, AES-GCM-encrypted, between messages; default
+``<tmp>/securefl-node-<uid>-<node id>``, :func:`securefl.engine.flower.node_state_dir`).
+The key holder's node
 config instead: ``role = "keyholder"``, ``he-secret-key`` (its CKKS secret key, made by
 :func:`securefl.engine.he_job.init_key_holder`, outside any run directory), ``registry``,
 ``he-state``, ``min-contributions`` and ``he-allow-without-dp``
