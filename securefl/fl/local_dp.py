@@ -3,9 +3,10 @@
 Privacy unit: one training example, add/remove adjacency (Abadi et al. 2016). Each client runs
 DP-SGD with Poisson sampling of its own examples at rate q_k = 1/⌈n_k/B⌉ for E·⌈n_k/B⌉ steps
 per round (``securefl.dp.local.make_private``). The accountant is told, per round, the event
-of the *worst* client (largest ε over the run's planned rounds) and — conservatively — that every client takes
-part in every round: amplification by client sampling is not claimed. The event each client
-actually performed (from Opacus's history) is checked against the declared one.
+of the *worst* client (largest ε over the run's planned rounds) and — conservatively — that
+every client takes part in every round: amplification by client sampling is not claimed. The
+event each client actually performed (from Opacus's history) is checked against the declared
+one.
 
 The DP-SGD noise and the Poisson sample come from ``securefl.dp.local``'s AES-256-CTR source
 keyed by ``os.urandom``, never from the run's seed: ``seed`` only fixes torch's generator for
