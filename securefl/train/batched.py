@@ -46,7 +46,7 @@ from securefl.fl.data import TextDataset
 from securefl.fl.model import AdapterModel
 from securefl.tensors import FloatVector
 from securefl.train.errors import CohortError, TrainingDivergedError, UnsupportedModelError
-from securefl.train.frozen import FeatureCache
+from securefl.train.frozen import FeatureCache, tokenize_texts
 
 #: torch.optim.AdamW defaults (``local_train`` uses them with ``weight_decay=0``).
 ADAM_BETAS = (0.9, 0.999)
@@ -91,13 +91,7 @@ def tokenize_client(model: AdapterModel, data: TextDataset) -> TokenizedClient:
 
 def tokenize_clients(model: AdapterModel, datas: Sequence[TextDataset]) -> list[TokenizedClient]:
     """Tokenise many clients in one tokenizer call (per-call overhead paid once)."""
-    texts = [t for d in datas for t in d.texts]
-    if not texts:
-        return [TokenizedClient((), None, ()) for _ in datas]
-    enc = model.tokenizer(texts, truncation=True, max_length=model.max_length)
-    ids = [np.asarray(t, dtype=np.int64) for t in enc["input_ids"]]
-    raw_types = enc.get("token_type_ids")
-    types = None if raw_types is None else [np.asarray(t, dtype=np.int64) for t in raw_types]
+    ids, types = tokenize_texts(model, [t for d in datas for t in d.texts])
     out, start = [], 0
     for d in datas:
         stop = start + len(d)
