@@ -10,6 +10,7 @@ checks, sampling, aggregation, DP noise, checkpoints and the ledger.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 
 from securefl.fl.aggregation import WireObserver
@@ -125,33 +126,39 @@ def run_simulation(
             t0 = time.perf_counter()
             updates: dict[int, ClientUpdate] = {}
             round_spec = spec if plan.clip is None else replace(spec, clip=plan.clip)
-            if cfg.batched_training and plan.cohort:
-                batched = BatchedClientTrainer(model, round_spec, feature_cache=cache)
+            trained: Iterable[ClientUpdate]
+            if cfg.batched_training:  # the whole cohort in one batched pass (train.batched)
                 cohort = list(plan.cohort)
-                for update in batched.client_updates(
-                    plan.global_flat,
-                    [clients[c] for c in cohort],
-                    client_ids=cohort,
-                    round_index=plan.index,
-                    seed=cfg.seed,
-                ):
-                    updates[update.client_id] = update
-                    if callback is not None:
-                        callback("client_done", {"round": plan.index, "client": update.client_id})
-            for cid in [] if cfg.batched_training else plan.cohort:
-                updates[cid] = client_step(
-                    model,
-                    plan.global_flat,
-                    clients[cid],
-                    round_spec,
-                    client_id=cid,
-                    round_index=plan.index,
-                    seed=cfg.seed,
-                    trainer=orch.local_trainer,
-                    feature_cache=cache,
+                trained = (
+                    BatchedClientTrainer(model, round_spec, feature_cache=cache).client_updates(
+                        plan.global_flat,
+                        [clients[c] for c in cohort],
+                        client_ids=cohort,
+                        round_index=plan.index,
+                        seed=cfg.seed,
+                    )
+                    if cohort
+                    else ()
                 )
+            else:
+                trained = (
+                    client_step(
+                        model,
+                        plan.global_flat,
+                        clients[cid],
+                        round_spec,
+                        client_id=cid,
+                        round_index=plan.index,
+                        seed=cfg.seed,
+                        trainer=orch.local_trainer,
+                        feature_cache=cache,
+                    )
+                    for cid in plan.cohort
+                )
+            for update in trained:
+                updates[update.client_id] = update
                 if callback is not None:
-                    callback("client_done", {"round": plan.index, "client": cid})
+                    callback("client_done", {"round": plan.index, "client": update.client_id})
             orch.complete_round(plan, updates, train_s=time.perf_counter() - t0)
         return orch.finish()
 
