@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args
 
 from securefl.errors import ConfigurationError
 from securefl.fl.errors import UnsupportedCombinationError
-from securefl.fl.server_optim import ServerOptimizer, make_server_optimizer
+from securefl.fl.server_optim import ServerOptimizer, cosine_lr, make_server_optimizer, with_lr
 
 Aggregation = Literal["plain", "secagg", "secagg+", "he"]
 DpMode = Literal["auto", "none", "central", "distributed", "local"]
@@ -88,6 +88,12 @@ class RunConfig:
     # privacy cost (securefl.fl.server_optim; Reddi et al. 2021). Its lr is server_lr.
     server_optimizer: str = "fedavg"  # fedavg | fedavgm | fedadam | fedyogi
     server_momentum: float = 0.9  # FedAvgM momentum / FedAdam-FedYogi beta1
+    # Server learning-rate schedule over the planned rounds (a function of the round index, so
+    # a resumed run continues it): "constant", or "cosine" (linear warm-up over
+    # server_lr_warmup rounds, then cosine decay to server_lr_final_ratio × the base lr).
+    server_lr_schedule: str = "constant"
+    server_lr_warmup: int = 0
+    server_lr_final_ratio: float = 0.0
     # Frozen-prefix feature cache (securefl.train.frozen, protocols/fl.md §7): when the adapter
     # leaves the bottom of the encoder untouched (e.g. lora_targets = ["classifier"]), its
     # output is computed once per example (eval mode: no dropout below the cut) and local
@@ -198,6 +204,49 @@ class RunConfig:
         return self.target_epsilon if self.dp != "none" else None
 
 
+SERVER_LR_SCHEDULES = ("constant", "cosine")
+
+
+def check_server_schedule(cfg: RunConfig) -> None:
+    """Refuse a schedule that names no known shape or cannot run over ``cfg.rounds``."""
+    if cfg.server_lr_schedule not in SERVER_LR_SCHEDULES:
+        raise ConfigurationError(
+            f"must be one of {SERVER_LR_SCHEDULES}, got {cfg.server_lr_schedule!r}",
+            parameter="server_lr_schedule",
+        )
+    warmup = cfg.server_lr_warmup
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup < cfg.rounds:
+        raise ConfigurationError(
+            f"must be an integer in [0, rounds = {cfg.rounds}), got {warmup!r}",
+            parameter="server_lr_warmup",
+        )
+    ratio = cfg.server_lr_final_ratio
+    if isinstance(ratio, bool) or not isinstance(ratio, float) or not 0.0 <= ratio <= 1.0:
+        raise ConfigurationError(
+            f"must be a number in [0, 1], got {ratio!r}", parameter="server_lr_final_ratio"
+        )
+    if cfg.server_lr_schedule == "constant" and (warmup or ratio):
+        raise ConfigurationError(
+            "server_lr_warmup / server_lr_final_ratio only apply to the cosine schedule",
+            parameter="server_lr_schedule",
+        )
+
+
+def server_optimizer_at(cfg: RunConfig, opt: ServerOptimizer, round_index: int) -> ServerOptimizer:
+    """``opt`` with round ``round_index``'s scheduled learning rate (post-processing: the
+    schedule reads only public configuration and the round index)."""
+    if cfg.server_lr_schedule == "constant":
+        return opt
+    lr = cosine_lr(
+        opt.lr,
+        round_index,
+        cfg.rounds,
+        warmup=cfg.server_lr_warmup,
+        floor=cfg.server_lr_final_ratio * opt.lr,
+    )
+    return with_lr(opt, lr)
+
+
 def server_optimizer_of(cfg: RunConfig) -> ServerOptimizer:
     """The validated server optimiser of ``cfg``: lr = ``server_lr`` when set, else
     ``effective_server_lr`` for FedAvg(M) and the paper's 1e-2 for FedAdam/FedYogi."""
@@ -222,6 +271,9 @@ _ADDED_LATER: dict[str, Any] = {
     "audit_canaries": 0,
     "server_optimizer": "fedavg",
     "server_momentum": 0.9,
+    "server_lr_schedule": "constant",
+    "server_lr_warmup": 0,
+    "server_lr_final_ratio": 0.0,
     "clip_mode": "fixed",
     "clip_target_quantile": 0.5,
     "clip_lr": 0.2,
@@ -299,6 +351,7 @@ def validate(cfg: RunConfig) -> None:
     if cfg.server_lr is not None:
         _positive(cfg, "server_lr")
     server_optimizer_of(cfg)  # unknown name or bad hyper-parameter: ConfigurationError
+    check_server_schedule(cfg)
     for name in (
         "lora_alpha",
         "local_lr",
@@ -505,6 +558,7 @@ def from_mapping(values: Mapping[str, Any]) -> RunConfig:
         "local_lr",
         "server_lr",
         "server_momentum",
+        "server_lr_final_ratio",
         "clip",
         "target_epsilon",
         "delta",

@@ -51,7 +51,7 @@ from securefl.fl.aggregation import AggregateOutcome, WireObserver
 from securefl.fl.backends import Backend, make_backend
 from securefl.fl.canary_audit import CanaryAudit
 from securefl.fl.client import ClientUpdate
-from securefl.fl.config import RunConfig, server_optimizer_of
+from securefl.fl.config import RunConfig, server_optimizer_at, server_optimizer_of
 from securefl.fl.errors import ResumeError, UnsupportedCombinationError
 from securefl.fl.mechanisms import (
     AdaptiveClipLoop,
@@ -596,8 +596,9 @@ class Orchestrator:
             mech_record["adaptive_clip"] = clip_info
         new_flat = plan.global_flat.copy()
         if mean is not None:  # an aborted round releases nothing and moves nothing
+            opt = server_optimizer_at(cfg, self.server_optimizer, r)
             new_flat, self.server_state = server_step(
-                self.server_optimizer, plan.global_flat, mean, self.server_state
+                opt, plan.global_flat, mean, self.server_state
             )
         t_server = time.perf_counter() - t1
         record: dict[str, Any] = {"round": r, **mech_record}

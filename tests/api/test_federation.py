@@ -228,6 +228,73 @@ def test_server_momentum_steps_and_survives_a_resume(tmp_path: Path) -> None:
     np.testing.assert_array_equal(resumed.result.global_flat, whole.result.global_flat)
 
 
+def _cosine(run_dir: Path, rounds: int, **kw: object) -> Federation:
+    return Federation(
+        population=4,
+        rounds=rounds,
+        run_dir=run_dir,
+        aggregation=Plain(),
+        privacy=NoDP(),
+        sampling=FixedSize(4),
+        server_lr=0.5,
+        **{"server_lr_schedule": "cosine", **kw},  # type: ignore[arg-type]
+    )
+
+
+def test_cosine_server_schedule_steps_by_the_round_and_survives_a_resume(tmp_path: Path) -> None:
+    """Round r steps with cosine_lr(0.5, r, 4, warmup=2, floor=0.1·0.5) times the mean
+    update (FedAvg): a linear warm-up over two rounds, then the cosine from 0.5 down. A
+    resumed run continues the same schedule, so it ends where the uninterrupted run ends."""
+    from securefl.fl.server_optim import cosine_lr
+
+    kw = {"server_lr_warmup": 2, "server_lr_final_ratio": 0.1}
+    whole = _cosine(tmp_path / "whole", 4, **kw)
+    _drive(whole, _state())
+    assert whole.result is not None
+    lrs = [cosine_lr(0.5, r, 4, warmup=2, floor=0.05) for r in range(4)]
+    assert lrs[0] < lrs[1] and lrs[3] < lrs[2]  # the schedule does move
+    # layout order b, w; mean updates: b 0.5, w 2.5 every round
+    np.testing.assert_allclose(whole.result.global_flat[0], 0.5 * sum(lrs))
+    np.testing.assert_allclose(whole.result.global_flat[1:], 2.5 * sum(lrs))
+    _drive(_cosine(tmp_path / "crash", 4, **kw), _state(), stop_after=2)
+    resumed = _cosine(tmp_path / "crash", 4, **kw)
+    _drive(resumed, _state())
+    assert resumed.result is not None and resumed.result.resumed_from == 2
+    np.testing.assert_allclose(resumed.result.global_flat, whole.result.global_flat)
+
+
+@pytest.mark.parametrize(
+    ("kw", "parameter"),
+    [
+        ({"server_lr_schedule": "linear"}, "server_lr_schedule"),
+        ({"server_lr_warmup": 4}, "server_lr_warmup"),
+        ({"server_lr_warmup": -1}, "server_lr_warmup"),
+        ({"server_lr_final_ratio": 1.5}, "server_lr_final_ratio"),
+        ({"server_lr_final_ratio": float("nan")}, "server_lr_final_ratio"),
+    ],
+)
+def test_bad_server_schedules_are_refused(
+    tmp_path: Path, kw: dict[str, object], parameter: str
+) -> None:
+    with pytest.raises(ConfigurationError) as err:
+        _cosine(tmp_path / "run", 4, **kw)
+    assert err.value.parameter == parameter
+
+
+def test_a_constant_schedule_refuses_cosine_knobs(tmp_path: Path) -> None:
+    """Warm-up or a final ratio without the cosine schedule would be silently ignored."""
+    with pytest.raises(ConfigurationError) as err:
+        Federation(
+            population=4,
+            rounds=4,
+            run_dir=tmp_path / "run",
+            privacy=NoDP(),
+            aggregation=Plain(),
+            server_lr_warmup=1,
+        )
+    assert err.value.parameter == "server_lr_schedule"
+
+
 @pytest.mark.parametrize("epochs_run", [1, 2])
 def test_dpsgd_must_take_every_declared_step(tmp_path: Path, epochs_run: int) -> None:
     """A loop that takes fewer DP-SGD steps than accounted (e.g. by skipping an empty Poisson
