@@ -448,9 +448,9 @@ class RdpAccountant:
             return event.rho * orders
         if isinstance(event, PoissonSampledEvent):
             q = event.sampling_probability
+            _refuse_sampled_tree(event.event)
             if q == 1.0:  # everyone participates: no sampling, any adjacency
                 return self._rdp(event.event, orders)
-            _refuse_sampled_tree(event.event)
             self._require("add_remove", event)
             z = _effective_gaussian(event.event)
             if z is not None:
