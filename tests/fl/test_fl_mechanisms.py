@@ -322,6 +322,7 @@ def test_ftrl_end_to_end(tmp_path: Path, aggregation: str, accountant: str) -> N
     assert pld[0] < 0.97 * whole["rdp"] and prv[0] < whole["rdp"]
     assert pld[0] == pytest.approx(whole["pld"], rel=1e-12)
     assert report["guarantee"]["epsilon"]["pld"] == pytest.approx(pld[0], rel=1e-9)
+    assert any("central noise" in t for t in report["threat_model"]["dp"]["trust"])
 
 
 def test_ftrl_calibrated_with_pld_needs_less_noise() -> None:
