@@ -317,3 +317,15 @@ def test_zero_growth_rounds_still_count_their_node() -> None:
     assert isinstance(leaf, DiscreteGaussianEvent) and leaf.dimension == 15
     only_flat = merge_tree_releases(events[2])
     assert get_accountant("pld").epsilon(only_flat, DELTA) == 0.0
+
+
+def test_readers_of_recorded_events_know_the_tree_increment() -> None:
+    """A node's noise floor sees σ/Δ per node and participation; the threat model calls the
+    tree's noise central (the server adds it and sees the noiseless sums)."""
+    from securefl.audit.threat_model import dp_mode
+    from securefl.engine.node_policy import _leaf_noise
+
+    inc = TreeIncrementEvent(300.0, 100.0, 8, 1).to_dict()
+    nested = SelfComposedEvent(TreeIncrementEvent(300.0, 100.0, 8, 0), 3).to_dict()
+    assert list(_leaf_noise(inc)) == [3.0] and list(_leaf_noise(nested)) == [3.0]
+    assert dp_mode({"discrete_gaussian_tree_increment"}, set()) == "central"
