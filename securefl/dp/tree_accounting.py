@@ -7,10 +7,11 @@ recorded load increments. Per node, the smoothing theorem of §3.1 puts the disc
 within e^{±d·η₁(t)} of a post-processed continuous Gaussian with std s = √(σ² − t²); the
 continuous nodes form an adaptive composition of Gaussian mechanisms with sensitivities k_vΔ
 fixed by the pair, which is μ-GDP with μ = Δ·√(Σ k_v²)/s ≤ Δ·√S_T/s (Dong, Roth, Su 2022,
-Cor. 3.3). That is exactly what §3.1 says of ONE ``DiscreteGaussianEvent(σ, Δ·√S_T, d·T)``,
-so :func:`merge_tree_releases` replaces the increments of each release by that event, which
-the accountants already dominate. Increments must be summed first: an increment is not a
-dominating pair of its own round, and wrapping one in a sampling event is refused.
+§3: the composition of μᵢ-GDP steps is √(Σμᵢ²)-GDP). That is exactly what §3.1 says of
+ONE ``DiscreteGaussianEvent(σ, Δ·√S_T, d·T)``, so :func:`merge_tree_releases` replaces the
+increments of each release by that event, which the accountants already dominate.
+Increments must be summed first: an increment is not a dominating pair of its own round, and
+wrapping one in a sampling event is refused.
 
 Releases are grouped by (σ, Δ, d): one group uses one smoothing width t for all its nodes
 (required: S_T bounds Σ k_v² only for a common s). Two different releases with the same
