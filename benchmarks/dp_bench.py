@@ -15,6 +15,10 @@ Usage: ``python benchmarks/dp_bench.py --quick`` (last line: one JSON object).
   d = 38,416, frac_bits = 16, clip = 0.5, δ = 1e-5); target ≤ 1.02 (protocols/dp.md §3.1).
   ``discrete_vs_continuous_eps_max`` is the largest of that ratio over the three (q, z, T)
   points of issue 13, ``discrete_rdp_vs_continuous_rdp_max`` the same for RDP ÷ RDP.
+* ``ftrl_eps_{rdp,pld,prv}``: ε of the default DP-FTRL run (T = 10, one participation,
+  d = 38,416, clip 0.5, f = 16, δ = 1e-5) at the per-node z that RDP calibrates to ε = 8
+  (``ftrl_z_rdp``); ``ftrl_z_pld`` is the per-node z PLD calibrates to the same ε (less noise
+  for the same guarantee; protocols/dp.md §3.2).
 """
 
 from __future__ import annotations
@@ -120,6 +124,33 @@ def _discrete_vs_continuous() -> tuple[float, float, float]:
     return ratios[0], max(ratios), max(rdp_ratios)
 
 
+def _ftrl_default() -> dict[str, float]:
+    from securefl.dp.accounting import calibrate_noise_multiplier, get_accountant
+    from securefl.dp.events import DpEvent
+    from securefl.dp.ftrl import DpFtrlConfig
+    from securefl.fl.mechanisms import ftrl_events
+    from securefl.fl.privacy import compose
+
+    def run(z: float) -> DpEvent:
+        conf = DpFtrlConfig(
+            clip=0.5,
+            noise_multiplier=z,
+            expected_cohort=32.0,
+            min_separation=1,
+            max_participations=1,
+        )
+        return compose(ftrl_events(conf, 38_416, 10))
+
+    out: dict[str, float] = {}
+    for name in ("rdp", "pld"):
+        z = calibrate_noise_multiplier(8.0, 1e-5, rounds=1, accountant=name, event_for=run)
+        out[f"ftrl_z_{name}"] = round(z, 4)
+    for name in ("rdp", "pld", "prv"):
+        eps = get_accountant(name).epsilon(run(out["ftrl_z_rdp"]), 1e-5)
+        out[f"ftrl_eps_{name}"] = round(eps, 4)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repeats (about a minute)")
@@ -133,6 +164,8 @@ def main() -> None:
     print(f"PLD vs dp-accounting (1e-4) on the test grid: max rel err {rel:.2e}")
     dvc, dvc_max, rdp_max = _discrete_vs_continuous()
     print(f"discrete ÷ continuous PLD ε: default run {dvc:.5f}, max over points {dvc_max:.5f}")
+    ftrl = _ftrl_default()
+    print(f"DP-FTRL default run: {ftrl}")
     result = {
         "pld_eps_T10000_s": round(pld_s, 4),
         "pld_eps_T10000": round(eps, 5),
@@ -145,6 +178,7 @@ def main() -> None:
         "discrete_vs_continuous_eps": round(dvc, 5),
         "discrete_vs_continuous_eps_max": round(dvc_max, 5),
         "discrete_rdp_vs_continuous_rdp_max": round(rdp_max, 6),
+        **ftrl,
     }
     print(json.dumps(result))
 

@@ -92,7 +92,9 @@ def aggregation_threat_model(agg: Mapping[str, Any]) -> dict[str, Any]:
 
 def dp_threat_model(mechanisms: set[str], privacy_unit: str, adjacency: str) -> dict[str, Any]:
     """What the DP guarantee covers and whom it trusts."""
-    central = bool(mechanisms & {"gaussian", "discrete_gaussian", "zcdp"})
+    central = bool(
+        mechanisms & {"gaussian", "discrete_gaussian", "zcdp", "discrete_gaussian_tree_increment"}
+    )
     distributed = "distributed_discrete_gaussian" in mechanisms
     protects = [
         f"inference about any single {privacy_unit} (membership or attributes) from everything"
@@ -127,7 +129,9 @@ def dp_threat_model(mechanisms: set[str], privacy_unit: str, adjacency: str) -> 
 
 
 # Mechanism names (leaf DP event types) by where the noise is added.
-_CENTRAL = frozenset({"gaussian", "discrete_gaussian", "zcdp", "laplace"})
+_CENTRAL = frozenset(
+    {"gaussian", "discrete_gaussian", "zcdp", "laplace", "discrete_gaussian_tree_increment"}
+)
 _DISTRIBUTED = frozenset({"distributed_discrete_gaussian"})
 
 

@@ -7,7 +7,8 @@ Submodules: :mod:`~securefl.dp.events` (frozen DP events), :mod:`~securefl.dp.ac
 Gaussian/Laplace), :mod:`~securefl.dp.fedavg` (central DP-FedAvg on an integer grid),
 :mod:`~securefl.dp.adaptive` (quantile clipping), :mod:`~securefl.dp.distributed` (DDGauss in
 secure aggregation), :mod:`~securefl.dp.local` (Opacus DP-SGD, cryptographic noise),
-:mod:`~securefl.dp.ftrl` (DP-FTRL tree aggregation). See ``protocols/dp.md`` for
+:mod:`~securefl.dp.ftrl` (DP-FTRL tree aggregation), :mod:`~securefl.dp.tree_accounting`
+(one Gaussian per DP-FTRL release for PLD/PRV). See ``protocols/dp.md`` for
 privacy units, adjacency, formulas and the floating-point mitigation. Heavy dependencies
 (opacus, dp-accounting, torch) are imported lazily.
 """

@@ -49,8 +49,10 @@ from securefl.dp.events import (
     PoissonSampledEvent,
     SampledWithoutReplacementEvent,
     SelfComposedEvent,
+    TreeIncrementEvent,
     ZCDPEvent,
 )
+from securefl.dp.tree_accounting import has_tree_increment, merge_tree_releases
 
 Neighboring = Literal["add_remove", "replace_one"]
 AccountantName = Literal["rdp", "prv", "pld"]
@@ -182,6 +184,15 @@ def _rdp_slack(orders: FloatArray, eta: float) -> FloatArray:
     if eta == 0.0:
         return np.zeros_like(orders)
     return (2.0 * orders - 1.0) / (orders - 1.0) * eta
+
+
+def _refuse_sampled_tree(inner: DpEvent) -> None:
+    if has_tree_increment(inner):
+        raise UnsupportedEventError(
+            "a DP-FTRL tree increment inside a sampling event: an increment is not a "
+            "mechanism of its own round, so no amplification by sampling applies to it",
+            parameter="event",
+        )
 
 
 def _require_event(event: object) -> DpEvent:
@@ -433,10 +444,11 @@ class RdpAccountant:
                 curve = orders / (2.0 * dom.noise_multiplier**2) + _rdp_slack(orders, dom.eta)
                 best = np.minimum(best, curve)
             return best
-        if isinstance(event, ZCDPEvent):
+        if isinstance(event, ZCDPEvent | TreeIncrementEvent):  # zCDP growth (§3.2): additive
             return event.rho * orders
         if isinstance(event, PoissonSampledEvent):
             q = event.sampling_probability
+            _refuse_sampled_tree(event.event)
             if q == 1.0:  # everyone participates: no sampling, any adjacency
                 return self._rdp(event.event, orders)
             self._require("add_remove", event)
@@ -451,6 +463,7 @@ class RdpAccountant:
                 self._dominated(event.event, orders, lambda z: _opacus_sgm(q, z, orders)),
             )
         if isinstance(event, SampledWithoutReplacementEvent):
+            _refuse_sampled_tree(event.event)
             self._require("replace_one", event)
             from dp_accounting.rdp import rdp_privacy_accountant as dpa_rdp
 
@@ -622,9 +635,10 @@ class PldAccountant:
         return None if self._exact_1d(event) else default_domination(event)
 
     def dominating_event(self, event: DpEvent) -> tuple[DpEvent, float]:
-        """``event`` with discrete leaves replaced by dominating Gaussians, and the slack η."""
+        """``event`` with each tree release merged (§3.2), discrete leaves replaced by
+        dominating Gaussians, and the slack η."""
         _require_event(event)
-        return _gaussianize(event, self._choose)
+        return _gaussianize(merge_tree_releases(event), self._choose)
 
     def pld(self, event: DpEvent) -> Any:
         """The composed ``PrivacyLossDistribution`` of :meth:`dominating_event` (η not applied)."""
@@ -692,7 +706,10 @@ class PldAccountant:
         raise UnsupportedEventError(f"no PLD for {type(event).__name__}", parameter="event")
 
     def supports(self, event: DpEvent) -> bool:
-        mapped, _ = self.dominating_event(event)
+        try:
+            mapped, _ = self.dominating_event(event)
+        except UnsupportedEventError:
+            return False
         return _structurally(mapped, self._leaf_ok)
 
     def _leaf_ok(self, event: DpEvent) -> bool:
@@ -737,6 +754,7 @@ class PldAccountant:
         return min(1.0, max(0.0, d * math.exp(eta)))
 
     def _check(self, event: DpEvent) -> None:
+        merge_tree_releases(event)  # a sampled tree increment raises its own reason
         if not self.supports(event):
             raise UnsupportedEventError(
                 f"the PLD accountant cannot account for {event.to_dict()['type']} "
@@ -804,8 +822,8 @@ class PrvAccountant:
         _require_event(event)
         if _walk_nonprivate(event):
             return True
-        mapped, _ = _gaussianize(event, default_domination)
         try:
+            mapped, _ = _gaussianize(merge_tree_releases(event), default_domination)
             self._history(mapped, 1, [])
         except UnsupportedEventError:
             return False
@@ -840,7 +858,7 @@ class PrvAccountant:
         _check_delta(delta)
         if _walk_nonprivate(event):
             return math.inf
-        mapped, eta = _gaussianize(event, default_domination)
+        mapped, eta = _gaussianize(merge_tree_releases(event), default_domination)
         if not self.supports(event):
             self._history(mapped, 1, [])  # raises the precise error
         _numeric_limits(self.name, mapped)
@@ -864,7 +882,7 @@ class PrvAccountant:
         _check_epsilon(epsilon)
         if _walk_nonprivate(event):
             return 1.0
-        mapped, eta = _gaussianize(event, default_domination)
+        mapped, eta = _gaussianize(merge_tree_releases(event), default_domination)
         if not self.supports(event):
             self._history(mapped, 1, [])
         _numeric_limits(self.name, mapped)

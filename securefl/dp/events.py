@@ -156,6 +156,56 @@ class ZCDPEvent(DpEvent):
 
 
 @dataclass(frozen=True)
+class TreeIncrementEvent(DpEvent):
+    """One round of a tree-aggregated discrete Gaussian release (DP-FTRL; ``protocols/dp.md``
+    §3.2, §4.7): this round's tree node (``nodes`` of them, each N_Z(0, σ²)^d on an integer
+    node sum) is released and the release's node load S grows by ``load_increment``.
+
+    ``sigma`` σ is the grid noise of every node, ``l2_sensitivity`` Δ the grid sensitivity of
+    ONE participation, ``dimension`` d the coordinates of one node. The whole release after T
+    rounds is dominated by ONE Gaussian mechanism with sensitivity Δ·√S_T, S_T = Σ of the
+    increments, on d·T coordinates; so an increment is not a mechanism of its own round:
+    accountants sum the increments of a release before converting (never per round), and
+    no sampling wrapper may hold one. RDP/zCDP: ρ = Δ²·load_increment/(2σ²), additive.
+    """
+
+    sigma: float
+    l2_sensitivity: float
+    dimension: int
+    load_increment: int
+    nodes: int = 1
+    type_name: ClassVar[str] = "discrete_gaussian_tree_increment"
+
+    def __post_init__(self) -> None:
+        v.positive("sigma", self.sigma)
+        v.positive("l2_sensitivity", self.l2_sensitivity)
+        v.count("dimension", self.dimension, minimum=1)
+        v.count("load_increment", self.load_increment)
+        v.count("nodes", self.nodes, minimum=1)
+
+    @property
+    def rho(self) -> float:
+        """zCDP growth Δ²·ΔS/(2σ²) (the same float operations DP-FTRL's zcdp events used)."""
+        sens, sigma = self.l2_sensitivity, self.sigma
+        return sens * sens * self.load_increment / (2.0 * sigma * sigma)
+
+    @property
+    def release(self) -> tuple[float, float, int]:
+        """(σ, Δ, d): increments with the same triple are accounted as one release."""
+        return (float(self.sigma), float(self.l2_sensitivity), int(self.dimension))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type_name,
+            "sigma": float(self.sigma),
+            "l2_sensitivity": float(self.l2_sensitivity),
+            "dimension": int(self.dimension),
+            "load_increment": int(self.load_increment),
+            "nodes": int(self.nodes),
+        }
+
+
+@dataclass(frozen=True)
 class PoissonSampledEvent(DpEvent):
     """Each unit joins independently with probability q, then ``event`` runs on the sample.
 
@@ -280,6 +330,13 @@ _DECODERS: dict[str, _Decoder] = {
         _get(d, "dimension"),
     ),
     ZCDPEvent.type_name: lambda d, depth: ZCDPEvent(_get(d, "rho")),
+    TreeIncrementEvent.type_name: lambda d, depth: TreeIncrementEvent(
+        _get(d, "sigma"),
+        _get(d, "l2_sensitivity"),
+        _get(d, "dimension"),
+        _get(d, "load_increment"),
+        _get(d, "nodes"),
+    ),
     PoissonSampledEvent.type_name: lambda d, depth: PoissonSampledEvent(
         _get(d, "sampling_probability"), _decode(_get(d, "event"), depth + 1)
     ),

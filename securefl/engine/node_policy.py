@@ -286,6 +286,8 @@ def _leaf_noise(event: Mapping[str, Any]) -> Iterator[float]:
         elif kind == "distributed_discrete_gaussian":
             n = float(node["min_contributors"])
             yield float(node["sigma"]) * math.sqrt(n) / float(node["l2_sensitivity"])
+        elif kind == "discrete_gaussian_tree_increment":  # per node and participation
+            yield float(node["sigma"]) / float(node["l2_sensitivity"])
         elif kind == "zcdp":  # ρ = 1/(2z²) for the Gaussian mechanism
             yield 1.0 / math.sqrt(2.0 * float(node["rho"]))
         elif kind == "non_private":

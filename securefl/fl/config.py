@@ -491,8 +491,8 @@ def check_mechanism(cfg: RunConfig) -> None:
       the canary audit (canaries are clipped to the fixed clip).
     - DP-FTRL adds its noise where one party holds the tree's secret state: the server after
       plain or SecAgg(+) aggregation. Under CKKS that party would be the key holder, which
-      has no tree hook yet; distributed tree noise is not implemented either. Its accounting
-      is zCDP, so it runs with the RDP accountant only.
+      has no tree hook yet; distributed tree noise is not implemented either. Every
+      accountant handles its tree increments (protocols/dp.md §3.2).
     """
     if cfg.clip_mode == "adaptive":
         if not cfg.client_level_dp:
@@ -526,12 +526,6 @@ def check_mechanism(cfg: RunConfig) -> None:
         if cfg.audit_canaries:
             raise UnsupportedCombinationError(
                 "the canary audit is not wired into DP-FTRL", parameter="mechanism"
-            )
-        if cfg.accountant != "rdp":
-            raise UnsupportedCombinationError(
-                "DP-FTRL is accounted in zCDP (per-round increments of the tree's ρ), which "
-                f"the RDP accountant composes exactly; not with accountant {cfg.accountant!r}",
-                parameter="accountant",
             )
 
 

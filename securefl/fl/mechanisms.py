@@ -20,11 +20,12 @@ tree with fresh discrete Gaussian noise per node and releases the difference of 
 sums. No sampling amplification is claimed: the cohort drawn by the keyed coins is filtered
 to the clients the declared schedule allows (at most ``ftrl_max_participations`` rounds, any
 two at least ``ftrl_min_separation`` apart), and the bound holds for every pattern the
-schedule allows. Accounting (zCDP, RDP accountant only): after t tree rounds the release is
-ρ_t-zCDP with ρ_t = Δ²·S_t/(2σ²), S_t = :func:`securefl.dp.ftrl.max_node_load` (each node a
-discrete Gaussian, CKS 2020 Thm 14; zCDP composes additively); round t records
-``zcdp(ρ_t − ρ_{t−1})`` (NoOp when S does not grow), so the composition of the recorded
-events after every round equals ρ_t exactly.
+schedule allows. Accounting: after t tree rounds the release is dominated by ONE Gaussian
+mechanism with sensitivity Δ·√S_t on the t nodes, S_t = :func:`securefl.dp.ftrl.max_node_load`
+(ρ_t-zCDP with ρ_t = Δ²·S_t/(2σ²), CKS 2020 Thm 14 per node; dp.md §3.2); round t records
+``discrete_gaussian_tree_increment`` with the growth S_t − S_{t−1} (possibly 0: the node is
+still released), so RDP composes the recorded events to ρ_t exactly and PLD/PRV sum the
+increments of the release into that one Gaussian before converting.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from securefl.dp.events import DpEvent, NoOpEvent, ZCDPEvent
+from securefl.dp.events import DpEvent, TreeIncrementEvent
 from securefl.errors import ConfigurationError
 from securefl.fl import privacy
 from securefl.fl.config import RunConfig
@@ -210,19 +211,20 @@ def ftrl_config(cfg: RunConfig, noise_multiplier: float) -> Any:
 
 
 def ftrl_round_event(config: Any, dimension: int, t: int) -> DpEvent:
-    """Event recorded for tree round t ≥ 1: the growth ρ_t − ρ_{t−1} of the release's zCDP
-    bound, ρ_t = Δ²·S_t/(2σ²) (see module doc); ``noop`` when S does not grow.
+    """Event recorded for tree round t ≥ 1: one node released, node load S_t − S_{t−1}.
 
-    A zCDP event, not a per-round Gaussian: round t's own node may cost more than the growth
-    for a given participation pattern; only the sums over rounds 1..t are bounds. RDP
-    composes them additively (exact); PLD/PRV do not support them, so no accountant can
-    treat an increment as a dominating pair of its own round."""
-    grow = config.node_load(t) - config.node_load(t - 1)
-    if grow <= 0:
-        return NoOpEvent()
-    sigma = float(config.grid_sigma(dimension))
-    sens = config.grid_sensitivity(dimension)
-    return ZCDPEvent(rho=sens * sens * grow / (2.0 * sigma * sigma))
+    Not a per-round mechanism: round t's own node may cost more than the growth for a given
+    participation pattern; only the sums over rounds 1..t are bounds (dp.md §3.2). RDP adds
+    ρ = Δ²·(S_t − S_{t−1})/(2σ²) (bit-identical to the former ``zcdp`` events); PLD/PRV sum
+    the increments of the release into one Gaussian with sensitivity Δ·√S_t. A decrease of
+    the bound S (an upper bound, not monotone in general) is recorded as growth 0."""
+    grow = max(0, config.node_load(t) - config.node_load(t - 1))
+    return TreeIncrementEvent(
+        sigma=float(config.grid_sigma(dimension)),
+        l2_sensitivity=config.grid_sensitivity(dimension),
+        dimension=dimension,
+        load_increment=grow,
+    )
 
 
 def ftrl_events(config: Any, dimension: int, rounds: int) -> list[DpEvent]:
@@ -351,7 +353,8 @@ class FtrlLoop:
                 "assumption": "each client's updates enter at most max_participations rounds, "
                 "any two at least min_separation apart (KMSTTX 2021 §4, Thm 4.1); enforced",
             },
-            accounting="zCDP: ρ_t = Δ²·S_t/(2σ²) after t tree rounds; round t records "
-            "zcdp(ρ_t − ρ_{t−1}), which compose to it exactly (RDP accountant only)",
+            accounting="one Gaussian with sensitivity Δ·√S_t after t tree rounds (ρ_t = "
+            "Δ²·S_t/(2σ²)-zCDP); round t records discrete_gaussian_tree_increment(S_t − "
+            "S_{t−1}), which RDP adds up to ρ_t and PLD/PRV merge into that Gaussian",
         )
         return out

@@ -409,6 +409,7 @@ def _dp_events() -> list[dict[str, Any]]:
         ev.ComposedEvent((g, ev.ZCDPEvent(0.5), ev.NoOpEvent(), ev.NonPrivateEvent())).to_dict(),
         ev.DiscreteGaussianEvent(4.0, 1.0, 16).to_dict(),
         ev.DistributedDiscreteGaussianEvent(8.0, 5, 2.0, 8.0, 64).to_dict(),
+        ev.SelfComposedEvent(ev.TreeIncrementEvent(900.0, 33.0, 16, 1), 4).to_dict(),
     ]
 
 

@@ -19,6 +19,7 @@ from securefl.dp.events import (
     PoissonSampledEvent,
     SampledWithoutReplacementEvent,
     SelfComposedEvent,
+    TreeIncrementEvent,
     ZCDPEvent,
     event_from_dict,
 )
@@ -31,6 +32,7 @@ ALL = [
     DiscreteGaussianEvent(100.0, 7.0, 3),
     DistributedDiscreteGaussianEvent(5.0, 8, 10.0, 100.0, 16),
     ZCDPEvent(0.5),
+    TreeIncrementEvent(3000.0, 33.5, 12, 2, 1),
     PoissonSampledEvent(0.01, GaussianEvent(1.0)),
     SampledWithoutReplacementEvent(1000, 10, GaussianEvent(2.0)),
     SelfComposedEvent(PoissonSampledEvent(0.5, GaussianEvent(1.0)), 7),

@@ -15,12 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from securefl.audit import spend
 from securefl.audit.ledger import Ledger
 from securefl.dp.accounting import get_accountant
 from securefl.dp.events import (
     ComposedEvent,
     GaussianEvent,
-    NoOpEvent,
+    TreeIncrementEvent,
     ZCDPEvent,
 )
 from securefl.dp.ftrl import DpFtrlConfig, DpFtrlServer
@@ -35,6 +36,7 @@ from securefl.fl.mechanisms import (
     count_noise_std,
     ftrl_config,
     ftrl_events,
+    ftrl_noise_multiplier,
     joint_clip,
     mechanism_config,
     mechanism_event,
@@ -94,10 +96,6 @@ def _verified_entries(run_dir: Path) -> list[Any]:
         ({"mechanism": "ftrl", "aggregation": "secagg+", "dp": "distributed"}, "mechanism"),
         ({"mechanism": "ftrl", "aggregation": "he", "dp": "central"}, "mechanism"),
         ({"mechanism": "ftrl", "aggregation": "plain", "dp": "none"}, "mechanism"),
-        (
-            {"mechanism": "ftrl", "aggregation": "plain", "dp": "central", "accountant": "pld"},
-            "accountant",
-        ),
     ],
 )
 def test_unsupported_combinations_are_refused_with_a_typed_error(
@@ -227,7 +225,9 @@ def test_ftrl_events_compose_to_kmsttx_theorem_4_1(rounds: int, z: float) -> Non
     d = 5
     conf = ftrl_config(cfg, z)
     events = ftrl_events(conf, d, rounds)
-    assert sum(not isinstance(e, NoOpEvent) for e in events) == rounds.bit_length()
+    grows = [e.load_increment for e in events if isinstance(e, TreeIncrementEvent)]
+    assert len(grows) == rounds  # one node per round, flat rounds included
+    assert sum(g > 0 for g in grows) == rounds.bit_length()
     acc = get_accountant("rdp")
     sigma, delta_grid = conf.grid_sigma(d), conf.grid_sensitivity(d)
     for t in (1, rounds // 2 or 1, rounds):
@@ -256,9 +256,8 @@ def test_ftrl_increments_never_undercount(rounds: int, k: int, b: int) -> None:
     unit = conf.grid_sensitivity(3) ** 2 / (2.0 * conf.grid_sigma(3) ** 2)
     total = 0.0
     for t, e in enumerate(events, start=1):
-        assert isinstance(e, ZCDPEvent | NoOpEvent)
-        if isinstance(e, ZCDPEvent):
-            total += e.rho / unit
+        assert isinstance(e, TreeIncrementEvent)
+        total += e.rho / unit
         assert total >= conf.node_load(t) * (1 - 1e-12)
 
 
@@ -286,8 +285,10 @@ def test_adaptive_clipping_end_to_end(tmp_path: Path, aggregation: str, dp: str)
         assert c.payload["dp_event"] == p.payload["dp_event"]
 
 
-@pytest.mark.parametrize("aggregation", ["plain", "secagg+"])
-def test_ftrl_end_to_end(tmp_path: Path, aggregation: str) -> None:
+@pytest.mark.parametrize(
+    ("aggregation", "accountant"), [("plain", "rdp"), ("secagg+", "rdp"), ("plain", "pld")]
+)
+def test_ftrl_end_to_end(tmp_path: Path, aggregation: str, accountant: str) -> None:
     cfg = _cfg(
         tmp_path / "run",
         aggregation=aggregation,
@@ -296,6 +297,7 @@ def test_ftrl_end_to_end(tmp_path: Path, aggregation: str) -> None:
         noise_multiplier=1.0,
         target_epsilon=50.0,
         ftrl_max_participations=4,
+        accountant=accountant,
     )
     res = run_simulation(cfg)
     assert res.rounds_completed == 3
@@ -305,11 +307,58 @@ def test_ftrl_end_to_end(tmp_path: Path, aggregation: str) -> None:
     events = [e.payload["dp_event"] for e in entries if e.kind == "round_completed"]
     conf = ftrl_config(cfg, 1.0)
     assert events == [e.to_dict() for e in ftrl_events(conf, 1168, 3)]
-    acc = get_accountant("rdp", neighboring="add_remove")
-    assert res.epsilon == pytest.approx(acc.epsilon(conf.event(3, 1168), cfg.delta), rel=1e-9)
+    whole = {
+        name: get_accountant(name).epsilon(conf.event(3, 1168), cfg.delta)
+        for name in ("rdp", "pld")
+    }
+    assert res.epsilon == pytest.approx(whole[accountant], rel=1e-9)
     report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert report["guarantee"]["epsilon"]["rdp"] == pytest.approx(res.epsilon, rel=1e-12)
-    assert report["guarantee"]["epsilon"]["pld"] is None  # increments are not PLD pairs
+    assert report["guarantee"]["epsilon"]["rdp"] == pytest.approx(whole["rdp"], rel=1e-12)
+    # The ledger accounted with PLD/PRV: the release is one Gaussian (dp.md §3.2), below RDP
+    # and equal to the tree's cumulative event.
+    pld = spend.epsilon_of_events(events, "pld", cfg.delta, "add-remove")
+    prv = spend.epsilon_of_events(events, "prv", cfg.delta, "add-remove")
+    assert pld[1] is None and prv[1] is None
+    assert pld[0] < 0.97 * whole["rdp"] and prv[0] < whole["rdp"]
+    assert pld[0] == pytest.approx(whole["pld"], rel=1e-12)
+    assert report["guarantee"]["epsilon"]["pld"] == pytest.approx(pld[0], rel=1e-9)
+    assert any("central noise" in t for t in report["threat_model"]["dp"]["trust"])
+
+
+def test_ftrl_calibrated_with_pld_needs_less_noise() -> None:
+    """The loop calibrates the per-node z with the run's accountant (RunConfig.accountant):
+    for the same target ε, PLD's z is smaller, and it meets the target under PLD only."""
+    d = 1168
+    base = {**TINY, "aggregation": "plain", "dp": "central", "mechanism": "ftrl", "rounds": 10}
+    z = {
+        name: ftrl_noise_multiplier(RunConfig(**{**base, "accountant": name}), d)
+        for name in ("rdp", "pld", "prv")
+    }
+    assert z["pld"] < 0.96 * z["rdp"] and z["prv"] < z["rdp"]
+    events = compose(ftrl_events(ftrl_config(RunConfig(**base), z["pld"]), d, 10))
+    assert get_accountant("pld").epsilon(events, 1e-5) <= 8.0
+    assert get_accountant("rdp").epsilon(events, 1e-5) > 8.0
+
+
+def test_old_zcdp_ledgers_account_as_before() -> None:
+    """Ledgers written before the tree event hold zcdp/noop round events: RDP gives the same
+    ε as the new events; PLD/PRV still refuse them (no dominating pair is recorded)."""
+    conf = DpFtrlConfig(
+        clip=0.5, noise_multiplier=1.0, expected_cohort=4, min_separation=1, max_participations=1
+    )
+    d = 50
+    sigma, sens = float(conf.grid_sigma(d)), conf.grid_sensitivity(d)
+    old = [
+        ZCDPEvent(sens * sens * g / (2.0 * sigma * sigma)).to_dict() if g > 0 else {"type": "noop"}
+        for g in (conf.node_load(t) - conf.node_load(t - 1) for t in range(1, 11))
+    ]
+    new = [e.to_dict() for e in ftrl_events(conf, d, 10)]
+    assert spend.epsilon_of_events(old, "rdp", 1e-5, "add-remove") == (
+        spend.epsilon_of_events(new, "rdp", 1e-5, "add-remove")
+    )
+    for name in ("pld", "prv"):
+        eps, why = spend.epsilon_of_events(old, name, 1e-5, "add-remove")
+        assert math.isinf(eps) and why is not None
 
 
 class _Crash(Exception):
