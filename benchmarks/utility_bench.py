@@ -121,6 +121,9 @@ class Recipe:
     server_lr: float = 1.0
     server_momentum: float = 0.9  # FedAvgM momentum / FedAdam β₁
     cosine: bool = False  # local lr decays cosine over the rounds (client side)
+    server_cosine: bool = False  # the loop's server lr schedule (RunConfig.server_lr_schedule)
+    server_warmup: int = 0  # its linear warm-up rounds
+    server_final_ratio: float = 0.0  # its final lr ÷ server_lr
 
     def lr_at(self, round_index: int) -> float:
         """The local learning rate of round ``round_index`` (0-based)."""
@@ -129,11 +132,18 @@ class Recipe:
         return cosine_lr(self.local_lr, round_index, self.rounds, floor=0.1 * self.local_lr)
 
     def federation_args(self) -> dict[str, Any]:
-        return {
+        args: dict[str, Any] = {
             "server_optimizer": self.server_optimizer,
             "server_lr": self.server_lr,
             "server_momentum": self.server_momentum,
         }
+        if self.server_cosine:
+            args |= {
+                "server_lr_schedule": "cosine",
+                "server_lr_warmup": self.server_warmup,
+                "server_lr_final_ratio": self.server_final_ratio,
+            }
+        return args
 
 
 DEVICE = Recipe(  # the --sweep device choice (benchmarks/README.md)
@@ -535,6 +545,29 @@ SWEEP: dict[str, dict[str, Recipe]] = {
             cosine=True,
             clip=0.5,
         ),
+        # fifth round (benchmarks/README.md): more optimisation, server lr schedule, FedSGD
+        "chosen rounds100": replace(DEVICE, rounds=100),
+        "chosen rounds150": replace(DEVICE, rounds=150),
+        "chosen rounds300": replace(DEVICE, rounds=300),
+        "chosen rounds200 server-cosine0.2": replace(
+            DEVICE,
+            rounds=200,
+            server_lr=0.2,
+            server_cosine=True,
+            server_warmup=5,
+            server_final_ratio=0.05,
+        ),
+        "fedsgd rounds150 server-cosine0.2": replace(
+            DEVICE,
+            rounds=150,
+            local_epochs=1,
+            batch_size=1024,
+            cosine=False,
+            server_lr=0.2,
+            server_cosine=True,
+            server_warmup=5,
+            server_final_ratio=0.05,
+        ),
     },
     "silo": {
         "fedavgm1-m0.9": _S0,
@@ -725,6 +758,11 @@ def _recipe_dict(r: Recipe, dp: str) -> dict[str, Any]:
         "server_optimizer": r.server_optimizer,
         "server_lr": r.server_lr,
         "server_momentum": r.server_momentum,
+        "server_lr_schedule": (
+            f"cosine, {r.server_warmup} warm-up rounds, to {r.server_final_ratio:g}x"
+            if r.server_cosine
+            else "constant"
+        ),
         "dp": dp,
     }
 
