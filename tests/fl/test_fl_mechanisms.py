@@ -266,7 +266,7 @@ def test_ftrl_increments_never_undercount(rounds: int, k: int, b: int) -> None:
 
 @pytest.mark.parametrize(
     ("aggregation", "dp"),
-    [("plain", "central"), ("secagg+", "distributed"), ("he", "central")],
+    [("plain", "central"), ("secagg+", "central"), ("secagg+", "distributed"), ("he", "central")],
 )
 def test_adaptive_clipping_end_to_end(tmp_path: Path, aggregation: str, dp: str) -> None:
     res = run_simulation(_cfg(tmp_path / "run", aggregation=aggregation, dp=dp, **ADAPTIVE))
