@@ -903,7 +903,13 @@ def build_report(
             "aggregation": [aggregation_threat_model(a) for a in merged_aggs],
             "dp": dp_threat_model(mechs, str(privacy_unit), adjacency),
             "trust_model": trust_model(
-                [str(a["protocol"]) for a in merged_aggs], mechs, dp_modes, str(privacy_unit)
+                [str(a["protocol"]) for a in merged_aggs],
+                mechs,
+                dp_modes,
+                str(privacy_unit),
+                frozenset(
+                    str(a["protocol"]) for a in merged_aggs if a.get("weakened_threat_model")
+                ),
             ),
         },
         "model_provenance": provenance,

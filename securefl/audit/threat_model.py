@@ -7,8 +7,25 @@ are parameterised only by recorded values (threshold, degree, modulus bits, HE p
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
+
+
+def _weakening(agg: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The recorded ``weakened_threat_model`` of an aggregation payload (merged payloads hold
+    a list of JSON texts when runs differ: any one of them weakens the claim)."""
+    raw = agg.get("weakened_threat_model")
+    if isinstance(raw, list) and raw:
+        raw = raw[0]
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return {"opt_in": raw}
+    if raw is None:
+        return None
+    return raw if isinstance(raw, Mapping) else {"opt_in": str(raw)}
 
 
 def aggregation_threat_model(agg: Mapping[str, Any]) -> dict[str, Any]:
@@ -65,15 +82,30 @@ def aggregation_threat_model(agg: Mapping[str, Any]) -> dict[str, Any]:
         }
     if protocol == "he-ckks":
         preset = agg.get("he_preset")
+        weakened = _weakening(agg)
+        reads = (
+            f"the aggregation server reading individual updates: it adds CKKS ciphertexts"
+            f" under a key it does not hold (preset {preset}, ≥128-bit security by the HE"
+            " standard)"
+        )
+        opt_in: list[str] = []
+        if weakened is not None:  # he × no DP on an engine (engine-flower.md)
+            reads = (
+                f"a passive aggregation server reading individual updates from the ciphertexts"
+                f" it adds (preset {preset}); an active one is NOT prevented, see below"
+            )
+            opt_in = [
+                "WEAKENED BY A RECORDED OPT-IN ("
+                + str(weakened.get("opt_in", "unnamed"))
+                + "): the key holder does not check what it decrypts, so the server may obtain "
+                + str(weakened.get("server_may_obtain", "a decryption of its choice"))
+            ]
         return {
             "protocol": protocol,
             "parameters": params,
-            "protects_against": [
-                f"the aggregation server reading individual updates: it adds CKKS ciphertexts"
-                f" under a key it does not hold (preset {preset}, ≥128-bit security by the HE"
-                " standard)",
-            ],
+            "protects_against": [reads],
             "does_not_protect_against": [
+                *opt_in,
                 "collusion of the server with ANY client: clients share one secret key"
                 " (TenSEAL has no threshold decryption), so one client + server can decrypt"
                 " every individual update",
@@ -148,7 +180,7 @@ def dp_mode(mechanisms: set[str], recorded_modes: set[str]) -> str:
     return modes.pop() if len(modes) == 1 else "mixed" if modes else "central"
 
 
-def _trust_row(protocol: str, mode: str, unit: str) -> dict[str, str]:
+def _trust_row(protocol: str, mode: str, unit: str, weakened: bool = False) -> dict[str, str]:
     """Who must be honest for ε to hold, and who sees individual updates (NIST SP 800-226:
     trust model; central vs local DP)."""
     masked = protocol in {"secagg", "secagg+"}
@@ -157,6 +189,11 @@ def _trust_row(protocol: str, mode: str, unit: str) -> dict[str, str]:
         sees = "the server sees every individual update"
     elif masked:
         sees = "nobody, unless the server colludes with at least t clients (t = threshold)"
+    elif weakened:
+        sees = (
+            "the server, one update of its choice per round (recorded opt-in: the key holder"
+            " decrypts without checking the sum)"
+        )
     else:
         sees = "nobody, unless the server colludes with any one client (shared HE key)"
     if mode == "none":
@@ -192,8 +229,13 @@ def _trust_row(protocol: str, mode: str, unit: str) -> dict[str, str]:
 
 
 def trust_model(
-    protocols: list[str], mechanisms: set[str], recorded_modes: set[str], privacy_unit: str
+    protocols: list[str],
+    mechanisms: set[str],
+    recorded_modes: set[str],
+    privacy_unit: str,
+    weakened: frozenset[str] = frozenset(),
 ) -> list[dict[str, str]]:
-    """One row per recorded aggregation protocol × the run's DP mode."""
+    """One row per recorded aggregation protocol × the run's DP mode; ``weakened`` names the
+    protocols recorded with a ``weakened_threat_model`` opt-in."""
     mode = dp_mode(mechanisms, recorded_modes)
-    return [_trust_row(p, mode, privacy_unit) for p in (protocols or ["plaintext"])]
+    return [_trust_row(p, mode, privacy_unit, p in weakened) for p in (protocols or ["plaintext"])]

@@ -166,3 +166,33 @@ def test_large_ledger_is_thinned_in_html(make_ledger: MakeLedger, tmp_path: Path
     assert len(rep["rounds"]) == 2000 and len(rep["epsilon_curve"]["rounds"]) <= 41
     html = write_html(rep, tmp_path / "big.html").read_text()
     assert len(html) < 400_000
+
+
+def test_he_threat_model_states_a_recorded_weakening() -> None:
+    """CKKS without DP on an engine (both parties' recorded opt-in): the key holder decrypts
+    whatever it is sent, so the report must not claim the server cannot read an update."""
+    from securefl.audit.threat_model import aggregation_threat_model
+    from securefl.engine.he_job import WEAKENED_WITHOUT_DP
+
+    plain = aggregation_threat_model({"protocol": "he-ckks", "he_preset": "fast"})
+    weak = aggregation_threat_model(
+        {"protocol": "he-ckks", "he_preset": "fast", "weakened_threat_model": WEAKENED_WITHOUT_DP}
+    )
+    assert plain["protects_against"][0].startswith("the aggregation server reading")
+    assert not any("WEAKENED" in line for line in plain["does_not_protect_against"])
+    assert "NOT prevented" in weak["protects_against"][0]
+    first = weak["does_not_protect_against"][0]
+    assert first.startswith("WEAKENED BY A RECORDED OPT-IN")
+    assert WEAKENED_WITHOUT_DP["opt_in"] in first
+    assert WEAKENED_WITHOUT_DP["server_may_obtain"] in first
+
+
+def test_he_trust_row_names_the_server_when_weakened() -> None:
+    from securefl.audit.threat_model import trust_model
+
+    normal, weak = (
+        trust_model(["he-ckks"], {"none"}, {"none"}, "client", w)[0]
+        for w in (frozenset(), frozenset({"he-ckks"}))
+    )
+    assert normal["sees_updates"].startswith("nobody")
+    assert weak["sees_updates"].startswith("the server, one update of its choice")

@@ -164,6 +164,10 @@ def test_he_sum_is_right_and_a_dropped_client_is_not_in_it(tmp_path: Path) -> No
     assert done["aggregation"]["weakened_threat_model"]["key_holder_checks_sum"] is False
     report = json.loads((tmp_path / "exact" / "report.json").read_text())
     assert "key_holder_checks_sum" in json.dumps(report["threat_model"]["aggregation"])
+    he_tm = next(a for a in report["threat_model"]["aggregation"] if a["protocol"] == "he-ckks")
+    assert he_tm["does_not_protect_against"][0].startswith("WEAKENED BY A RECORDED OPT-IN")
+    row = next(r for r in report["threat_model"]["trust_model"] if r["aggregation"] == "he-ckks")
+    assert row["sees_updates"].startswith("the server, one update of its choice")
     bound = float(done["aggregation"]["release"]["released_error_bound"])
     assert 0 < bound < 1e-3
     err = np.max(np.abs(res.global_flat - expected))
