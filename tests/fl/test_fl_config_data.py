@@ -151,9 +151,11 @@ def test_fields_added_later_leave_old_digests_unchanged() -> None:
     later |= {"mechanism", "ftrl_max_participations", "ftrl_min_separation"}
     later |= {"feature_cache", "feature_cache_mb", "batched_training"}
     later |= {"allow_he_without_dp"}
+    later |= {"server_lr_schedule", "server_lr_warmup", "server_lr_final_ratio"}
     where = {"out", "rounds", "name", "key_dir"}
     body = {k: v for k, v in cfg.to_dict().items() if k not in where | later}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     assert cfg.digest() == hashlib.sha256(text.encode()).hexdigest()
     assert cfg.replace(server_optimizer="fedadam").digest() != cfg.digest()
+    assert cfg.replace(server_lr_schedule="cosine").digest() != cfg.digest()
     assert cfg.replace(audit_canaries=100).digest() != cfg.digest()
