@@ -52,9 +52,18 @@ def test_secagg_plus_matches_plain_fedavg_end_to_end(tmp_path: Path) -> None:
     secure = run_simulation(_cfg(tmp_path / "sec", aggregation="secagg+", dp="none"))
     assert plain.rounds_completed == secure.rounds_completed == 3
     diff = np.max(np.abs(plain.global_flat - secure.global_flat))
-    # fixed point with 16 fractional bits: per-round error ≤ n·2^-16 ≈ 1e-4, propagated 3 rounds
-    assert diff < 5e-3
+    # Stochastic rounding (CSPRNG) to 16 fractional bits moves round 1's mean by < 2^-16; later
+    # rounds train from slightly different models, so the gap after 3 rounds is random and has
+    # no tight bound (it reached 7.3e-3 once against ~1e-3 typically): only "the same model".
+    assert diff < 5e-2
     assert not np.array_equal(plain.global_flat, secure.global_flat)  # really went through SecAgg
+    one_plain = run_simulation(_cfg(tmp_path / "plain1", aggregation="plain", dp="none", rounds=1))
+    one_sec = run_simulation(_cfg(tmp_path / "sec1", aggregation="secagg+", dp="none", rounds=1))
+    lr = _cfg(tmp_path / "lr", aggregation="plain", dp="none").effective_server_lr
+    # one round: the same start and local training, so only the rounding differs: each of the
+    # n = 6 clients' encodings moves by < one unit 2^-16 (as in the fixed-point test bound)
+    one = np.max(np.abs(one_plain.global_flat - one_sec.global_flat))
+    assert 0 < one <= lr * 6 * 2.0**-16
     assert secure.metrics[0]["participants"] == list(range(6))
     m = json.loads((tmp_path / "sec" / "metrics.jsonl").read_text().splitlines()[-1])
     assert m["bytes_up"] > 0 and set(m["timings"]) >= {"local_training", "encode", "unmask"}
