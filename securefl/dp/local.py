@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -179,7 +180,12 @@ def _crypto_engine_class() -> type:
         """Opacus engine that builds :func:`_crypto_optimizer_class` optimizers only."""
 
         def __init__(self, rng: CryptoRandom) -> None:
-            super().__init__(accountant="rdp", secure_mode=False)
+            # Opacus's secure_mode would draw from its own CSPRNG; the noise here comes from
+            # the AES-CTR source instead (CryptoNoiseDPOptimizer), so its "Secure RNG turned
+            # off" warning is false for this engine and only misleads whoever reads the logs.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Secure RNG turned off")
+                super().__init__(accountant="rdp", secure_mode=False)
             self.noise_rng = rng
 
         def _prepare_optimizer(

@@ -188,7 +188,8 @@ def test_local_dpsgd_needs_make_private(tmp_path: Path) -> None:
     assert source["seeded"] is False
 
 
-def _fedavgm(run_dir: Path, rounds: int) -> Federation:
+def _server(run_dir: Path, rounds: int, **kw: object) -> Federation:
+    """Four clients, all every round, no DP, server lr 0.5; ``kw``: server optimiser knobs."""
     return Federation(
         population=4,
         rounds=rounds,
@@ -197,9 +198,12 @@ def _fedavgm(run_dir: Path, rounds: int) -> Federation:
         privacy=NoDP(),
         sampling=FixedSize(4),
         server_lr=0.5,
-        server_optimizer="fedavgm",
-        server_momentum=0.9,
+        **kw,  # type: ignore[arg-type]
     )
+
+
+def _fedavgm(run_dir: Path, rounds: int) -> Federation:
+    return _server(run_dir, rounds, server_optimizer="fedavgm", server_momentum=0.9)
 
 
 def _drive(fed: Federation, state: dict[str, np.ndarray], stop_after: int | None = None) -> None:
@@ -229,16 +233,7 @@ def test_server_momentum_steps_and_survives_a_resume(tmp_path: Path) -> None:
 
 
 def _cosine(run_dir: Path, rounds: int, **kw: object) -> Federation:
-    return Federation(
-        population=4,
-        rounds=rounds,
-        run_dir=run_dir,
-        aggregation=Plain(),
-        privacy=NoDP(),
-        sampling=FixedSize(4),
-        server_lr=0.5,
-        **{"server_lr_schedule": "cosine", **kw},  # type: ignore[arg-type]
-    )
+    return _server(run_dir, rounds, **{"server_lr_schedule": "cosine", **kw})
 
 
 def test_cosine_server_schedule_steps_by_the_round_and_survives_a_resume(tmp_path: Path) -> None:

@@ -45,6 +45,18 @@ def test_make_private_trains_and_reports_the_performed_event() -> None:
     assert s.params()["privacy_unit"] == "example"
 
 
+def test_no_false_secure_rng_warning() -> None:
+    """Opacus warns "Secure RNG turned off" because its own secure_mode is off; the noise comes
+    from the AES-CTR source, so that warning would mislead an auditor reading the logs."""
+    from securefl.dp.local import make_private
+
+    model, opt, loader = _setup()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_private(model, opt, loader, noise_multiplier=1.1, max_grad_norm=1.0)
+    assert not [w for w in caught if "Secure RNG" in str(w.message)]
+
+
 def test_validation() -> None:
     from securefl.dp.local import make_private
 
