@@ -172,6 +172,12 @@ class SecureStrategy(Strategy):  # type: ignore[misc]
                 f"the registry must name clients 1..{cfg.n_clients} (n_clients)",
                 parameter="registry",
             )
+        if cfg.server_lr_schedule != "constant":
+            raise UnsupportedCombinationError(
+                "the inner strategy is the server optimiser: it receives the released mean "
+                "unscaled, so a server learning-rate schedule belongs to it",
+                parameter="server_lr_schedule",
+            )
         self.inner = inner
         self.cfg = cfg.replace(dropout_rate=0.0, server_optimizer="fedavg", server_lr=1.0)
         self.registry = dict(registry)

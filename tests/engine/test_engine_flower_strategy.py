@@ -189,6 +189,14 @@ def test_wrapper_refuses_local_dp_and_hand_written_loops(tmp_path: Path) -> None
         strategy.configure_train(1, ArrayRecord(), ConfigRecord(), None)  # type: ignore[arg-type]
 
 
+def test_wrapper_refuses_a_server_schedule(tmp_path: Path) -> None:
+    """The loop's server step would scale the mean the inner strategy receives."""
+    registry, _, cfg = _setup(tmp_path, 3, dp="none", server_lr_schedule="cosine")
+    with pytest.raises(UnsupportedCombinationError) as err:
+        SecureStrategy(RecordingFedAvg(min_available_nodes=3), cfg, registry=registry)
+    assert err.value.parameter == "server_lr_schedule"
+
+
 def test_mod_refuses_a_plaintext_train_request(tmp_path: Path) -> None:
     """A server without the wrapper (plain FedAvg) gets errors, never the parameters."""
     ex = _example()
