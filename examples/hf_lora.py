@@ -63,7 +63,7 @@ fed = Federation(
     run_dir=sys.argv[1] if len(sys.argv) > 1 else "runs/hf_lora",
     aggregation=SecAgg(),  # complete graph: small cohorts; SecAggPlus() for large ones
     privacy=DistributedDP(clip=0.5, epsilon=8.0),
-    sampling=Poisson(0.9),
+    sampling=Poisson(1.0),  # 8 clients: a sampled cohort's size leaks (protocols/dp.md §5)
     model_name="all-MiniLM-L6-v2 + LoRA r=4",
 )
 initial = {n: p.detach().clone() for n, p in trainable.items()}
