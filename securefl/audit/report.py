@@ -59,6 +59,7 @@ from securefl.audit.spend import (
     sampling_of,
 )
 from securefl.audit.threat_model import aggregation_threat_model, dp_threat_model, trust_model
+from securefl.dp.participation import cohort_size_leak
 from securefl.errors import ConfigurationError
 
 SCHEMA_VERSION = 2
@@ -189,6 +190,55 @@ def _count(v: Any) -> int | None:
         parts = [_count(x) for x in v.values()]
         return sum(p for p in parts if p is not None)
     return None
+
+
+#: Rounds of these protocols abort below 3 participants (fl.md §5); others need one.
+_SECURE_MIN_COHORT = {"secagg": 3, "secagg+": 3, "he-ckks": 3}
+
+
+def _cohort_size_leak(
+    entries: Sequence[Entry],
+    run_payloads: Sequence[Mapping[str, Any]],
+    policy: BudgetPolicy | None,
+    tightest: tuple[str, float] | None,
+    delta: float,
+) -> str | None:
+    """A caveat when a client-level run's Poisson cohort size, revealed by the rounds that do
+    not release, adds more than δ/100 to δ (``protocols/dp.md`` §5); recomputed from the
+    recorded sampling, aggregation and policy, not from the run's own claim."""
+    if tightest is None or not math.isfinite(tightest[1]):
+        return None
+    recorded = [e.payload.get("policy") for e in entries if e.kind == POLICY]
+    floors = [policy.min_cohort] if policy is not None else []
+    floors += [
+        int(p["cohort"]["min_cohort"])
+        for p in recorded
+        if isinstance(p, Mapping)
+        and isinstance(p.get("cohort"), Mapping)
+        and isinstance(p["cohort"].get("min_cohort"), int)
+    ]
+    worst = 0.0
+    for p in run_payloads:
+        sampling, agg = p.get("sampling"), p.get("aggregation")
+        if p.get("privacy_unit") != "client" or not isinstance(sampling, Mapping):
+            continue
+        q, n, rounds = _num(sampling.get("q")), sampling.get("n"), p.get("planned_rounds")
+        if sampling.get("scheme") != "poisson" or q is None or not 0 < q <= 1:
+            continue
+        if not isinstance(n, int) or not isinstance(rounds, int) or n < 1 or rounds < 0:
+            continue
+        protocol = agg.get("protocol") if isinstance(agg, Mapping) else None
+        m = max([_SECURE_MIN_COHORT.get(str(protocol), 1), *floors])
+        worst = max(worst, cohort_size_leak(n, q, rounds, m))
+    added = math.exp(min(tightest[1], 700.0)) * worst
+    if added <= delta / 100:
+        return None
+    return (
+        f"the Poisson-sampled cohort's size is revealed by the rounds that do not release (one"
+        f" client's coin decides it with probability η = {worst:.3g} over the run, which no DP"
+        f" event covers): the guarantee is (ε, δ + e^ε·η), δ + {added:.3g} instead of"
+        f" {delta:.3g} (protocols/dp.md §5); sample every client or a fixed number a round"
+    )
 
 
 def _first(values: Iterable[Any]) -> Any:
@@ -679,6 +729,10 @@ def build_report(
     elif any(v is None for v in eps_final.values()):
         missing = sorted(k.upper() for k, v in eps_final.items() if v is None)
         caveats.append(f"accountant(s) {', '.join(missing)} cannot bound the recorded events")
+
+    leak = _cohort_size_leak(entries, run_payloads, policy, tightest, delta)
+    if leak is not None:
+        caveats.append(leak)
 
     # -- per-round rows and consistency with the run's own claims --------------------------
     completed = [e for e in entries if e.kind == ROUND_COMPLETED]

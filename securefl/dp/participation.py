@@ -9,6 +9,7 @@ a mismatch is an error, never a warning.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from securefl.dp import _validate as v
@@ -197,3 +198,35 @@ def assert_sampling_matches(
                 )
             if not _same(d, p):
                 raise SamplingMismatchError(f"declared {d} but performed {p}", parameter="sampling")
+
+
+def cohort_size_leak(population: int, rate: float, rounds: int, min_cohort: int) -> float:
+    """η of ``protocols/dp.md`` §5: the chance, summed over ``rounds``, that one unit's Poisson
+    coin decides whether a round reaches ``min_cohort`` participants (below it the round is
+    refused or aborted and the model does not move), q·P[Bin(N − 1, q) = m − 1] a round.
+
+    No DP event covers that decision: without dropouts a run accounted (ε, δ) holds
+    (ε, δ + e^ε·η). ``population`` counts the unit itself (N)."""
+    for name, value, low in (("population", population, 1), ("min_cohort", min_cohort, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InvalidParameterError(
+                f"must be an integer ≥ {low}, got {value!r}", parameter=name
+            )
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
+        raise InvalidParameterError(f"must be an integer ≥ 0, got {rounds!r}", parameter="rounds")
+    q = v.probability("rate", rate)
+    others, k = population - 1, min_cohort - 1
+    if k > others:
+        return 0.0
+    if q == 1.0:
+        pmf = 1.0 if k == others else 0.0
+    else:
+        log_pmf = (
+            math.lgamma(others + 1)
+            - math.lgamma(k + 1)
+            - math.lgamma(others - k + 1)
+            + k * math.log(q)
+            + (others - k) * math.log1p(-q)
+        )
+        pmf = math.exp(log_pmf)
+    return rounds * q * pmf

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from securefl.dp.errors import InvalidParameterError, SamplingMismatchError
 from securefl.dp.events import GaussianEvent, PoissonSampledEvent, SampledWithoutReplacementEvent
@@ -109,3 +111,50 @@ def test_nested_sampling_declaration_is_compared() -> None:
 def test_non_scheme_is_a_typed_error() -> None:
     with pytest.raises(InvalidParameterError):
         assert_sampling_matches("poisson", PoissonSampling(0.1))  # type: ignore[arg-type]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 9),
+    q=st.floats(0.05, 1.0),
+    rounds=st.integers(0, 5),
+    m=st.integers(1, 10),
+)
+def test_cohort_size_leak_is_the_probability_one_coin_decides_a_release(
+    n: int, q: float, rounds: int, m: int
+) -> None:
+    """Brute force over every set of the other units' coins: a round with ≥ m participants
+    releases; η counts the draws where the unit's own coin flips that (it is sampled and the
+    others are exactly m − 1), so it is the total-variation gap of the release bit."""
+    import itertools
+    import math
+
+    from securefl.dp.participation import cohort_size_leak
+
+    gap = 0.0
+    for coins in itertools.product((0, 1), repeat=n - 1):
+        k = sum(coins)
+        p = q**k * (1 - q) ** (n - 1 - k)
+        without = k >= m  # the unit absent
+        with_u = k + 1 >= m  # the unit sampled
+        gap += p * q * (with_u != without)
+    assert math.isclose(
+        cohort_size_leak(n, q, rounds, m), rounds * gap, rel_tol=1e-9, abs_tol=1e-15
+    )
+
+
+def test_cohort_size_leak_validation() -> None:
+    from securefl.dp.participation import cohort_size_leak
+
+    for bad in (
+        {"population": 0},
+        {"min_cohort": 0},
+        {"rounds": -1},
+        {"rate": 0.0},
+        {"rate": float("nan")},
+        {"population": True},
+    ):
+        args = {"population": 5, "rate": 0.5, "rounds": 1, "min_cohort": 3, **bad}
+        with pytest.raises(InvalidParameterError) as err:
+            cohort_size_leak(**args)  # type: ignore[arg-type]
+        assert err.value.parameter == next(iter(bad))

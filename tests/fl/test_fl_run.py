@@ -96,6 +96,11 @@ def test_budget_exhausted_round_is_refused_and_recorded(tmp_path: Path) -> None:
     assert refused and refused[-1] == last
     assert set(refused) <= {r["round"] for r in res.refused}
     assert ("round_projected", last) not in kinds  # never started
+    # Whether a round was skipped depends on the cohort's size, which one client's coin can
+    # decide (6 clients, q = 0.5: η = 50·0.5·2^-5): the report says so (dp.md §5)
+    report = json.loads((out / "report.json").read_text())
+    leak = [c for c in report["caveats"] if "cohort's size is revealed" in c]
+    assert len(leak) == 1 and "η = 0.781" in leak[0], report["caveats"]
     # resuming does not get around the budget
     again = run_simulation(cfg)
     assert again.rounds_completed == res.rounds_completed and again.refused
