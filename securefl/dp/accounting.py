@@ -51,6 +51,7 @@ from securefl.dp.events import (
     SelfComposedEvent,
     TreeIncrementEvent,
     ZCDPEvent,
+    contains,
 )
 from securefl.dp.tree_accounting import has_tree_increment, merge_tree_releases
 
@@ -170,13 +171,7 @@ def _gaussianize(event: DpEvent, choose: Chooser) -> tuple[DpEvent, float]:
 
 
 def _has_discrete(event: DpEvent) -> bool:
-    if isinstance(event, DiscreteGaussianEvent | DistributedDiscreteGaussianEvent):
-        return True
-    if isinstance(event, PoissonSampledEvent | SampledWithoutReplacementEvent | SelfComposedEvent):
-        return _has_discrete(event.event)
-    if isinstance(event, ComposedEvent):
-        return any(_has_discrete(e) for e in event.events)
-    return False
+    return contains(event, (DiscreteGaussianEvent, DistributedDiscreteGaussianEvent))
 
 
 def _rdp_slack(orders: FloatArray, eta: float) -> FloatArray:

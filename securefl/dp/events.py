@@ -288,6 +288,18 @@ class ComposedEvent(DpEvent):
         return {"type": self.type_name, "events": [e.to_dict() for e in self.events]}
 
 
+def contains(event: DpEvent, leaf: type[DpEvent] | tuple[type[DpEvent], ...]) -> bool:
+    """Whether a ``leaf``-typed event occurs anywhere in ``event`` (inside sampling wrappers
+    and compositions, whatever their counts)."""
+    if isinstance(event, leaf):
+        return True
+    if isinstance(event, PoissonSampledEvent | SampledWithoutReplacementEvent | SelfComposedEvent):
+        return contains(event.event, leaf)
+    if isinstance(event, ComposedEvent):
+        return any(contains(e, leaf) for e in event.events)
+    return False
+
+
 def _check_event(name: str, value: object) -> None:
     if not isinstance(value, DpEvent) or type(value) is DpEvent:
         raise InvalidParameterError(

@@ -33,6 +33,7 @@ from securefl.dp.events import (
     SampledWithoutReplacementEvent,
     SelfComposedEvent,
     TreeIncrementEvent,
+    contains,
 )
 
 Release = tuple[float, float, int]
@@ -40,13 +41,7 @@ Release = tuple[float, float, int]
 
 def has_tree_increment(event: DpEvent) -> bool:
     """Whether ``event`` contains a :class:`TreeIncrementEvent` anywhere."""
-    if isinstance(event, TreeIncrementEvent):
-        return True
-    if isinstance(event, PoissonSampledEvent | SampledWithoutReplacementEvent | SelfComposedEvent):
-        return has_tree_increment(event.event)
-    if isinstance(event, ComposedEvent):
-        return any(has_tree_increment(e) for e in event.events)
-    return False
+    return contains(event, TreeIncrementEvent)
 
 
 def refuse_sampled_increments(event: DpEvent) -> None:
