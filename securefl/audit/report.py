@@ -198,27 +198,25 @@ _SECURE_MIN_COHORT = {"secagg": 3, "secagg+": 3, "he-ckks": 3}
 
 def _cohort_size_leak(
     entries: Sequence[Entry],
-    run_payloads: Sequence[Mapping[str, Any]],
-    policy: BudgetPolicy | None,
+    runs: Mapping[str, Entry],
     tightest: tuple[str, float] | None,
     delta: float,
 ) -> str | None:
     """A caveat when a client-level run's Poisson cohort size, revealed by the rounds that do
-    not release, adds more than δ/100 to δ (``protocols/dp.md`` §5); recomputed from the
-    recorded sampling, aggregation and policy, not from the run's own claim."""
+    not release, adds more than δ/100 to δ (``protocols/dp.md`` §5); recomputed from each
+    run's recorded sampling, aggregation and policy (the one that refused its small cohorts;
+    η is not monotone in m, so another run's or the report's policy would not bound it)."""
     if tightest is None or not math.isfinite(tightest[1]):
         return None
-    recorded = [e.payload.get("policy") for e in entries if e.kind == POLICY]
-    floors = [policy.min_cohort] if policy is not None else []
-    floors += [
-        int(p["cohort"]["min_cohort"])
-        for p in recorded
-        if isinstance(p, Mapping)
-        and isinstance(p.get("cohort"), Mapping)
-        and isinstance(p["cohort"].get("min_cohort"), int)
-    ]
+    floors: dict[str, int] = {}
+    for e in entries:
+        recorded = e.payload.get("policy") if e.kind == POLICY else None
+        cohort = recorded.get("cohort") if isinstance(recorded, Mapping) else None
+        if isinstance(cohort, Mapping) and isinstance(cohort.get("min_cohort"), int):
+            floors[e.run_id] = max(floors.get(e.run_id, 1), int(cohort["min_cohort"]))
     worst = 0.0
-    for p in run_payloads:
+    for run_id, started in runs.items():
+        p = started.payload
         sampling, agg = p.get("sampling"), p.get("aggregation")
         if p.get("privacy_unit") != "client" or not isinstance(sampling, Mapping):
             continue
@@ -228,7 +226,7 @@ def _cohort_size_leak(
         if not isinstance(n, int) or not isinstance(rounds, int) or n < 1 or rounds < 0:
             continue
         protocol = agg.get("protocol") if isinstance(agg, Mapping) else None
-        m = max([_SECURE_MIN_COHORT.get(str(protocol), 1), *floors])
+        m = max(_SECURE_MIN_COHORT.get(str(protocol), 1), floors.get(run_id, 1))
         worst = max(worst, cohort_size_leak(n, q, rounds, m))
     added = math.exp(min(tightest[1], 700.0)) * worst
     if added <= delta / 100:
@@ -730,7 +728,7 @@ def build_report(
         missing = sorted(k.upper() for k, v in eps_final.items() if v is None)
         caveats.append(f"accountant(s) {', '.join(missing)} cannot bound the recorded events")
 
-    leak = _cohort_size_leak(entries, run_payloads, policy, tightest, delta)
+    leak = _cohort_size_leak(entries, runs, tightest, delta)
     if leak is not None:
         caveats.append(leak)
 
